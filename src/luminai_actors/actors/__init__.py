@@ -1,0 +1,1 @@
+"""Actors: pykka conversation actors (one per conversation) and the Dramatiq AI and sender actors."""

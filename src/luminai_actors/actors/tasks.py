@@ -1,0 +1,141 @@
+"""Dramatiq actors: `ai_turn` (one TreeFlow + brain turn of a talk) and `send_message` (one sendText attempt).
+
+Both are thin shells over a service function, declared on an explicit broker by `declare_task_actors` (no
+global broker, nothing at import time). Messages carry ids only. Retries use Dramatiq's machinery: a
+transient failure raises `dramatiq.Retry(delay=...)` with the configured wait, so the waits are exact rather
+than Dramatiq's jittered exponential default; the attempt count lives in the database, so a redelivered task
+(worker killed, Redis restarted) continues the count instead of starting over.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from luminai_actors.ai.brain import Brain
+from luminai_actors.config import Settings
+from luminai_actors.errors import BrainError, BrokerUnavailable, Unavailable
+from luminai_actors.evolution.client import EvolutionClient
+from luminai_actors.persistence.uow import UnitOfWorkFactory
+from luminai_actors.services.ai_turn import run_ai_turn
+from luminai_actors.services.outbound import deliver_outbound
+from luminai_actors.services.talks import flag_for_human
+
+log = logging.getLogger(__name__)
+
+AI_QUEUE = "ai"
+SEND_QUEUE = "send"
+
+
+class Dispatcher(Protocol):
+    """Where services hand work to the task actors (Dramatiq in production, a recorder in unit tests)."""
+
+    def request_ai_turn(self, talk_id: uuid.UUID) -> None: ...
+    def request_send(self, message_id: uuid.UUID) -> None: ...
+
+
+@dataclass
+class TaskDeps:
+    settings: Settings
+    uow_factory: UnitOfWorkFactory
+    brain: Brain
+    evolution: EvolutionClient
+
+
+def _current_retries() -> int:
+    message = CurrentMessage.get_current_message()
+    return int(message.options.get("retries", 0)) if message is not None else 0
+
+
+class DramatiqDispatcher:
+    def __init__(self, ai_actor: dramatiq.Actor[Any, Any], send_actor: dramatiq.Actor[Any, Any]) -> None:
+        self.ai_actor = ai_actor
+        self.send_actor = send_actor
+
+    def _send(self, actor: dramatiq.Actor[Any, Any], ident: uuid.UUID) -> None:
+        try:
+            actor.send(str(ident))
+        except dramatiq.errors.ConnectionError as exc:
+            raise BrokerUnavailable(f"broker refused {actor.actor_name}: {exc}") from exc
+
+    def request_ai_turn(self, talk_id: uuid.UUID) -> None:
+        self._send(self.ai_actor, talk_id)
+
+    def request_send(self, message_id: uuid.UUID) -> None:
+        self._send(self.send_actor, message_id)
+
+
+def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDispatcher:
+    settings = deps.settings
+    holder: dict[str, DramatiqDispatcher] = {}
+
+    def ai_turn(talk_id: str) -> None:
+        attempt = _current_retries() + 1
+        try:
+            outcome = run_ai_turn(
+                deps.uow_factory,
+                deps.brain,
+                uuid.UUID(talk_id),
+                lease_seconds=settings.ai_timeout_seconds * 2 + 30,
+            )
+        except (BrainError, Unavailable) as exc:
+            if attempt >= settings.ai_max_attempts:
+                log.error("AI turn for talk %s failed after %d attempts: %s", talk_id, attempt, exc)
+                flag_for_human(deps.uow_factory, uuid.UUID(talk_id), str(exc))
+                return
+            raise dramatiq.Retry(str(exc), delay=int(1000 * 2**attempt)) from exc
+        # "busy": the running turn re-reads pending messages when it ends and enqueues the next turn itself.
+        dispatcher = holder["dispatcher"]
+        if outcome.reply_message_id is not None:
+            dispatcher.request_send(outcome.reply_message_id)
+        if outcome.more_pending:
+            dispatcher.request_ai_turn(uuid.UUID(talk_id))
+
+    def send_message(message_id: str) -> None:
+        outcome = deliver_outbound(
+            deps.uow_factory,
+            deps.evolution,
+            uuid.UUID(message_id),
+            max_attempts=settings.send_max_attempts,
+            lease_seconds=settings.evolution_timeout_seconds + 30,
+            retry_wait=settings.backoff_before_attempt,
+        )
+        if outcome.status == "retry":
+            wait = settings.backoff_before_attempt(outcome.attempts + 1)
+            log.warning(
+                "send %s attempt %d failed (%s); retry in %.1fs",
+                message_id,
+                outcome.attempts,
+                outcome.error,
+                wait,
+            )
+            raise dramatiq.Retry(outcome.error or "send failed", delay=int(wait * 1000))
+        # "in_flight": that attempt records its own result; if its worker died, the lease expires and the
+        # recovery sweep enqueues the message again.
+        if outcome.status == "failed":
+            log.error("send %s failed after %d attempts: %s", message_id, outcome.attempts, outcome.error)
+
+    # Retries are counted in the database; Dramatiq's own limit is only a backstop against a runaway loop.
+    ai_actor = dramatiq.Actor(
+        ai_turn,
+        broker=broker,
+        actor_name="ai_turn",
+        queue_name=AI_QUEUE,
+        priority=0,
+        options={"max_retries": settings.ai_max_attempts + 20},
+    )
+    send_actor = dramatiq.Actor(
+        send_message,
+        broker=broker,
+        actor_name="send_message",
+        queue_name=SEND_QUEUE,
+        priority=0,
+        options={"max_retries": settings.send_max_attempts + 20},
+    )
+    holder["dispatcher"] = DramatiqDispatcher(ai_actor, send_actor)
+    return holder["dispatcher"]

@@ -1,0 +1,224 @@
+"""Composition root: the only place that builds and wires engine, broker, clients, brain and actors.
+
+`build(settings)` returns a `Container`; `Container.start()` starts what runs in the background of this
+process (the conversation reaper, the in-process Dramatiq worker when the broker is `memory://`, the recovery
+sweep) and `Container.close()` stops it all in reverse order. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+import httpx
+import openai
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import CurrentMessage
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from luminai_actors.actors.conversation import ConversationRouter
+from luminai_actors.actors.tasks import (
+    AI_QUEUE,
+    SEND_QUEUE,
+    DramatiqDispatcher,
+    TaskDeps,
+    declare_task_actors,
+)
+from luminai_actors.ai.brain import Brain, OfflineBrain
+from luminai_actors.ai.openai_brain import OpenAIBrain
+from luminai_actors.config import Settings
+from luminai_actors.errors import BrokerUnavailable, LuminaiError
+from luminai_actors.evolution.client import EvolutionClient
+from luminai_actors.evolution.webhook import MessageUpsert
+from luminai_actors.persistence.database import create_db_engine, make_session_factory
+from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork
+from luminai_actors.services.inbound import InboundOutcome, record_inbound
+from luminai_actors.services.recovery import find_stalled_work
+
+log = logging.getLogger(__name__)
+
+REDIS_HEARTBEAT_TIMEOUT_MS = 15_000
+REDIS_MAINTENANCE_CHANCE = 50_000  # of 1e6: recover a dead worker's messages within seconds, not minutes
+
+
+def build_broker(settings: Settings) -> dramatiq.Broker:
+    broker: dramatiq.Broker
+    if settings.uses_memory_broker:
+        broker = StubBroker()
+    else:
+        broker = RedisBroker(  # type: ignore[no-untyped-call]  # dramatiq leaves __init__ unannotated
+            url=settings.broker_url,
+            heartbeat_timeout=REDIS_HEARTBEAT_TIMEOUT_MS,
+            maintenance_chance=REDIS_MAINTENANCE_CHANCE,
+        )
+    broker.add_middleware(CurrentMessage())
+    # The dramatiq CLI emits this; without it TimeLimit is not enforced in a worker we start ourselves.
+    broker.emit_after("process_boot")
+    return broker
+
+
+def build_brain(settings: Settings) -> Brain:
+    if settings.openai_api_key:
+        client = openai.OpenAI(
+            api_key=settings.openai_api_key,
+            base_url=settings.openai_base_url,
+            timeout=settings.ai_timeout_seconds,
+            max_retries=0,  # retries belong to the AI actor, with backoff and a final hand-off
+        )
+        return OpenAIBrain(client, settings.ai_model)
+    return OfflineBrain()
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    broker: dramatiq.Broker
+    dispatcher: DramatiqDispatcher
+    evolution: EvolutionClient
+    brain: Brain
+    router: ConversationRouter[MessageUpsert, InboundOutcome]
+    worker: dramatiq.Worker | None = None
+    _recovery_stop: threading.Event = field(default_factory=threading.Event)
+    _recovery_thread: threading.Thread | None = None
+
+    def uow(self) -> SqlAlchemyUnitOfWork:
+        return SqlAlchemyUnitOfWork(self.session_factory)
+
+    # runs on a conversation actor's thread
+    def handle_inbound(self, event: MessageUpsert) -> InboundOutcome:
+        outcome = record_inbound(self.uow, event)
+        if outcome.needs_ai_turn and outcome.talk_id is not None:
+            try:
+                self.dispatcher.request_ai_turn(outcome.talk_id)
+            except BrokerUnavailable as exc:
+                # The message is committed; the recovery sweep enqueues its turn once the broker is back.
+                log.warning("AI turn for talk %s not enqueued: %s", outcome.talk_id, exc)
+        return outcome
+
+    def start(self, *, embedded_worker: bool | None = None, recovery: bool = True) -> None:
+        self.router.start()
+        run_worker = self.settings.uses_memory_broker if embedded_worker is None else embedded_worker
+        if run_worker and self.worker is None:
+            self.worker = dramatiq.Worker(
+                self.broker,
+                worker_threads=self.settings.worker_threads,
+                worker_timeout=self.settings.worker_poll_ms,
+            )
+            self.worker.start()
+        if recovery and self._recovery_thread is None:
+            self._recovery_stop.clear()
+            self._recovery_thread = threading.Thread(
+                target=self._recover_forever, name="recovery", daemon=True
+            )
+            self._recovery_thread.start()
+
+    def recover_once(self) -> tuple[int, int]:
+        """Enqueue AI turns and sends that should have run by now; returns (turns, sends) enqueued."""
+        interval = self.settings.recovery_interval_seconds
+        stalled = find_stalled_work(self.uow, older_than_seconds=interval)
+        for talk_id in stalled.talks_awaiting_ai:
+            self.dispatcher.request_ai_turn(talk_id)
+        for message_id in stalled.messages_awaiting_send:
+            self.dispatcher.request_send(message_id)
+        if stalled.talks_awaiting_ai or stalled.messages_awaiting_send:
+            log.info(
+                "recovery enqueued %d AI turns and %d sends",
+                len(stalled.talks_awaiting_ai),
+                len(stalled.messages_awaiting_send),
+            )
+        return len(stalled.talks_awaiting_ai), len(stalled.messages_awaiting_send)
+
+    def _recover_forever(self) -> None:
+        while not self._recovery_stop.wait(self.settings.recovery_interval_seconds):
+            try:
+                self.recover_once()
+            except LuminaiError as exc:
+                log.warning("recovery sweep skipped: %s", exc)
+            except Exception:
+                log.exception("recovery sweep failed; it keeps running")
+
+    def queue_depths(self) -> dict[str, int]:
+        """Messages waiting per Dramatiq queue (ready, delayed and dead-lettered)."""
+        depths: dict[str, int] = {}
+        for queue in (AI_QUEUE, SEND_QUEUE):
+            for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+                depths[name] = _queue_depth(self.broker, name)
+        return depths
+
+    def database_ready(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    def broker_ready(self) -> bool:
+        if isinstance(self.broker, RedisBroker):
+            try:
+                return bool(self.broker.client.ping())
+            except Exception:
+                return False
+        return True
+
+    def close(self) -> None:
+        self._recovery_stop.set()
+        if self._recovery_thread is not None:
+            self._recovery_thread.join(5)
+            self._recovery_thread = None
+        self.router.stop()
+        if self.worker is not None:
+            self.worker.stop(timeout=10_000)
+            self.worker = None
+        self.broker.close()
+        self.evolution.close()
+        self.engine.dispose()
+
+
+def _queue_depth(broker: dramatiq.Broker, name: str) -> int:
+    if isinstance(broker, StubBroker):
+        if name.endswith(".XQ"):
+            return len(broker.dead_letters_by_queue.get(name[:-3], []))
+        queue: Any = broker.queues.get(name)
+        return int(queue.qsize()) if queue is not None else 0
+    if isinstance(broker, RedisBroker):
+        try:
+            if name.endswith(".XQ"):
+                return int(broker.client.zcard(f"{broker.namespace}:{name}"))
+            return int(broker.client.llen(f"{broker.namespace}:{name}"))
+        except Exception:
+            return -1
+    return -1
+
+
+def build(settings: Settings) -> Container:
+    engine = create_db_engine(settings.database_url, pool_size=settings.db_pool_size)
+    session_factory = make_session_factory(engine)
+    broker = build_broker(settings)
+    evolution = EvolutionClient(
+        httpx.Client(timeout=settings.evolution_timeout_seconds), timeout=settings.evolution_timeout_seconds
+    )
+    brain = build_brain(settings)
+
+    def uow_factory() -> SqlAlchemyUnitOfWork:
+        return SqlAlchemyUnitOfWork(session_factory)
+
+    dispatcher = declare_task_actors(broker, TaskDeps(settings, uow_factory, brain, evolution))
+    holder: dict[str, Container] = {}
+
+    def handle(event: MessageUpsert) -> InboundOutcome:
+        return holder["container"].handle_inbound(event)
+
+    router: ConversationRouter[MessageUpsert, InboundOutcome] = ConversationRouter(
+        handle, max_actors=settings.max_conversation_actors, idle_seconds=settings.conversation_idle_seconds
+    )
+    container = Container(settings, engine, session_factory, broker, dispatcher, evolution, brain, router)
+    holder["container"] = container
+    return container

@@ -1,0 +1,205 @@
+"""`python3 run.py <command>`: serve, worker, migrate, test. Every command has --help.
+
+`serve` runs the HTTP service (and, with the memory broker, the Dramatiq worker in the same process).
+`worker` runs Dramatiq workers for the Redis broker: N processes of M threads, optionally bound to queues.
+`migrate` upgrades the database to the latest revision. `test` runs the linters, the type checker and the
+whole test suite against the PostgreSQL and Redis on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from luminai_actors.config import Settings
+from luminai_actors.errors import ConfigError
+
+log = logging.getLogger("luminai_actors")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
+    )
+
+
+def _check_schema(settings: Settings) -> None:
+    """Refuse to serve a database that was never migrated, with the command that fixes it."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from luminai_actors.persistence.database import alembic_config, create_db_engine
+
+    engine = create_db_engine(settings.database_url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+    head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    if current != head:
+        raise ConfigError(
+            f"database is at revision {current or 'none'}, the code needs {head}: "
+            "run `python3 run.py migrate`"
+        )
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from luminai_actors.persistence.database import upgrade_database
+
+    upgrade_database(settings.database_url)
+    print(f"database migrated to the latest revision: {_safe_url(settings.database_url)}")
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from luminai_actors.persistence.database import upgrade_database
+    from luminai_actors.web.app import create_app
+
+    if settings.uses_sqlite:
+        upgrade_database(settings.database_url)
+    else:
+        _check_schema(settings)
+    mode = "memory broker, in-process worker" if settings.uses_memory_broker else "redis broker"
+    log.info(
+        "serving on http://%s:%d (%s, database %s)",
+        args.host,
+        args.port,
+        mode,
+        _safe_url(settings.database_url),
+    )
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower())
+    return 0
+
+
+def _run_worker_process(settings: Settings, threads: int, queues: list[str] | None) -> None:
+    import dramatiq
+
+    from luminai_actors import bootstrap
+
+    _configure_logging(settings.log_level)
+    container = bootstrap.build(settings)
+    worker = dramatiq.Worker(
+        container.broker,
+        worker_threads=threads,
+        worker_timeout=settings.worker_poll_ms,
+        queues=set(queues) if queues else None,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.start()
+    log.info("worker pid %d: %d threads on queues %s", os.getpid(), threads, queues or "all")
+    stop.wait()
+    log.info("worker pid %d stopping: finishing running tasks", os.getpid())
+    worker.stop(timeout=30_000)
+    container.close()
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.uses_memory_broker:
+        raise ConfigError(
+            "LUMINAI_BROKER_URL is memory:// (the default): its worker runs inside `serve`. "
+            "Set LUMINAI_BROKER_URL=redis://127.0.0.1:6379/0 to run separate workers."
+        )
+    _check_schema(settings)
+    if args.processes == 1:
+        _run_worker_process(settings, args.threads, args.queues)
+        return 0
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(
+            target=_run_worker_process, args=(settings, args.threads, args.queues), name=f"worker-{i}"
+        )
+        for i in range(args.processes)
+    ]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                os.kill(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.join()
+    return max((child.exitcode or 0) for child in children)
+
+
+def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
+    python = sys.executable
+    steps = [
+        [python, "-m", "ruff", "check", "src", "tests", "migrations", "run.py"],
+        [python, "-m", "ruff", "format", "--check", "src", "tests", "migrations", "run.py"],
+        [python, "-m", "mypy", "--strict", "src"],
+        [python, "-m", "pytest", *args.pytest_args],
+    ]
+    for step in steps:
+        print("$ " + " ".join(step[2:] if step[0] == python else step), flush=True)
+        code = subprocess.call(step, cwd=ROOT)
+        if code != 0:
+            print(f"run.py test: `{' '.join(step[2:])}` failed with exit code {code}", file=sys.stderr)
+            return code
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    migrate = sub.add_parser(
+        "migrate", help="upgrade the database at LUMINAI_DATABASE_URL to the latest revision"
+    )
+    migrate.set_defaults(func=cmd_migrate)
+    serve = sub.add_parser("serve", help="run the HTTP service (with the memory broker, also the worker)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help="run Dramatiq workers for the Redis broker")
+    worker.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    worker.add_argument("--threads", type=int, default=4, help="threads per process (default 4)")
+    worker.add_argument(
+        "--queues", nargs="+", choices=["ai", "send"], help="queues to consume (default: all): ai, send"
+    )
+    worker.set_defaults(func=cmd_worker)
+    test = sub.add_parser(
+        "test", help="lint, type-check and run the whole test suite (needs PostgreSQL, Redis)"
+    )
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra arguments for pytest")
+    test.set_defaults(func=cmd_test)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        _configure_logging(settings.log_level)
+        code: int = args.func(args, settings)
+    except ConfigError as exc:
+        print(f"run.py {args.command}: {exc}", file=sys.stderr)
+        return 2
+    return code

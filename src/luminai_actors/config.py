@@ -1,0 +1,150 @@
+"""Settings read from the environment (LUMINAI_* and OPENAI_*); every knob, its default and its meaning.
+
+`Settings.from_env()` builds an immutable snapshot; nothing here runs at import time, so tests build their own
+`Settings` freely. With no variables set at all the service runs on embedded defaults: a SQLite file in the
+working directory, an in-process Dramatiq broker and worker, and the offline deterministic brain.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from luminai_actors.errors import ConfigError
+
+DEFAULT_SQLITE_FILE = "luminai.db"
+
+
+def _default_database_url() -> str:
+    return f"sqlite:///{Path.cwd() / DEFAULT_SQLITE_FILE}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service. Field docs are the README's configuration table."""
+
+    database_url: str = field(default_factory=_default_database_url)
+    """LUMINAI_DATABASE_URL: SQLAlchemy URL; `postgresql+psycopg://user@host/db` or `sqlite:///file`."""
+    broker_url: str = "memory://"
+    """LUMINAI_BROKER_URL: `memory://` (in-process broker and worker) or `redis://host:port/db`."""
+    admin_token: str | None = None
+    """LUMINAI_ADMIN_TOKEN: bearer token of the admin API; unset means the admin API refuses every call."""
+    openai_api_key: str | None = None
+    """OPENAI_API_KEY: when set, replies are written by the OpenAI brain; otherwise by the offline brain."""
+    openai_base_url: str | None = None
+    """OPENAI_BASE_URL: any OpenAI-compatible endpoint (e.g. a local server)."""
+    ai_model: str = "gpt-4o-mini"
+    """LUMINAI_AI_MODEL: chat model asked by the OpenAI brain."""
+    ai_timeout_seconds: float = 30.0
+    """LUMINAI_AI_TIMEOUT_SECONDS: one LLM request's timeout."""
+    ai_max_attempts: int = 3
+    """LUMINAI_AI_MAX_ATTEMPTS: attempts of one AI turn before the talk is handed to a human."""
+    send_max_attempts: int = 3
+    """LUMINAI_SEND_MAX_ATTEMPTS: attempts of one sendText before the message is marked failed."""
+    send_backoff_seconds: tuple[float, ...] = (2.0, 4.0)
+    """LUMINAI_SEND_BACKOFF_SECONDS: waits before attempts 2, 3, ... (comma separated; the last repeats)."""
+    evolution_timeout_seconds: float = 30.0
+    """LUMINAI_EVOLUTION_TIMEOUT_SECONDS: timeout of one call to Evolution API."""
+    conversation_idle_seconds: float = 300.0
+    """LUMINAI_CONVERSATION_IDLE_SECONDS: a conversation actor idle this long stops (its thread ends)."""
+    max_conversation_actors: int = 2000
+    """LUMINAI_MAX_CONVERSATION_ACTORS: live conversation actors at most; beyond it webhooks get 503."""
+    webhook_timeout_seconds: float = 25.0
+    """LUMINAI_WEBHOOK_TIMEOUT_SECONDS: how long a webhook waits for its conversation actor before 503."""
+    max_webhook_bytes: int = 1024 * 1024
+    """LUMINAI_MAX_WEBHOOK_BYTES: larger webhook bodies are refused with 413."""
+    worker_threads: int = 4
+    """LUMINAI_WORKER_THREADS: Dramatiq worker threads of the in-process worker (memory broker)."""
+    worker_poll_ms: int = 100
+    """LUMINAI_WORKER_POLL_MS: Dramatiq worker_timeout; the most an idle Redis worker waits to see a task."""
+    db_pool_size: int = 10
+    """LUMINAI_DB_POOL_SIZE: connections per process in the SQLAlchemy pool (PostgreSQL)."""
+    recovery_interval_seconds: float = 30.0
+    """LUMINAI_RECOVERY_INTERVAL_SECONDS: how often the server re-enqueues AI turns that never ran."""
+    log_level: str = "INFO"
+    """LUMINAI_LOG_LEVEL: Python logging level name."""
+
+    @property
+    def uses_memory_broker(self) -> bool:
+        return self.broker_url.startswith("memory://")
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def is_default_sqlite(self) -> bool:
+        return self.database_url == _default_database_url()
+
+    def backoff_before_attempt(self, attempt: int) -> float:
+        """Seconds to wait before `attempt` (2, 3, ...); the last configured wait repeats."""
+        waits = self.send_backoff_seconds
+        index = max(0, min(attempt - 2, len(waits) - 1))
+        return waits[index]
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]  # dataclasses.replace is untyped for kwargs
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the environment; a malformed value raises ConfigError naming the variable."""
+        source = os.environ if env is None else env
+        values: dict[str, object] = {}
+
+        def text(name: str, attr: str) -> None:
+            value = source.get(name, "").strip()
+            if value:
+                values[attr] = value
+
+        def number(name: str, attr: str, kind: type[int] | type[float], minimum: float) -> None:
+            raw = source.get(name, "").strip()
+            if not raw:
+                return
+            try:
+                value = kind(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r} is not a {kind.__name__}") from exc
+            if value < minimum:
+                raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+            values[attr] = value
+
+        text("LUMINAI_DATABASE_URL", "database_url")
+        text("LUMINAI_BROKER_URL", "broker_url")
+        text("LUMINAI_ADMIN_TOKEN", "admin_token")
+        text("OPENAI_API_KEY", "openai_api_key")
+        text("OPENAI_BASE_URL", "openai_base_url")
+        text("LUMINAI_AI_MODEL", "ai_model")
+        text("LUMINAI_LOG_LEVEL", "log_level")
+        number("LUMINAI_AI_TIMEOUT_SECONDS", "ai_timeout_seconds", float, 0.1)
+        number("LUMINAI_AI_MAX_ATTEMPTS", "ai_max_attempts", int, 1)
+        number("LUMINAI_SEND_MAX_ATTEMPTS", "send_max_attempts", int, 1)
+        number("LUMINAI_EVOLUTION_TIMEOUT_SECONDS", "evolution_timeout_seconds", float, 0.1)
+        number("LUMINAI_CONVERSATION_IDLE_SECONDS", "conversation_idle_seconds", float, 0.05)
+        number("LUMINAI_MAX_CONVERSATION_ACTORS", "max_conversation_actors", int, 1)
+        number("LUMINAI_WEBHOOK_TIMEOUT_SECONDS", "webhook_timeout_seconds", float, 0.1)
+        number("LUMINAI_MAX_WEBHOOK_BYTES", "max_webhook_bytes", int, 1024)
+        number("LUMINAI_WORKER_THREADS", "worker_threads", int, 1)
+        number("LUMINAI_WORKER_POLL_MS", "worker_poll_ms", int, 10)
+        number("LUMINAI_DB_POOL_SIZE", "db_pool_size", int, 1)
+        number("LUMINAI_RECOVERY_INTERVAL_SECONDS", "recovery_interval_seconds", float, 0.1)
+
+        raw_backoff = source.get("LUMINAI_SEND_BACKOFF_SECONDS", "").strip()
+        if raw_backoff:
+            try:
+                waits = tuple(float(part) for part in raw_backoff.split(","))
+            except ValueError as exc:
+                raise ConfigError(
+                    f"LUMINAI_SEND_BACKOFF_SECONDS={raw_backoff!r} must be comma-separated seconds, e.g. 2,4"
+                ) from exc
+            if any(wait < 0 for wait in waits):
+                raise ConfigError(f"LUMINAI_SEND_BACKOFF_SECONDS={raw_backoff!r} has a negative wait")
+            values["send_backoff_seconds"] = waits
+
+        settings = cls(**values)  # type: ignore[arg-type]  # values were type-checked one by one above
+        if not (settings.broker_url.startswith("memory://") or settings.broker_url.startswith("redis")):
+            raise ConfigError(
+                f"LUMINAI_BROKER_URL={settings.broker_url!r}: use memory:// or redis://host:port/db"
+            )
+        return settings

@@ -1,0 +1,1 @@
+"""Pure rules with no I/O: identifiers, phone identity, the TreeFlow engine."""

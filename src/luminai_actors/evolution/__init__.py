@@ -1,0 +1,1 @@
+"""The WhatsApp channel through Evolution API: webhook parsing and the HTTP client."""

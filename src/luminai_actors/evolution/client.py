@@ -1,0 +1,179 @@
+"""HTTP client of Evolution API v2 (httpx): sendText, connection state, webhook set/find, typed errors.
+
+Evolution answers errors as `{status, error, response: {message}}` (reference §4). They are mapped once,
+here: connection errors, timeouts, 5xx and 429 become `EvolutionTransientError` (worth a retry); 400 (schema
+errors, `exists: false`), 401 and 404 become `EvolutionPermanentError` (a retry would fail the same way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from luminai_actors.errors import EvolutionError, EvolutionPermanentError, EvolutionTransientError
+
+WEBHOOK_EVENTS = (
+    "MESSAGES_UPSERT",
+    "MESSAGES_UPDATE",
+    "SEND_MESSAGE",
+    "CONNECTION_UPDATE",
+    "QRCODE_UPDATED",
+    "LOGOUT_INSTANCE",
+    "REMOVE_INSTANCE",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    message_id: str | None
+    remote_jid: str | None
+    status_code: int
+    body: Any
+
+
+def _error_message(body: Any) -> str:
+    if isinstance(body, dict):
+        response = body.get("response")
+        if isinstance(response, dict) and "message" in response:
+            message = response["message"]
+            if isinstance(message, list):
+                return "; ".join(str(item) for item in message)
+            return str(message)
+        if "error" in body:
+            return str(body["error"])
+    return str(body)[:500]
+
+
+def _not_on_whatsapp(body: Any) -> bool:
+    response = body.get("response") if isinstance(body, dict) else None
+    message = response.get("message") if isinstance(response, dict) else None
+    return isinstance(message, list) and any(
+        isinstance(item, dict) and item.get("exists") is False for item in message
+    )
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text[:500]
+    detail = _error_message(body)
+    message = f"Evolution API {response.status_code}: {detail}"
+    if response.status_code >= 500 or response.status_code in (408, 429):
+        raise EvolutionTransientError(message, status=response.status_code, body=body)
+    if response.status_code == 400 and _not_on_whatsapp(body):
+        message = f"Evolution API 400: number is not on WhatsApp ({detail})"
+    raise EvolutionPermanentError(message, status=response.status_code, body=body)
+
+
+class EvolutionClient:
+    """One shared httpx.Client (connection pool) for every agent's Evolution server."""
+
+    def __init__(self, http: httpx.Client | None = None, *, timeout: float = 30.0) -> None:
+        self._http = http or httpx.Client(timeout=timeout)
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(
+        self, method: str, url: str, api_key: str, *, json: Any = None, extra_timeout: float = 0.0
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(
+                method,
+                url,
+                json=json,
+                headers={"apikey": api_key, "Content-Type": "application/json"},
+                timeout=self._timeout + extra_timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise EvolutionTransientError(f"timeout calling Evolution API: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise EvolutionTransientError(f"cannot reach Evolution API: {type(exc).__name__}: {exc}") from exc
+        _raise_for(response)
+        return response
+
+    @staticmethod
+    def _url(server_url: str, path: str, instance: str) -> str:
+        return f"{server_url.rstrip('/')}/{path}/{quote(instance, safe='')}"
+
+    def send_text(
+        self,
+        server_url: str,
+        api_key: str,
+        instance: str,
+        number: str,
+        text: str,
+        *,
+        delay_ms: int | None = None,
+        api_version: int = 2,
+    ) -> SendResult:
+        """POST /message/sendText/{instance}; v2 flat body by default, v1 body for agents configured as v1."""
+        body: dict[str, Any]
+        if api_version == 1:
+            options: dict[str, Any] = {"delay": delay_ms} if delay_ms else {}
+            body = {"number": number, "options": options, "textMessage": {"text": text}}
+        else:
+            body = {"number": number, "text": text}
+            if delay_ms:
+                body["delay"] = delay_ms
+        response = self._request(
+            "POST",
+            self._url(server_url, "message/sendText", instance),
+            api_key,
+            json=body,
+            extra_timeout=(delay_ms or 0) / 1000,
+        )
+        try:
+            payload: Any = response.json()
+        except ValueError as exc:
+            raise EvolutionError(f"Evolution API answered {response.status_code} without JSON") from exc
+        key = payload.get("key") if isinstance(payload, dict) else None
+        key = key if isinstance(key, dict) else {}
+        message_id = key.get("id") if isinstance(key.get("id"), str) else None
+        remote_jid = key.get("remoteJid") if isinstance(key.get("remoteJid"), str) else None
+        return SendResult(message_id, remote_jid, response.status_code, payload)
+
+    def connection_state(self, server_url: str, api_key: str, instance: str) -> str:
+        """GET /instance/connectionState/{instance} -> `open`, `connecting`, `close` or `refused`."""
+        response = self._request("GET", self._url(server_url, "instance/connectionState", instance), api_key)
+        payload: Any = response.json()
+        state = payload.get("instance", {}).get("state") if isinstance(payload, dict) else None
+        if not isinstance(state, str):
+            raise EvolutionError("connectionState answer has no instance.state", body=payload)
+        return state
+
+    def set_webhook(
+        self,
+        server_url: str,
+        api_key: str,
+        instance: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        events: tuple[str, ...] = WEBHOOK_EVENTS,
+        by_events: bool = False,
+    ) -> Any:
+        """POST /webhook/set/{instance} with the v2.1+ nested body, always with an explicit events list."""
+        body = {
+            "webhook": {
+                "enabled": True,
+                "url": url,
+                "headers": headers or {},
+                "byEvents": by_events,
+                "base64": False,
+                "events": list(events),
+            }
+        }
+        return self._request(
+            "POST", self._url(server_url, "webhook/set", instance), api_key, json=body
+        ).json()
+
+    def find_webhook(self, server_url: str, api_key: str, instance: str) -> Any:
+        return self._request("GET", self._url(server_url, "webhook/find", instance), api_key).json()

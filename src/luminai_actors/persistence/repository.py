@@ -1,0 +1,215 @@
+"""Queries the services need, behind a small protocol so service tests can run on an in-memory fake.
+
+`Repository` is what services see; `SqlAlchemyRepository` implements it on a Session. Objects are the ORM
+models of `tables.py` (plain Python objects until added to a session), so the fake stores the same classes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from luminai_actors.persistence.tables import (
+    CHANNEL_WHATSAPP,
+    SEND_PENDING,
+    SEND_SENDING,
+    TALK_ACTIVE,
+    Agent,
+    Base,
+    Company,
+    Contact,
+    Talk,
+    TalkAgent,
+    TalkMessage,
+    TalkType,
+    User,
+)
+
+M = TypeVar("M", bound=Base)
+
+
+class Repository(Protocol):
+    def add(self, obj: Base) -> None: ...
+    def flush(self) -> None: ...
+    def get(self, model: type[M], ident: uuid.UUID) -> M | None: ...
+    def get_for_update(self, model: type[M], ident: uuid.UUID) -> M | None: ...
+    def agent_by_instance(self, instance_name: str) -> Agent | None: ...
+    def contact_by_phones(self, organization_id: uuid.UUID, phones: Sequence[str]) -> Contact | None: ...
+    def contact_by_lid(self, organization_id: uuid.UUID, lid: str) -> Contact | None: ...
+    def company_by_name(self, organization_id: uuid.UUID, name: str) -> Company | None: ...
+    def talk_type_by_name(self, organization_id: uuid.UUID, name: str) -> TalkType | None: ...
+    def first_user(self, organization_id: uuid.UUID) -> User | None: ...
+    def open_whatsapp_talk(self, contact_id: uuid.UUID, agent_id: uuid.UUID) -> Talk | None: ...
+    def message_by_whatsapp_id(self, agent_id: uuid.UUID, whatsapp_message_id: str) -> TalkMessage | None: ...
+    def pending_inbound(self, talk_id: uuid.UUID) -> list[TalkMessage]: ...
+    def recent_messages(self, talk_id: uuid.UUID, limit: int) -> list[TalkMessage]: ...
+    def talk_agent_ids(self, talk_id: uuid.UUID) -> list[uuid.UUID]: ...
+    def claim_ai_turn(self, talk_id: uuid.UUID, now: datetime, until: datetime) -> bool: ...
+    def release_ai_turn(self, talk_id: uuid.UUID) -> None: ...
+    def talks_awaiting_ai(self, before: datetime, now: datetime, limit: int) -> list[uuid.UUID]: ...
+    def messages_awaiting_send(self, before: datetime, now: datetime, limit: int) -> list[uuid.UUID]: ...
+
+
+class SqlAlchemyRepository:
+    """Repository on a SQLAlchemy Session (PostgreSQL or SQLite)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, obj: Base) -> None:
+        self.session.add(obj)
+
+    def flush(self) -> None:
+        self.session.flush()
+
+    def get(self, model: type[M], ident: uuid.UUID) -> M | None:
+        return self.session.get(model, ident)
+
+    def get_for_update(self, model: type[M], ident: uuid.UUID) -> M | None:
+        return self.session.get(model, ident, with_for_update=True, populate_existing=True)
+
+    def agent_by_instance(self, instance_name: str) -> Agent | None:
+        return self.session.scalar(select(Agent).where(Agent.whatsapp_instance_name == instance_name))
+
+    def contact_by_phones(self, organization_id: uuid.UUID, phones: Sequence[str]) -> Contact | None:
+        if not phones:
+            return None
+        rows = self.session.scalars(
+            select(Contact)
+            .where(
+                Contact.organization_id == organization_id,
+                or_(Contact.phone.in_(phones), Contact.mobile_phone.in_(phones)),
+            )
+            .order_by(Contact.created_at)
+        ).all()
+        # Prefer the spelling asked first (the one WhatsApp just reported).
+        for phone in phones:
+            for contact in rows:
+                if phone in (contact.phone, contact.mobile_phone):
+                    return contact
+        return None
+
+    def contact_by_lid(self, organization_id: uuid.UUID, lid: str) -> Contact | None:
+        return self.session.scalar(
+            select(Contact).where(Contact.organization_id == organization_id, Contact.whatsapp_lid == lid)
+        )
+
+    def company_by_name(self, organization_id: uuid.UUID, name: str) -> Company | None:
+        return self.session.scalar(
+            select(Company)
+            .where(Company.organization_id == organization_id, Company.name == name)
+            .order_by(Company.created_at)
+            .limit(1)
+        )
+
+    def talk_type_by_name(self, organization_id: uuid.UUID, name: str) -> TalkType | None:
+        return self.session.scalar(
+            select(TalkType).where(TalkType.organization_id == organization_id, TalkType.name == name)
+        )
+
+    def first_user(self, organization_id: uuid.UUID) -> User | None:
+        return self.session.scalar(
+            select(User).where(User.organization_id == organization_id).order_by(User.created_at).limit(1)
+        )
+
+    def open_whatsapp_talk(self, contact_id: uuid.UUID, agent_id: uuid.UUID) -> Talk | None:
+        return self.session.scalar(
+            select(Talk)
+            .join(TalkAgent, TalkAgent.talk_id == Talk.id)
+            .where(
+                Talk.contact_id == contact_id,
+                TalkAgent.agent_id == agent_id,
+                Talk.channel == CHANNEL_WHATSAPP,
+                Talk.status == TALK_ACTIVE,
+                Talk.archived.is_(False),
+                Talk.closed_at.is_(None),
+            )
+            .order_by(Talk.date_last_message.desc())
+            .limit(1)
+        )
+
+    def message_by_whatsapp_id(self, agent_id: uuid.UUID, whatsapp_message_id: str) -> TalkMessage | None:
+        return self.session.scalar(
+            select(TalkMessage).where(
+                TalkMessage.agent_id == agent_id, TalkMessage.whatsapp_message_id == whatsapp_message_id
+            )
+        )
+
+    def pending_inbound(self, talk_id: uuid.UUID) -> list[TalkMessage]:
+        return list(
+            self.session.scalars(
+                select(TalkMessage)
+                .where(
+                    TalkMessage.talk_id == talk_id,
+                    TalkMessage.direction == "inbound",
+                    TalkMessage.processed_at.is_(None),
+                )
+                .order_by(TalkMessage.sent_at, TalkMessage.created_at, TalkMessage.id)
+            )
+        )
+
+    def recent_messages(self, talk_id: uuid.UUID, limit: int) -> list[TalkMessage]:
+        rows = self.session.scalars(
+            select(TalkMessage)
+            .where(TalkMessage.talk_id == talk_id)
+            .order_by(TalkMessage.created_at.desc(), TalkMessage.id.desc())
+            .limit(limit)
+        ).all()
+        return list(reversed(rows))
+
+    def talk_agent_ids(self, talk_id: uuid.UUID) -> list[uuid.UUID]:
+        return list(self.session.scalars(select(TalkAgent.agent_id).where(TalkAgent.talk_id == talk_id)))
+
+    def claim_ai_turn(self, talk_id: uuid.UUID, now: datetime, until: datetime) -> bool:
+        result = self.session.execute(
+            update(Talk)
+            .where(Talk.id == talk_id, or_(Talk.ai_lease_until.is_(None), Talk.ai_lease_until < now))
+            .values(ai_lease_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    def release_ai_turn(self, talk_id: uuid.UUID) -> None:
+        self.session.execute(
+            update(Talk)
+            .where(Talk.id == talk_id)
+            .values(ai_lease_until=None)
+            .execution_options(synchronize_session=False)
+        )
+
+    def talks_awaiting_ai(self, before: datetime, now: datetime, limit: int) -> list[uuid.UUID]:
+        return list(
+            self.session.scalars(
+                select(TalkMessage.talk_id)
+                .join(Talk, Talk.id == TalkMessage.talk_id)
+                .where(
+                    TalkMessage.direction == "inbound",
+                    TalkMessage.processed_at.is_(None),
+                    TalkMessage.created_at < before,
+                    Talk.paused.is_(False),
+                    or_(Talk.ai_lease_until.is_(None), Talk.ai_lease_until < now),
+                )
+                .group_by(TalkMessage.talk_id)
+                .limit(limit)
+            )
+        )
+
+    def messages_awaiting_send(self, before: datetime, now: datetime, limit: int) -> list[uuid.UUID]:
+        return list(
+            self.session.scalars(
+                select(TalkMessage.id)
+                .where(
+                    TalkMessage.direction == "outbound",
+                    TalkMessage.send_status.in_((SEND_PENDING, SEND_SENDING)),
+                    TalkMessage.created_at < before,
+                    or_(TalkMessage.send_lease_until.is_(None), TalkMessage.send_lease_until < now),
+                )
+                .order_by(TalkMessage.created_at)
+                .limit(limit)
+            )
+        )

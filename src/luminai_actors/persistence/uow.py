@@ -1,0 +1,98 @@
+"""Unit of work: one transaction per use case, with database failures translated into the error tree.
+
+Services write `with uow_factory() as uow: ...; uow.commit()`. Leaving the block without commit rolls back.
+A unique-constraint violation surfaces as `Conflict` (the service decides whether it was a race it can
+resolve by reading again); a lost or refused connection as `DatabaseUnavailable` (the web layer answers 503
+and Evolution delivers the webhook again). `lock(key)` serialises one key across processes until the end of
+the transaction (PostgreSQL advisory lock; SQLite already serialises writers with BEGIN IMMEDIATE).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Protocol, Self
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from luminai_actors.errors import Conflict, DatabaseUnavailable
+from luminai_actors.persistence.repository import Repository, SqlAlchemyRepository
+
+
+class UnitOfWork(Protocol):
+    repo: Repository
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def lock(self, key: str) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+log = logging.getLogger(__name__)
+
+_UNAVAILABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
+
+
+def translate_db_error(exc: BaseException) -> BaseException:
+    """The error tree's view of a SQLAlchemy error (or the error itself when it is not one)."""
+    if isinstance(exc, sa_exc.IntegrityError):
+        return Conflict(str(exc.orig) if exc.orig is not None else str(exc))
+    if isinstance(exc, _UNAVAILABLE) or (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
+        return DatabaseUnavailable(f"database unavailable: {type(exc).__name__}")
+    return exc
+
+
+class SqlAlchemyUnitOfWork:
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._session_factory = session_factory
+        self.session: Session | None = None
+
+    def __enter__(self) -> Self:
+        self.session = self._session_factory()
+        self.repo: Repository = SqlAlchemyRepository(self.session)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self.session is not None
+        try:
+            # close() rolls back what was not committed and detaches objects with their loaded state intact
+            # (an explicit rollback() would expire them, and callers read them after the block).
+            self.session.close()
+        except sa_exc.SQLAlchemyError:
+            log.warning("closing a database session failed; its connection is discarded", exc_info=True)
+        if exc is not None:
+            translated = translate_db_error(exc)
+            if translated is not exc:
+                raise translated from exc
+
+    def commit(self) -> None:
+        assert self.session is not None
+        try:
+            self.session.commit()
+        except sa_exc.SQLAlchemyError as exc:
+            self.session.rollback()
+            raise translate_db_error(exc) from exc
+
+    def rollback(self) -> None:
+        assert self.session is not None
+        self.session.rollback()
+
+    def lock(self, key: str) -> None:
+        assert self.session is not None
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))

@@ -1,0 +1,217 @@
+"""Admin use cases: validate and create organizations, tree flows and agents; list an organization's data.
+
+Validation errors name the offending field (`whatsapp.instanceName`, `steps[2].question`) and become 422;
+an instance name already used by any organization's agent is a 409 (instance names are global in Evolution).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlparse
+
+from sqlalchemy import select
+
+from luminai_actors.domain import treeflow
+from luminai_actors.domain.ids import uuid7
+from luminai_actors.domain.phone import normalize_phone
+from luminai_actors.errors import Conflict, NotFound, ValidationError
+from luminai_actors.persistence.tables import (
+    Agent,
+    Contact,
+    Organization,
+    Talk,
+    TalkAgent,
+    TalkMessage,
+    TreeFlow,
+)
+from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWorkFactory
+
+
+def _text(body: dict[str, Any], key: str, path: str, *, required: bool, max_len: int = 255) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise ValidationError(path, "is required")
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise ValidationError(path, "must be a non-empty string" if required else "must be a string")
+    if len(value) > max_len:
+        raise ValidationError(path, f"must be at most {max_len} characters")
+    return value.strip()
+
+
+def _bool(body: dict[str, Any], key: str, path: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise ValidationError(path, "must be true or false")
+    return value
+
+
+def create_organization(uow_factory: UnitOfWorkFactory, body: dict[str, Any]) -> uuid.UUID:
+    name = _text(body, "name", "name", required=True)
+    with uow_factory() as uow:
+        org = Organization(id=uuid7(), name=name)
+        uow.repo.add(org)
+        uow.commit()
+        return org.id
+
+
+def _require_org(uow: Any, org_id: uuid.UUID) -> Organization:
+    org = uow.repo.get(Organization, org_id)
+    if org is None:
+        raise NotFound("no such organization")
+    return org  # type: ignore[no-any-return]  # repo.get returns the model asked for
+
+
+def create_tree_flow(uow_factory: UnitOfWorkFactory, org_id: uuid.UUID, body: dict[str, Any]) -> uuid.UUID:
+    with uow_factory() as uow:
+        _require_org(uow, org_id)
+        definition = treeflow.validate_definition(body)
+        flow = TreeFlow(id=uuid7(), organization_id=org_id, name=definition["name"], definition=definition)
+        uow.repo.add(flow)
+        uow.commit()
+        return flow.id
+
+
+def _server_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValidationError(
+            "whatsapp.serverUrl", "must be an http(s) URL, e.g. https://evolution.example.com"
+        )
+    return value.rstrip("/")
+
+
+def create_agent(uow_factory: UnitOfWorkFactory, org_id: uuid.UUID, body: dict[str, Any]) -> uuid.UUID:
+    name = _text(body, "name", "name", required=True)
+    prompt = _text(body, "prompt", "prompt", required=False, max_len=20_000)
+    active = _bool(body, "active", "active", True)
+    whatsapp = body.get("whatsapp") or {}
+    if not isinstance(whatsapp, dict):
+        raise ValidationError("whatsapp", "must be an object")
+    instance = _text(whatsapp, "instanceName", "whatsapp.instanceName", required=bool(whatsapp))
+    if instance is not None and ("/" in instance or any(ch.isspace() for ch in instance)):
+        raise ValidationError("whatsapp.instanceName", "must not contain '/' or spaces")
+    raw_phone = _text(whatsapp, "phone", "whatsapp.phone", required=False, max_len=40)
+    phone = normalize_phone(raw_phone) if raw_phone else None
+    if raw_phone and phone is None:
+        raise ValidationError(
+            "whatsapp.phone", "is not a phone number with country code, e.g. +5511999999999"
+        )
+    server_url = _server_url(_text(whatsapp, "serverUrl", "whatsapp.serverUrl", required=False, max_len=500))
+    api_key = _text(whatsapp, "apiKey", "whatsapp.apiKey", required=False, max_len=4096)
+    webhook_token = _text(whatsapp, "webhookToken", "whatsapp.webhookToken", required=False)
+    whatsapp_active = _bool(whatsapp, "active", "whatsapp.active", bool(whatsapp))
+    metadata = whatsapp.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValidationError("whatsapp.metadata", "must be an object")
+    raw_flow = body.get("treeFlowId")
+    flow_id: uuid.UUID | None = None
+    if raw_flow is not None:
+        try:
+            flow_id = uuid.UUID(str(raw_flow))
+        except ValueError as exc:
+            raise ValidationError("treeFlowId", "must be a tree flow id") from exc
+    with uow_factory() as uow:
+        _require_org(uow, org_id)
+        if flow_id is not None:
+            flow = uow.repo.get(TreeFlow, flow_id)
+            if flow is None or flow.organization_id != org_id:
+                raise ValidationError("treeFlowId", "no such tree flow in this organization")
+        if instance is not None and uow.repo.agent_by_instance(instance) is not None:
+            raise Conflict(f"whatsapp.instanceName {instance!r} is already used by another agent")
+        agent = Agent(
+            id=uuid7(),
+            organization_id=org_id,
+            tree_flow_id=flow_id,
+            name=name,
+            prompt=prompt,
+            active=active,
+            whatsapp_instance_name=instance,
+            whatsapp_phone=phone,
+            whatsapp_server_url=server_url,
+            whatsapp_api_key=api_key,
+            whatsapp_active=whatsapp_active,
+            whatsapp_webhook_token=webhook_token,
+            whatsapp_metadata=metadata,
+        )
+        uow.repo.add(agent)
+        try:
+            uow.commit()
+        except Conflict as exc:  # two creations raced for one instance name
+            raise Conflict(f"whatsapp.instanceName {instance!r} is already used by another agent") from exc
+        return agent.id
+
+
+def _session(uow: Any) -> Any:
+    assert isinstance(uow, SqlAlchemyUnitOfWork)
+    assert uow.session is not None
+    return uow.session
+
+
+def list_contacts(
+    uow_factory: UnitOfWorkFactory, org_id: uuid.UUID, limit: int, offset: int
+) -> list[Contact]:
+    with uow_factory() as uow:
+        _require_org(uow, org_id)
+        query = (
+            select(Contact)
+            .where(Contact.organization_id == org_id)
+            .order_by(Contact.created_at, Contact.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return list(_session(uow).scalars(query))
+
+
+def list_talks(
+    uow_factory: UnitOfWorkFactory, org_id: uuid.UUID, limit: int, offset: int
+) -> list[tuple[Talk, list[uuid.UUID]]]:
+    with uow_factory() as uow:
+        _require_org(uow, org_id)
+        session = _session(uow)
+        talks = list(
+            session.scalars(
+                select(Talk)
+                .where(Talk.organization_id == org_id)
+                .order_by(Talk.created_at, Talk.id)
+                .limit(limit)
+                .offset(offset)
+            )
+        )
+        return [(talk, uow.repo.talk_agent_ids(talk.id)) for talk in talks]
+
+
+def get_talk(uow_factory: UnitOfWorkFactory, talk_id: uuid.UUID) -> tuple[Talk, list[uuid.UUID]]:
+    with uow_factory() as uow:
+        talk = uow.repo.get(Talk, talk_id)
+        if talk is None:
+            raise NotFound("no such talk")
+        return talk, uow.repo.talk_agent_ids(talk_id)
+
+
+def list_messages(
+    uow_factory: UnitOfWorkFactory, talk_id: uuid.UUID, limit: int, offset: int
+) -> list[TalkMessage]:
+    with uow_factory() as uow:
+        if uow.repo.get(Talk, talk_id) is None:
+            raise NotFound("no such talk")
+        query = (
+            select(TalkMessage)
+            .where(TalkMessage.talk_id == talk_id)
+            .order_by(TalkMessage.created_at, TalkMessage.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return list(_session(uow).scalars(query))
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = ["TalkAgent", "create_agent", "create_organization", "create_tree_flow", "list_contacts"]

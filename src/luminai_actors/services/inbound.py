@@ -1,0 +1,260 @@
+"""record_inbound: one WhatsApp message from a lead becomes a stored talk message, exactly once.
+
+In one transaction: find the agent that owns the instance, the contact (by every spelling of the phone, or by
+the WhatsApp LID), the open WhatsApp talk (or create them), and insert the message. The unique constraint on
+(agent, WhatsApp message id) makes a redelivered webhook a no-op; a unique-constraint race with another
+process is resolved by reading again. The caller answers the webhook 200 only after this returns.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from luminai_actors.domain import treeflow
+from luminai_actors.domain.ids import uuid7
+from luminai_actors.domain.phone import canonical_phone, jid_user, phone_from_jid, phone_variants
+from luminai_actors.errors import Conflict
+from luminai_actors.evolution.webhook import MessageUpsert
+from luminai_actors.persistence.tables import (
+    CHANNEL_WHATSAPP,
+    TALK_ACTIVE,
+    Agent,
+    Company,
+    Contact,
+    Talk,
+    TalkAgent,
+    TalkMessage,
+    TalkType,
+    TreeFlow,
+    User,
+)
+from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory
+
+DEFAULT_COMPANY = "Default Company"
+TALK_TYPE_WHATSAPP = "WhatsApp"
+LEAD_SOURCE = "WhatsApp"
+ORIGIN = "WhatsApp - Evolution API"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundOutcome:
+    status: str  # "stored" | "duplicate" | "ignored"
+    reason: str | None = None
+    talk_id: uuid.UUID | None = None
+    message_id: uuid.UUID | None = None
+    contact_id: uuid.UUID | None = None
+
+    @property
+    def needs_ai_turn(self) -> bool:
+        return self.status == "stored"
+
+
+def ignore_reason(event: MessageUpsert) -> str | None:
+    """Why this upsert is not a lead's chat turn (None when it is one); decided before any database work."""
+    if event.event != "messages.upsert":
+        return f"event {event.event} is not handled yet"
+    if event.chat_kind != "user":
+        return f"{event.chat_kind} chats are ignored"
+    if event.from_me:
+        return "fromMe messages are not lead messages"
+    if not event.content.is_chat_turn:
+        return f"{event.content.kind} is not a chat turn"
+    return None
+
+
+def conversation_key(event: MessageUpsert) -> str:
+    """The actor key: instance + one identity per person, so every spelling of a number shares one actor."""
+    phone = phone_from_jid(event.phone_jid)
+    if phone is not None:
+        return f"{event.instance}|{canonical_phone(phone)}"
+    if event.lid_jid:
+        return f"{event.instance}|lid:{jid_user(event.lid_jid)}"
+    return f"{event.instance}|jid:{event.remote_jid}"
+
+
+def split_name(full_name: str) -> tuple[str | None, str | None]:
+    parts = full_name.split()
+    if not parts:
+        return None, None
+    return parts[0], (" ".join(parts[1:]) or None)
+
+
+def record_inbound(
+    uow_factory: UnitOfWorkFactory, event: MessageUpsert, now: Callable[[], datetime] | None = None
+) -> InboundOutcome:
+    reason = ignore_reason(event)
+    if reason is not None:
+        return InboundOutcome("ignored", reason)
+    clock = now or (lambda: datetime.now(UTC))
+    try:
+        return _record(uow_factory, event, clock())
+    except Conflict:
+        # Another process inserted the same contact, talk or message between our read and our write.
+        # Everything it wrote is now visible: a second pass finds it instead of inserting.
+        return _record(uow_factory, event, clock())
+
+
+def _record(uow_factory: UnitOfWorkFactory, event: MessageUpsert, now: datetime) -> InboundOutcome:
+    with uow_factory() as uow:
+        agent = uow.repo.agent_by_instance(event.instance)
+        if agent is None or not agent.whatsapp_active or not agent.active:
+            return InboundOutcome("ignored", f"no active agent for instance {event.instance!r}")
+        existing = uow.repo.message_by_whatsapp_id(agent.id, event.message_id)
+        if existing is not None:
+            return InboundOutcome("duplicate", None, existing.talk_id, existing.id, existing.from_contact_id)
+        phone = phone_from_jid(event.phone_jid)
+        lid = jid_user(event.lid_jid) if event.lid_jid else None
+        if phone is None and lid is None:
+            return InboundOutcome("ignored", "sender has neither a phone number nor a LID")
+        uow.lock(f"contact:{agent.organization_id}:{canonical_phone(phone) if phone else 'lid:' + str(lid)}")
+        contact = _find_or_create_contact(uow, agent, event, phone, lid, now)
+        talk = _find_or_create_talk(uow, agent, contact, event, now)
+        message = TalkMessage(
+            id=uuid7(),
+            organization_id=agent.organization_id,
+            talk_id=talk.id,
+            agent_id=agent.id,
+            from_contact_id=contact.id,
+            direction="inbound",
+            channel="whatsapp",
+            body=event.content.text,
+            message_type=_message_type(event),
+            whatsapp_message_id=event.message_id,
+            meta=_inbound_metadata(event),
+            sent_at=event.sent_at or now,
+            created_at=now,
+        )
+        uow.repo.add(message)
+        uow.commit()
+        return InboundOutcome("stored", None, talk.id, message.id, contact.id)
+
+
+def _message_type(event: MessageUpsert) -> str:
+    kind = event.content.kind
+    return "text" if kind == "text" else event.content.message_type
+
+
+def _inbound_metadata(event: MessageUpsert) -> dict[str, object]:
+    meta: dict[str, object] = {
+        "whatsappMessageId": event.message_id,
+        "instanceName": event.instance,
+        "remoteJid": event.remote_jid,
+        "pushName": event.push_name,
+        "messageType": event.content.message_type,
+    }
+    if event.lid_jid:
+        meta["lid"] = event.lid_jid
+    if event.content.media:
+        meta["media"] = dict(event.content.media)
+    if event.quoted_message_id:
+        meta["quotedMessageId"] = event.quoted_message_id
+    if event.source:
+        meta["source"] = event.source
+    return meta
+
+
+def _find_or_create_contact(
+    uow: UnitOfWork, agent: Agent, event: MessageUpsert, phone: str | None, lid: str | None, now: datetime
+) -> Contact:
+    org = agent.organization_id
+    contact = uow.repo.contact_by_phones(org, phone_variants(phone)) if phone else None
+    by_lid = uow.repo.contact_by_lid(org, lid) if lid else None
+    if contact is None and by_lid is not None:
+        contact = by_lid
+    if contact is not None:
+        if phone and contact.phone is None:  # a LID-only contact whose phone we now learn
+            contact.phone = phone
+            contact.mobile_phone = phone
+        if lid and contact.whatsapp_lid is None and by_lid is None:
+            contact.whatsapp_lid = lid
+        contact.last_contact_date = now
+        return contact
+    name = event.push_name or phone or f"WhatsApp {lid}"
+    first, last = split_name(event.push_name or "")
+    contact = Contact(
+        id=uuid7(),
+        organization_id=org,
+        company_id=_default_company(uow, org, now).id,
+        name=name,
+        first_name=first,
+        last_name=last,
+        email=None,
+        phone=phone,
+        mobile_phone=phone,
+        whatsapp_lid=lid,
+        lead_source=LEAD_SOURCE,
+        origin=ORIGIN,
+        last_contact_date=now,
+        created_at=now,
+        updated_at=now,
+    )
+    uow.repo.add(contact)
+    uow.repo.flush()
+    return contact
+
+
+def _default_company(uow: UnitOfWork, org: uuid.UUID, now: datetime) -> Company:
+    company = uow.repo.company_by_name(org, DEFAULT_COMPANY)
+    if company is None:
+        company = Company(
+            id=uuid7(), organization_id=org, name=DEFAULT_COMPANY, created_at=now, updated_at=now
+        )
+        uow.repo.add(company)
+        uow.repo.flush()
+    return company
+
+
+def _talk_owner(uow: UnitOfWork, agent: Agent, now: datetime) -> User:
+    owner = uow.repo.get(User, agent.user_id) if agent.user_id else None
+    owner = owner or uow.repo.first_user(agent.organization_id)
+    if owner is None:
+        owner = User(id=uuid7(), organization_id=agent.organization_id, name="Default Owner", created_at=now)
+        uow.repo.add(owner)
+        uow.repo.flush()
+    return owner
+
+
+def _talk_type(uow: UnitOfWork, org: uuid.UUID, now: datetime) -> TalkType:
+    talk_type = uow.repo.talk_type_by_name(org, TALK_TYPE_WHATSAPP)
+    if talk_type is None:
+        talk_type = TalkType(id=uuid7(), organization_id=org, name=TALK_TYPE_WHATSAPP, created_at=now)
+        uow.repo.add(talk_type)
+        uow.repo.flush()
+    return talk_type
+
+
+def _find_or_create_talk(
+    uow: UnitOfWork, agent: Agent, contact: Contact, event: MessageUpsert, now: datetime
+) -> Talk:
+    talk = uow.repo.open_whatsapp_talk(contact.id, agent.id)
+    if talk is None:
+        tree_flow = uow.repo.get(TreeFlow, agent.tree_flow_id) if agent.tree_flow_id else None
+        talk = Talk(
+            id=uuid7(),
+            organization_id=agent.organization_id,
+            contact_id=contact.id,
+            agent_id=agent.id,
+            owner_id=_talk_owner(uow, agent, now).id,
+            talk_type_id=_talk_type(uow, agent.organization_id, now).id,
+            subject=f"WhatsApp - {contact.name}",
+            channel=CHANNEL_WHATSAPP,
+            status=TALK_ACTIVE,
+            archived=False,
+            paused=False,
+            needs_human=False,
+            talk_flow=treeflow.initial_state(
+                str(tree_flow.id) if tree_flow else None, tree_flow.definition if tree_flow else None
+            ),
+            date_start=now,
+            created_at=now,
+            updated_at=now,
+        )
+        uow.repo.add(talk)
+        uow.repo.flush()
+        uow.repo.add(TalkAgent(talk_id=talk.id, agent_id=agent.id, created_at=now))
+    talk.whatsapp_remote_jid = event.reply_jid
+    talk.date_last_message = now
+    return talk

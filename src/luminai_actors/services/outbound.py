@@ -1,0 +1,224 @@
+"""deliver_outbound: one attempt to send a stored reply through Evolution's sendText, idempotent by id.
+
+An attempt is recorded (send_status `sending`, attempt count, a lease) and committed before Evolution is
+called, so a redelivered task never sends a message that is already sent or in flight; the result is
+committed after. The caller (the sender actor) turns `retry` into a Dramatiq retry with the configured wait;
+`failed` is final and is written to the message's metadata with the reason, never raised.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from luminai_actors.domain.phone import digits_for_evolution, is_lid_jid, is_phone_jid
+from luminai_actors.errors import EvolutionError, EvolutionPermanentError
+from luminai_actors.evolution.client import EvolutionClient, SendResult
+from luminai_actors.persistence.tables import (
+    SEND_FAILED,
+    SEND_PENDING,
+    SEND_SENDING,
+    SEND_SENT,
+    Agent,
+    Contact,
+    Talk,
+    TalkMessage,
+)
+from luminai_actors.persistence.uow import UnitOfWorkFactory
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    status: str  # "sent" | "retry" | "failed" | "already_done" | "in_flight" | "missing"
+    attempts: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    server_url: str
+    api_key: str
+    instance: str
+    number: str
+    text: str
+    api_version: int
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def deliver_outbound(
+    uow_factory: UnitOfWorkFactory,
+    client: EvolutionClient,
+    message_id: uuid.UUID,
+    *,
+    max_attempts: int,
+    lease_seconds: float = 60.0,
+    retry_wait: Callable[[int], float] = lambda attempt: 0.0,
+    now: Callable[[], datetime] | None = None,
+) -> DeliveryOutcome:
+    """One attempt. `retry_wait(n)` is the wait before attempt n; it also keeps the recovery sweep away."""
+    clock = now or (lambda: datetime.now(UTC))
+    claimed = _claim(uow_factory, message_id, max_attempts, lease_seconds, clock())
+    if isinstance(claimed, DeliveryOutcome):
+        return claimed
+    target, attempt = claimed
+    try:
+        result = client.send_text(
+            target.server_url,
+            target.api_key,
+            target.instance,
+            target.number,
+            target.text,
+            api_version=target.api_version,
+        )
+    except EvolutionError as exc:
+        final = isinstance(exc, EvolutionPermanentError) or attempt >= max_attempts
+        at = clock()
+        hold = timedelta(seconds=retry_wait(attempt + 1) + lease_seconds)
+        return _record_failure(uow_factory, message_id, attempt, str(exc), final=final, at=at, hold=hold)
+    return _record_success(uow_factory, message_id, attempt, result, clock())
+
+
+def _claim(
+    uow_factory: UnitOfWorkFactory,
+    message_id: uuid.UUID,
+    max_attempts: int,
+    lease_seconds: float,
+    at: datetime,
+) -> tuple[_Target, int] | DeliveryOutcome:
+    with uow_factory() as uow:
+        message = uow.repo.get_for_update(TalkMessage, message_id)
+        if message is None or message.direction != "outbound":
+            return DeliveryOutcome("missing")
+        if message.send_status in (SEND_SENT, SEND_FAILED):
+            return DeliveryOutcome("already_done", message.send_attempts)
+        if message.send_status == SEND_SENDING and message.send_lease_until and message.send_lease_until > at:
+            return DeliveryOutcome("in_flight", message.send_attempts)
+        attempt = message.send_attempts + 1
+        talk = uow.repo.get(Talk, message.talk_id)
+        agent = uow.repo.get(Agent, message.agent_id or (talk.agent_id if talk else None) or uuid.UUID(int=0))
+        problem = _configuration_problem(agent)
+        target = None if problem or talk is None or agent is None else _target(uow, agent, talk, message)
+        if problem is None and target is None:
+            problem = "talk has no WhatsApp address to reply to"
+        if problem is not None or target is None or attempt > max_attempts:
+            reason = problem or f"no attempts left ({message.send_attempts} of {max_attempts} used)"
+            _mark_failed(message, talk, message.send_attempts, reason, at)
+            uow.commit()
+            return DeliveryOutcome("failed", message.send_attempts, reason)
+        message.send_status = SEND_SENDING
+        message.send_attempts = attempt
+        message.send_lease_until = at + timedelta(seconds=lease_seconds)
+        message.meta = {**message.meta, "whatsappAttempts": attempt, "whatsappLastAttemptAt": iso(at)}
+        uow.commit()
+        return target, attempt
+
+
+def _configuration_problem(agent: Agent | None) -> str | None:
+    if agent is None:
+        return "message has no agent"
+    missing = [
+        name
+        for name, value in (
+            ("whatsappServerUrl", agent.whatsapp_server_url),
+            ("whatsappApiKey", agent.whatsapp_api_key),
+            ("whatsappInstanceName", agent.whatsapp_instance_name),
+        )
+        if not value
+    ]
+    return f"agent WhatsApp configuration lacks {', '.join(missing)}" if missing else None
+
+
+def _target(uow: Any, agent: Agent, talk: Talk, message: TalkMessage) -> _Target | None:
+    jid = talk.whatsapp_remote_jid
+    number: str | None = None
+    if jid and is_phone_jid(jid):
+        number = digits_for_evolution(jid)
+    elif jid and is_lid_jid(jid):
+        number = jid  # Evolution accepts a LID JID as is; no phone is known for this chat
+    else:
+        contact = uow.repo.get(Contact, talk.contact_id)
+        phone = contact.mobile_phone or contact.phone if contact else None
+        number = digits_for_evolution(phone) if phone else None
+    if not number:
+        return None
+    metadata = agent.whatsapp_metadata or {}
+    api_version = 1 if str(metadata.get("apiVersion", "2")).startswith("1") else 2
+    return _Target(
+        server_url=str(agent.whatsapp_server_url),
+        api_key=str(agent.whatsapp_api_key),
+        instance=str(agent.whatsapp_instance_name),
+        number=number,
+        text=message.body,
+        api_version=api_version,
+    )
+
+
+def _record_success(
+    uow_factory: UnitOfWorkFactory, message_id: uuid.UUID, attempt: int, result: SendResult, at: datetime
+) -> DeliveryOutcome:
+    with uow_factory() as uow:
+        message = uow.repo.get_for_update(TalkMessage, message_id)
+        if message is None:
+            return DeliveryOutcome("missing")
+        message.send_status = SEND_SENT
+        message.send_lease_until = None
+        message.sent_at = at
+        message.delivered_at = at
+        if result.message_id:
+            message.whatsapp_message_id = result.message_id
+        meta = {k: v for k, v in message.meta.items() if k not in ("whatsappError", "whatsappFailedAt")}
+        message.meta = {
+            **meta,
+            "whatsappSent": True,
+            "whatsappResponse": result.body,
+            "whatsappAttempts": attempt,
+            "whatsappMessageId": result.message_id,
+            "whatsappSentAt": iso(at),
+        }
+        uow.commit()
+        return DeliveryOutcome("sent", attempt)
+
+
+def _mark_failed(message: TalkMessage, talk: Talk | None, attempts: int, reason: str, at: datetime) -> None:
+    message.send_status = SEND_FAILED
+    message.send_lease_until = None
+    message.meta = {
+        **message.meta,
+        "whatsappSent": False,
+        "whatsappError": reason,
+        "whatsappAttempts": attempts,
+        "whatsappFailedAt": iso(at),
+    }
+    if talk is not None:
+        talk.needs_human = True
+
+
+def _record_failure(
+    uow_factory: UnitOfWorkFactory,
+    message_id: uuid.UUID,
+    attempt: int,
+    reason: str,
+    *,
+    final: bool,
+    at: datetime,
+    hold: timedelta,
+) -> DeliveryOutcome:
+    with uow_factory() as uow:
+        message = uow.repo.get_for_update(TalkMessage, message_id)
+        if message is None:
+            return DeliveryOutcome("missing")
+        if final:
+            _mark_failed(message, uow.repo.get(Talk, message.talk_id), attempt, reason, at)
+            uow.commit()
+            return DeliveryOutcome("failed", attempt, reason)
+        message.send_status = SEND_PENDING
+        message.send_lease_until = at + hold  # the scheduled retry owns it until then
+        message.meta = {**message.meta, "whatsappLastError": reason, "whatsappAttempts": attempt}
+        uow.commit()
+        return DeliveryOutcome("retry", attempt, reason)

@@ -1,0 +1,312 @@
+"""Local fake of Evolution API v2 (2.3.x): sendText, connectionState and webhook set/find, plus faults.
+
+Status codes, guard order and error envelopes follow /work/shared/reference/evolution-api.md sections 4-5,
+so the service's Evolution client can be tested against real HTTP. `post_webhook` plays the other
+direction: it delivers a webhook to our service the way Evolution's axios client does.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+
+from luminai_actors.testing.http import Fault, HttpBase, JsonResponse, RecordedRequest
+
+__all__ = ["WEBHOOK_EVENTS", "FakeEvolutionApi"]
+
+# EventController.events: the only values /webhook/set accepts.
+WEBHOOK_EVENTS: tuple[str, ...] = (
+    "APPLICATION_STARTUP", "CALL", "CHATS_DELETE", "CHATS_SET", "CHATS_UPDATE", "CHATS_UPSERT",
+    "CONNECTION_UPDATE", "CONTACTS_SET", "CONTACTS_UPDATE", "CONTACTS_UPSERT", "GROUP_PARTICIPANTS_UPDATE",
+    "GROUP_UPDATE", "GROUPS_UPSERT", "LABELS_ASSOCIATION", "LABELS_EDIT", "LOGOUT_INSTANCE",
+    "MESSAGES_DELETE", "MESSAGES_EDITED", "MESSAGES_SET", "MESSAGES_UPDATE", "MESSAGES_UPSERT",
+    "PRESENCE_UPDATE", "QRCODE_UPDATED", "REMOVE_INSTANCE", "SEND_MESSAGE", "SEND_MESSAGE_UPDATE",
+    "STATUS_INSTANCE", "TYPEBOT_CHANGE_STATUS", "TYPEBOT_START",
+)  # fmt: skip
+_STATES = frozenset({"open", "connecting", "close", "refused"})
+_SEND_TEXT = "/message/sendText/"
+_CONNECTION_CLOSED = ["Error: Connection Closed"]  # 2.3.x wording when the socket is down
+_ERROR_NAMES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 500: "Internal Server Error"}
+
+
+def _envelope(status: int, message: Any) -> JsonResponse:
+    """Evolution's global error handler shape: {status, error, response: {message}}."""
+    error = _ERROR_NAMES.get(status, "Error")
+    return JsonResponse(status, {"status": status, "error": error, "response": {"message": message}})
+
+
+@dataclass
+class _Instance:
+    name: str
+    api_key: str
+    state: str
+    instance_id: str
+    webhook: dict[str, Any] | None = None
+
+
+class FakeEvolutionApi(HttpBase):
+    """Evolution API v2 as seen over HTTP by our service (instances are registered with `add_instance`)."""
+
+    def __init__(self, *, global_api_key: str | None = None, port: int = 0) -> None:
+        super().__init__(port=port)
+        self._global_api_key = global_api_key
+        self._instances: dict[str, _Instance] = {}
+        self._not_on_whatsapp: set[str] = set()
+        self._sent: list[dict[str, Any]] = []
+        self._state_lock = threading.Lock()
+
+    def add_instance(self, name: str, api_key: str, state: str = "open") -> None:
+        _check_state(state)
+        with self._state_lock:
+            self._instances[name] = _Instance(name, api_key, state, str(uuid.uuid4()))
+
+    def set_state(self, name: str, state: str) -> None:
+        _check_state(state)
+        with self._state_lock:
+            self._instances[name].state = state
+
+    def mark_not_on_whatsapp(self, number: str) -> None:
+        with self._state_lock:
+            self._not_on_whatsapp.add(_digits(number))
+
+    def fail_next(self, count: int, status: int = 500, body: Any = None) -> None:
+        """The next `count` sendText calls answer `status` (default body: a "Connection Closed" envelope)."""
+        if body is None:
+            body = _envelope(status, _CONNECTION_CLOSED).body
+        self._queue_faults(count, Fault("fail", JsonResponse(status, body)))
+
+    def hang_next(self, count: int, seconds: float) -> None:
+        """The next `count` sendText calls wait `seconds` before answering normally."""
+        self._queue_faults(count, Fault("hang", seconds=seconds))
+
+    def drop_next(self, count: int) -> None:
+        """The next `count` sendText calls get their connection closed without a response."""
+        self._queue_faults(count, Fault("drop"))
+
+    def sent_messages(self) -> list[dict[str, Any]]:
+        """Bodies of sendText calls answered 201, in order, each with `_instance` added."""
+        with self._state_lock:
+            return [dict(message) for message in self._sent]
+
+    def sendtext_attempts(self, instance: str | None = None) -> list[RecordedRequest]:
+        """Every sendText request received (whatever the outcome), optionally for one instance."""
+        return [
+            r
+            for r in self.requests
+            if r.method == "POST"
+            and r.route.startswith(_SEND_TEXT)
+            and (instance is None or unquote(r.route[len(_SEND_TEXT) :]) == instance)
+        ]
+
+    def webhook(self, name: str) -> dict[str, Any] | None:
+        """The webhook row stored for `name` by /webhook/set, if any."""
+        with self._state_lock:
+            row = self._instances[name].webhook
+            return None if row is None else dict(row)
+
+    def clear(self) -> None:
+        super().clear()
+        with self._state_lock:
+            self._sent.clear()
+
+    def post_webhook(
+        self,
+        target_url: str,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10,
+    ) -> tuple[int, object]:
+        """POST `payload` to our service as Evolution's axios client does; return status and body."""
+        sent = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/plain, */*",
+            "User-Agent": "axios/1.7.9",
+            **(headers or {}),
+        }
+        with httpx.Client(timeout=timeout) as client:
+            response = client.post(target_url, content=json.dumps(payload).encode("utf-8"), headers=sent)
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            return response.status_code, response.text
+
+    def handle(self, request: RecordedRequest) -> JsonResponse | None:
+        parts = request.route.strip("/").split("/")
+        if len(parts) == 3:
+            route, name = (request.method, parts[0], parts[1]), unquote(parts[2])
+            if route == ("POST", "message", "sendText"):
+                return self._send_text(request, name)
+            if route == ("GET", "instance", "connectionState"):
+                return self._guard(request, name) or self._connection_state(name)
+            if route == ("POST", "webhook", "set"):
+                return self._guard(request, name) or self._set_webhook(request, name)
+            if route == ("GET", "webhook", "find"):
+                return self._guard(request, name) or JsonResponse(200, self.webhook(name))
+        return _envelope(404, [f"Cannot {request.method} {request.route}"])
+
+    def _guard(self, request: RecordedRequest, name: str) -> JsonResponse | None:
+        # Evolution checks that the instance exists before it checks the key (index.router.ts).
+        with self._state_lock:
+            instance = self._instances.get(name)
+        if instance is None:
+            return _envelope(404, [f'The "{name}" instance does not exist'])
+        key = request.headers.get("apikey")
+        if key is None or (key != instance.api_key and key != self._global_api_key):
+            return _envelope(401, "Unauthorized")
+        return None
+
+    def _send_text(self, request: RecordedRequest, name: str) -> JsonResponse | None:
+        fault = self._take_fault()
+        if fault is not None:
+            if fault.kind == "drop":
+                return None
+            if fault.kind == "fail":
+                return fault.response
+            if not self.pause(fault.seconds):
+                return None  # stopped while holding the request
+        denied = self._guard(request, name)
+        if denied is not None:
+            return denied
+        body = request.json
+        if not isinstance(body, dict):
+            return _envelope(400, ["instance is not of a type(s) object"])
+        errors = _send_text_errors(body)
+        if errors:
+            return _envelope(400, errors)
+        if not body["text"].strip():
+            return _envelope(400, ["Text is required"])
+        with self._state_lock:
+            instance = self._instances[name]
+            state, instance_id = instance.state, instance.instance_id
+            on_whatsapp = _digits(body["number"]) not in self._not_on_whatsapp
+        if state != "open":
+            return _envelope(500, _CONNECTION_CLOSED)
+        jid = _jid(body["number"])
+        if not on_whatsapp:
+            return _envelope(400, [{"jid": jid, "exists": False, "number": _digits(body["number"])}])
+        # Evolution shows "composing" for the whole delay and only then answers.
+        if "delay" in body and not self.pause(body["delay"] / 1000):
+            return None  # stopped while holding the request
+        with self._state_lock:
+            self._sent.append({**body, "_instance": name})
+        return JsonResponse(201, _sent_message(jid, body["text"], instance_id))
+
+    def _connection_state(self, name: str) -> JsonResponse:
+        with self._state_lock:
+            state = self._instances[name].state
+        return JsonResponse(200, {"instance": {"instanceName": name, "state": state}})
+
+    def _set_webhook(self, request: RecordedRequest, name: str) -> JsonResponse:
+        errors = _webhook_errors(request.json)
+        if errors:
+            return _envelope(400, errors)
+        hook: dict[str, Any] = request.json["webhook"]
+        enabled: bool = hook["enabled"]
+        events = hook.get("events")
+        if enabled and events is None:
+            # The real controller reads events.length unguarded; keep the bug so clients learn to send events.
+            return _envelope(500, "Cannot read properties of undefined (reading 'length')")
+        if not enabled:
+            events = []
+        elif not events:
+            events = list(WEBHOOK_EVENTS)  # an empty list subscribes to everything
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        with self._state_lock:
+            instance = self._instances[name]
+            previous = instance.webhook or {}
+            instance.webhook = {
+                "id": previous.get("id") or "cm" + secrets.token_hex(12)[:23],
+                "url": hook["url"],
+                "headers": hook.get("headers"),
+                "enabled": enabled,
+                "events": events,
+                "webhookByEvents": bool(hook.get("byEvents", False)),
+                "webhookBase64": bool(hook.get("base64", False)),
+                "createdAt": previous.get("createdAt") or now,
+                "updatedAt": now,
+                "instanceId": instance.instance_id,
+            }
+            return JsonResponse(201, dict(instance.webhook))
+
+
+def _check_state(state: str) -> None:
+    if state not in _STATES:
+        raise ValueError(f"state must be one of {sorted(_STATES)}, not {state!r}")
+
+
+def _digits(number: str) -> str:
+    local = number.split("@", 1)[0].split(":", 1)[0]
+    return "".join(ch for ch in local if ch not in " +()")
+
+
+def _jid(number: str) -> str:
+    return number if "@" in number else f"{_digits(number)}@s.whatsapp.net"
+
+
+def _send_text_errors(body: dict[str, Any]) -> list[str]:
+    """textMessageSchema failures, worded like Evolution's jsonschema-based validator."""
+    errors = [f'instance requires property "{prop}"' for prop in ("number", "text") if prop not in body]
+    if "number" in body and not isinstance(body["number"], str):
+        errors.append("Invalid format")
+    if "text" in body and not isinstance(body["text"], str):
+        errors.append("text is not of a type(s) string")
+    if "delay" in body and (not isinstance(body["delay"], int) or isinstance(body["delay"], bool)):
+        errors.append("delay is not of a type(s) integer")
+    return errors
+
+
+def _webhook_errors(body: Any) -> list[str]:
+    """webhookSchema failures for the nested 2.1+ body."""
+    if not isinstance(body, dict):
+        return ["instance is not of a type(s) object"]
+    if "webhook" not in body:
+        return ['instance requires property "webhook"']
+    hook = body["webhook"]
+    if not isinstance(hook, dict):
+        return ["webhook is not of a type(s) object"]
+    errors = [f'webhook requires property "{prop}"' for prop in ("enabled", "url") if prop not in hook]
+    for prop in ("enabled", "byEvents", "base64"):
+        if prop in hook and not isinstance(hook[prop], bool):
+            errors.append(f"webhook.{prop} is not of a type(s) boolean")
+    url = hook.get("url")
+    if "url" in hook and not isinstance(url, str):
+        errors.append("webhook.url is not of a type(s) string")
+    elif url == "":
+        errors.append("webhook.url does not meet minimum length of 1")
+    if "headers" in hook and not isinstance(hook["headers"], dict):
+        errors.append("webhook.headers is not of a type(s) object")
+    events = hook.get("events")
+    if events is not None and not isinstance(events, list):
+        errors.append("webhook.events is not of a type(s) array")
+    elif events:
+        allowed = ",".join(WEBHOOK_EVENTS)
+        errors += [
+            f"webhook.events[{i}] is not one of enum values: {allowed}"
+            for i, event in enumerate(events)
+            if event not in WEBHOOK_EVENTS
+        ]
+    return errors
+
+
+def _sent_message(jid: str, text: str, instance_id: str) -> dict[str, Any]:
+    """The prepareMessage() shape Evolution returns for a sent text (same as send.message data)."""
+    return {
+        "key": {"remoteJid": jid, "fromMe": True, "id": "3EB0" + secrets.token_hex(9).upper()},
+        "pushName": "Você",
+        "status": "PENDING",
+        "message": {"conversation": text},
+        "contextInfo": {"mentionedJid": [], "groupMentions": []},
+        "messageType": "conversation",
+        "messageTimestamp": int(time.time()),
+        "instanceId": instance_id,
+        "source": "web",
+    }

@@ -1,0 +1,1 @@
+"""The Starlette app: Evolution webhooks, the admin API, and the ops endpoints."""

@@ -1,0 +1,122 @@
+"""Admin API (`/api/admin/...`): organizations, tree flows and agents in; contacts, talks and messages out.
+
+JSON with camelCase fields as in the seed; `Authorization: Bearer $LUMINAI_ADMIN_TOKEN`. With no token
+configured every call is refused. Rows of another organization are 404, never visible.
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from luminai_actors.bootstrap import Container
+from luminai_actors.errors import NotFound, PayloadError
+from luminai_actors.services import admin as admin_service
+from luminai_actors.web.errors import error_response
+from luminai_actors.web.serialize import contact_json, message_json, talk_json
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def require_admin(endpoint: Endpoint) -> Endpoint:
+    @wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        container: Container = request.app.state.container
+        token = container.settings.admin_token
+        if not token:
+            return error_response(401, "admin API disabled: set LUMINAI_ADMIN_TOKEN")
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            return error_response(401, "missing or wrong bearer token")
+        return await endpoint(request)
+
+    return guarded
+
+
+def _uuid(request: Request, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(request.path_params[name]))
+    except ValueError as exc:
+        raise NotFound(f"no such {name.removesuffix('_id')}") from exc
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise PayloadError("body is not valid JSON", status=400) from exc
+    if not isinstance(body, dict):
+        raise PayloadError("body must be a JSON object", status=422)
+    return body
+
+
+def _paging(request: Request) -> tuple[int, int]:
+    def read(name: str, default: int, maximum: int) -> int:
+        raw = request.query_params.get(name)
+        if raw is None:
+            return default
+        if not raw.isdigit():
+            raise PayloadError(f"{name} must be a non-negative integer", status=422, path=name)
+        return min(int(raw), maximum)
+
+    return read("limit", 100, 1000), read("offset", 0, 10**9)
+
+
+def _container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+@require_admin
+async def create_organization(request: Request) -> Response:
+    body = await _json_object(request)
+    org_id = admin_service.create_organization(_container(request).uow, body)
+    return JSONResponse({"id": str(org_id)}, status_code=201)
+
+
+@require_admin
+async def create_tree_flow(request: Request) -> Response:
+    body = await _json_object(request)
+    flow_id = admin_service.create_tree_flow(_container(request).uow, _uuid(request, "org_id"), body)
+    return JSONResponse({"id": str(flow_id)}, status_code=201)
+
+
+@require_admin
+async def create_agent(request: Request) -> Response:
+    body = await _json_object(request)
+    agent_id = admin_service.create_agent(_container(request).uow, _uuid(request, "org_id"), body)
+    return JSONResponse({"id": str(agent_id)}, status_code=201)
+
+
+@require_admin
+async def list_contacts(request: Request) -> Response:
+    limit, offset = _paging(request)
+    rows = admin_service.list_contacts(_container(request).uow, _uuid(request, "org_id"), limit, offset)
+    return JSONResponse([contact_json(row) for row in rows])
+
+
+@require_admin
+async def list_talks(request: Request) -> Response:
+    limit, offset = _paging(request)
+    rows = admin_service.list_talks(_container(request).uow, _uuid(request, "org_id"), limit, offset)
+    return JSONResponse([talk_json(talk, agents) for talk, agents in rows])
+
+
+@require_admin
+async def get_talk(request: Request) -> Response:
+    talk, agents = admin_service.get_talk(_container(request).uow, _uuid(request, "talk_id"))
+    return JSONResponse(talk_json(talk, agents))
+
+
+@require_admin
+async def list_messages(request: Request) -> Response:
+    limit, offset = _paging(request)
+    rows = admin_service.list_messages(_container(request).uow, _uuid(request, "talk_id"), limit, offset)
+    return JSONResponse([message_json(row) for row in rows])

@@ -1,0 +1,61 @@
+"""The Starlette application: routes, error mapping, and a lifespan that owns the container's resources."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from luminai_actors import bootstrap
+from luminai_actors.bootstrap import Container
+from luminai_actors.config import Settings
+from luminai_actors.errors import LuminaiError
+from luminai_actors.web import admin, ops, webhook
+from luminai_actors.web.errors import handle_error
+
+WEBHOOK_PATH = "/api/webhooks/whatsapp/evolution"
+
+
+def routes() -> list[Route]:
+    org = "/api/admin/organizations/{org_id}"
+    return [
+        Route(WEBHOOK_PATH, webhook.evolution_webhook, methods=["POST"]),
+        Route(WEBHOOK_PATH + "/{event_slug}", webhook.evolution_webhook, methods=["POST"]),
+        Route("/api/admin/organizations", admin.create_organization, methods=["POST"]),
+        Route(org + "/tree-flows", admin.create_tree_flow, methods=["POST"]),
+        Route(org + "/agents", admin.create_agent, methods=["POST"]),
+        Route(org + "/contacts", admin.list_contacts, methods=["GET"]),
+        Route(org + "/talks", admin.list_talks, methods=["GET"]),
+        Route("/api/admin/talks/{talk_id}", admin.get_talk, methods=["GET"]),
+        Route("/api/admin/talks/{talk_id}/messages", admin.list_messages, methods=["GET"]),
+        Route("/healthz", ops.healthz, methods=["GET"]),
+        Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/ops/actors", ops.actors, methods=["GET"]),
+    ]
+
+
+def create_app(
+    settings: Settings | None = None, *, container: Container | None = None, start_background: bool = True
+) -> Starlette:
+    """The app; builds its own container from `settings` in the lifespan unless one is given."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned = container is None
+        built = container or bootstrap.build(settings or Settings.from_env())
+        app.state.container = built
+        if owned and start_background:
+            built.start()
+        try:
+            yield
+        finally:
+            if owned:
+                built.close()
+
+    return Starlette(
+        routes=routes(),
+        lifespan=lifespan,
+        exception_handlers={LuminaiError: handle_error, Exception: handle_error},
+    )

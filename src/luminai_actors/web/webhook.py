@@ -1,0 +1,102 @@
+"""POST /api/webhooks/whatsapp/evolution[/<event-slug>]: parse, hand to the conversation actor, answer.
+
+A lead's message is answered 200 only after its conversation actor committed it; a database or actor-system
+failure is answered 503 so Evolution delivers it again (it retries 5xx, never 400/401/403/404/422). The wait
+for the actor crosses threads through `loop.call_soon_threadsafe`; the event loop never blocks on pykka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from luminai_actors.bootstrap import Container
+from luminai_actors.errors import ConversationBusy, PayloadError
+from luminai_actors.evolution.webhook import MessageBatch, MessageUpsert, parse_webhook
+from luminai_actors.services.inbound import InboundOutcome, conversation_key, ignore_reason
+from luminai_actors.web.errors import error_response
+
+log = logging.getLogger(__name__)
+
+
+def _processed(**extra: object) -> JSONResponse:
+    return JSONResponse({"success": True, "message": "Webhook processed", **extra})
+
+
+async def read_json_body(request: Request, max_bytes: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadError(f"body larger than {max_bytes} bytes", status=413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadError(f"body larger than {max_bytes} bytes", status=413)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise PayloadError("empty body: expected a JSON object", status=400)
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"body is not valid JSON: {exc}", status=400) from exc
+
+
+async def handle_message(container: Container, event: MessageUpsert) -> InboundOutcome:
+    """Run one upsert through its conversation actor and wait for the outcome without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any) -> None:
+        if not future.done():
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    def reply(result: Any) -> None:
+        loop.call_soon_threadsafe(settle, result)
+
+    container.router.tell(conversation_key(event), event, reply)
+    try:
+        outcome: InboundOutcome = await asyncio.wait_for(future, container.settings.webhook_timeout_seconds)
+    except TimeoutError as exc:
+        raise ConversationBusy("the conversation actor did not answer in time") from exc
+    return outcome
+
+
+async def evolution_webhook(request: Request) -> Response:
+    container: Container = request.app.state.container
+    payload = await read_json_body(request, container.settings.max_webhook_bytes)
+    event = parse_webhook(payload, request.path_params.get("event_slug"))
+    if isinstance(event, MessageBatch):
+        outcomes = [await _one(container, message) for message in event.messages]
+        stored = sum(1 for o in outcomes if o.status == "stored")
+        return _processed(stored=stored, received=len(outcomes))
+    if isinstance(event, MessageUpsert):
+        outcome = await _one(container, event)
+        if outcome.status == "ignored":
+            return _processed(ignored=outcome.reason)
+        extra: dict[str, object] = {"duplicate": True} if outcome.status == "duplicate" else {}
+        if outcome.message_id is not None:
+            extra["messageId"] = str(outcome.message_id)
+        return _processed(**extra)
+    reason = getattr(event, "reason", None) or f"event {type(event).__name__} is not handled"
+    return _processed(ignored=reason)
+
+
+async def _one(container: Container, event: MessageUpsert) -> InboundOutcome:
+    reason = ignore_reason(event)
+    if reason is not None:  # skip the actor: nothing to write, nothing to order
+        return InboundOutcome("ignored", reason)
+    return await handle_message(container, event)
+
+
+async def method_not_allowed(request: Request) -> Response:
+    return error_response(405, "use POST with a JSON body")
