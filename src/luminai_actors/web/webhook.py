@@ -83,10 +83,11 @@ async def evolution_webhook(request: Request) -> Response:
         outcome = await _one(container, event)
         if outcome.status == "ignored":
             return _processed(ignored=outcome.reason)
-        extra: dict[str, object] = {"duplicate": True} if outcome.status == "duplicate" else {}
+        response = _processed(duplicate=True) if outcome.status == "duplicate" else _processed()
         if outcome.message_id is not None:
-            extra["messageId"] = str(outcome.message_id)
-        return _processed(**extra)
+            # The body stays exactly the seed's; the stored message's id rides in a header.
+            response.headers["X-Luminai-Message-Id"] = str(outcome.message_id)
+        return response
     reason = getattr(event, "reason", None) or f"event {type(event).__name__} is not handled"
     return _processed(ignored=reason)
 

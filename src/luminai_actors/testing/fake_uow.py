@@ -1,0 +1,324 @@
+"""In-memory `Repository` and `UnitOfWork` for service tests, in the manner of cosmicpython's fakes.
+
+`FakeRepository` keeps lists of the ORM model objects of `persistence.tables` (plain Python objects outside a
+session) and answers every query of the `Repository` protocol with the semantics of `SqlAlchemyRepository`:
+the same filters and ordering (NULLs sort as PostgreSQL sorts them), the conditional-update claim of
+`claim_ai_turn`, `get_for_update` as `get`. Column defaults, which SQLAlchemy applies only on INSERT, are
+filled on `add`. The unique constraints services rely on (one WhatsApp message id per agent, one contact per
+phone/LID, one open talk per contact and agent, ...) are checked on `flush` and `commit` and raise `Conflict`.
+
+`FakeUnitOfWork` is one transaction handle over a shared repository: entering takes a snapshot, `commit()`
+keeps the changes, `rollback()` (and leaving the block without commit) drops the rows added since and puts
+back the attributes changed since, as a database would. Services take `uow.factory()`, which returns the
+same unit of work every time, so the repository persists across their "transactions".
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar, cast
+
+from sqlalchemy import inspect
+
+from luminai_actors.domain.ids import uuid7
+from luminai_actors.errors import Conflict
+from luminai_actors.persistence.repository import Repository
+from luminai_actors.persistence.tables import (
+    CHANNEL_WHATSAPP,
+    SEND_PENDING,
+    SEND_SENDING,
+    TALK_ACTIVE,
+    Agent,
+    Base,
+    Company,
+    Contact,
+    Talk,
+    TalkAgent,
+    TalkMessage,
+    TalkType,
+    User,
+)
+from luminai_actors.persistence.uow import UnitOfWorkFactory
+
+__all__ = ["FakeRepository", "FakeUnitOfWork"]
+
+M = TypeVar("M", bound=Base)
+Key = tuple[object, ...]
+
+# The database's unique constraints and unique indexes, as (name, key of a row or None when the row is
+# exempt: a NULL part, or outside a partial index's WHERE).
+_UNIQUE: dict[type[Base], tuple[tuple[str, Callable[[Any], Key | None]], ...]] = {
+    TalkMessage: (
+        ("uq_talk_message_agent_id_whatsapp_message_id", lambda m: (m.agent_id, m.whatsapp_message_id)),
+    ),
+    Contact: (
+        ("idx_contact_phone_org", lambda c: (c.phone, c.organization_id)),
+        ("idx_contact_mobile_org", lambda c: (c.mobile_phone, c.organization_id)),
+        ("idx_contact_lid_org", lambda c: (c.whatsapp_lid, c.organization_id)),
+    ),
+    Agent: (("idx_agent_whatsapp_instance", lambda a: (a.whatsapp_instance_name,)),),
+    TalkType: (("uq_talk_type_organization_id_name", lambda t: (t.organization_id, t.name)),),
+    TalkAgent: (("pk_talk_agent", lambda ta: (ta.talk_id, ta.agent_id)),),
+    Talk: (
+        (
+            "idx_talk_open_per_contact_agent",
+            lambda t: (
+                (t.contact_id, t.agent_id, t.channel)
+                if t.status == TALK_ACTIVE and not t.archived and t.closed_at is None
+                else None
+            ),
+        ),
+    ),
+}
+
+
+def _state(obj: Base) -> dict[str, Any]:
+    return {k: copy.deepcopy(v) for k, v in vars(obj).items() if not k.startswith("_sa_")}
+
+
+def _desc_nulls_first(value: datetime | None) -> tuple[bool, float]:
+    # PostgreSQL sorts NULL above every value, so ORDER BY ... DESC puts it first.
+    return (value is not None, -value.timestamp() if value is not None else 0.0)
+
+
+def _asc_nulls_last(value: datetime | None) -> tuple[bool, datetime]:
+    return (value is None, value or datetime.min.replace(tzinfo=UTC))
+
+
+def _lease_free(lease_until: datetime | None, now: datetime) -> bool:
+    return lease_until is None or lease_until < now
+
+
+class FakeRepository:
+    """`Repository` over in-memory lists of ORM objects; `rows(Model)` lets tests look at what is stored."""
+
+    def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._rows: dict[type[Base], list[Any]] = {}
+        self._saved_rows: dict[type[Base], list[Any]] = {}
+        self._saved_state: list[tuple[Base, dict[str, Any]]] = []
+
+    # -- test helpers and transaction support ------------------------------------------------------------
+
+    def rows(self, model: type[M]) -> list[M]:
+        """Every stored row of `model`, in insertion order (a copy: changing it changes nothing)."""
+        return list(cast(list[M], self._rows.get(model, [])))
+
+    def check_constraints(self) -> None:
+        """Raise `Conflict` when two rows share a unique key, as the database does at flush."""
+        for model, constraints in _UNIQUE.items():
+            for name, key_of in constraints:
+                seen: set[Key] = set()
+                for row in self._rows.get(model, []):
+                    key = key_of(row)
+                    if key is None or any(part is None for part in key):
+                        continue
+                    if key in seen:
+                        raise Conflict(f"duplicate key value violates unique constraint {name!r}: {key}")
+                    seen.add(key)
+
+    def snapshot(self) -> None:
+        """Remember the current rows and their attributes (a transaction begins or commits)."""
+        self._saved_rows = {model: list(rows) for model, rows in self._rows.items()}
+        self._saved_state = [(obj, _state(obj)) for rows in self._rows.values() for obj in rows]
+
+    def restore(self) -> None:
+        """Go back to the last snapshot: rows added since disappear, changed attributes are put back."""
+        self._rows = {model: list(rows) for model, rows in self._saved_rows.items()}
+        for obj, state in self._saved_state:
+            for name, value in state.items():
+                setattr(obj, name, copy.deepcopy(value))
+
+    def _fill_defaults(self, obj: Base) -> None:
+        for attr in inspect(type(obj)).column_attrs:
+            if getattr(obj, attr.key) is not None:
+                continue
+            default: Any = attr.columns[0].default
+            value: object = None
+            if attr.key == "id":
+                value = uuid7()
+            elif default is not None and default.is_scalar:
+                value = default.arg
+            elif default is not None and default.is_callable:
+                value = default.arg(None)
+                if isinstance(value, datetime):
+                    value = self.clock()
+            setattr(obj, attr.key, value)
+
+    def _where(self, model: type[M], predicate: Callable[[M], bool]) -> list[M]:
+        return [row for row in self.rows(model) if predicate(row)]
+
+    # -- Repository ---------------------------------------------------------------------------------------
+
+    def add(self, obj: Base) -> None:
+        self._fill_defaults(obj)
+        rows = self._rows.setdefault(type(obj), [])
+        if not any(row is obj for row in rows):
+            rows.append(obj)
+
+    def flush(self) -> None:
+        self.check_constraints()
+
+    def get(self, model: type[M], ident: uuid.UUID) -> M | None:
+        return next((row for row in self.rows(model) if getattr(row, "id", None) == ident), None)
+
+    def get_for_update(self, model: type[M], ident: uuid.UUID) -> M | None:
+        return self.get(model, ident)
+
+    def agent_by_instance(self, instance_name: str) -> Agent | None:
+        return next(iter(self._where(Agent, lambda a: a.whatsapp_instance_name == instance_name)), None)
+
+    def contact_by_phones(self, organization_id: uuid.UUID, phones: Sequence[str]) -> Contact | None:
+        rows = sorted(
+            self._where(
+                Contact,
+                lambda c: (
+                    c.organization_id == organization_id and (c.phone in phones or c.mobile_phone in phones)
+                ),
+            ),
+            key=lambda c: c.created_at,
+        )
+        for phone in phones:  # the spelling asked first wins, as in SqlAlchemyRepository
+            for contact in rows:
+                if phone in (contact.phone, contact.mobile_phone):
+                    return contact
+        return None
+
+    def contact_by_lid(self, organization_id: uuid.UUID, lid: str) -> Contact | None:
+        found = self._where(Contact, lambda c: c.organization_id == organization_id and c.whatsapp_lid == lid)
+        return found[0] if found else None
+
+    def company_by_name(self, organization_id: uuid.UUID, name: str) -> Company | None:
+        found = self._where(Company, lambda c: c.organization_id == organization_id and c.name == name)
+        return min(found, key=lambda c: c.created_at, default=None)
+
+    def talk_type_by_name(self, organization_id: uuid.UUID, name: str) -> TalkType | None:
+        found = self._where(TalkType, lambda t: t.organization_id == organization_id and t.name == name)
+        return found[0] if found else None
+
+    def first_user(self, organization_id: uuid.UUID) -> User | None:
+        found = self._where(User, lambda u: u.organization_id == organization_id)
+        return min(found, key=lambda u: u.created_at, default=None)
+
+    def open_whatsapp_talk(self, contact_id: uuid.UUID, agent_id: uuid.UUID) -> Talk | None:
+        talk_ids = {ta.talk_id for ta in self.rows(TalkAgent) if ta.agent_id == agent_id}
+        found = self._where(
+            Talk,
+            lambda t: (
+                t.id in talk_ids
+                and t.contact_id == contact_id
+                and t.channel == CHANNEL_WHATSAPP
+                and t.status == TALK_ACTIVE
+                and not t.archived
+                and t.closed_at is None
+            ),
+        )
+        return min(found, key=lambda t: _desc_nulls_first(t.date_last_message), default=None)
+
+    def message_by_whatsapp_id(self, agent_id: uuid.UUID, whatsapp_message_id: str) -> TalkMessage | None:
+        found = self._where(
+            TalkMessage, lambda m: m.agent_id == agent_id and m.whatsapp_message_id == whatsapp_message_id
+        )
+        return found[0] if found else None
+
+    def pending_inbound(self, talk_id: uuid.UUID) -> list[TalkMessage]:
+        found = self._where(
+            TalkMessage,
+            lambda m: m.talk_id == talk_id and m.direction == "inbound" and m.processed_at is None,
+        )
+        return sorted(found, key=lambda m: (_asc_nulls_last(m.sent_at), m.created_at, m.id))
+
+    def recent_messages(self, talk_id: uuid.UUID, limit: int) -> list[TalkMessage]:
+        found = sorted(
+            self._where(TalkMessage, lambda m: m.talk_id == talk_id), key=lambda m: (m.created_at, m.id)
+        )
+        return found[-limit:] if limit > 0 else []
+
+    def talk_agent_ids(self, talk_id: uuid.UUID) -> list[uuid.UUID]:
+        return [ta.agent_id for ta in self.rows(TalkAgent) if ta.talk_id == talk_id]
+
+    def claim_ai_turn(self, talk_id: uuid.UUID, now: datetime, until: datetime) -> bool:
+        talk = self.get(Talk, talk_id)
+        if talk is None or not _lease_free(talk.ai_lease_until, now):
+            return False
+        talk.ai_lease_until = until
+        return True
+
+    def release_ai_turn(self, talk_id: uuid.UUID) -> None:
+        talk = self.get(Talk, talk_id)
+        if talk is not None:
+            talk.ai_lease_until = None
+
+    def talks_awaiting_ai(self, before: datetime, now: datetime, limit: int) -> list[uuid.UUID]:
+        talks = {t.id: t for t in self.rows(Talk)}
+        found: list[uuid.UUID] = []
+        for m in self.rows(TalkMessage):
+            talk = talks.get(m.talk_id)
+            if (
+                talk is not None
+                and m.direction == "inbound"
+                and m.processed_at is None
+                and m.created_at < before
+                and not talk.paused
+                and _lease_free(talk.ai_lease_until, now)
+                and m.talk_id not in found
+            ):
+                found.append(m.talk_id)
+        return found[:limit]
+
+    def messages_awaiting_send(self, before: datetime, now: datetime, limit: int) -> list[uuid.UUID]:
+        found = self._where(
+            TalkMessage,
+            lambda m: (
+                m.direction == "outbound"
+                and m.send_status in (SEND_PENDING, SEND_SENDING)
+                and m.created_at < before
+                and _lease_free(m.send_lease_until, now)
+            ),
+        )
+        return [m.id for m in sorted(found, key=lambda m: m.created_at)][:limit]
+
+
+class FakeUnitOfWork:
+    """`UnitOfWork` over a `FakeRepository`; records commits and the advisory locks taken."""
+
+    def __init__(self, repo: FakeRepository | None = None) -> None:
+        self.store = repo if repo is not None else FakeRepository()
+        self.repo: Repository = self.store
+        self.committed = False
+        self.commits = 0
+        self.locks_taken: list[str] = []
+        self.store.snapshot()
+
+    def factory(self) -> UnitOfWorkFactory:
+        """What services take as `uow_factory`: every call returns this same unit of work."""
+        return lambda: self
+
+    def __enter__(self) -> Self:
+        self.store.snapshot()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.rollback()  # like SqlAlchemyUnitOfWork: what was not committed is lost
+
+    def commit(self) -> None:
+        try:
+            self.store.check_constraints()
+        except Conflict:
+            self.rollback()  # the database rolls the transaction back on an IntegrityError
+            raise
+        self.store.snapshot()
+        self.committed = True
+        self.commits += 1
+
+    def rollback(self) -> None:
+        self.store.restore()
+
+    def lock(self, key: str) -> None:
+        self.locks_taken.append(key)
