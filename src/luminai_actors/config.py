@@ -7,14 +7,19 @@ working directory, an in-process Dramatiq broker and worker, and the offline det
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from luminai_actors.errors import ConfigError
 
 DEFAULT_SQLITE_FILE = "luminai.db"
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
 def _default_database_url() -> str:
@@ -106,8 +111,8 @@ class Settings:
                 value = kind(raw)
             except ValueError as exc:
                 raise ConfigError(f"{name}={raw!r} is not a {kind.__name__}") from exc
-            if value < minimum:
-                raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+            if not math.isfinite(value) or value < minimum:
+                raise ConfigError(f"{name}={raw!r} must be a finite number of at least {minimum}")
             values[attr] = value
 
         text("LUMINAI_DATABASE_URL", "database_url")
@@ -138,10 +143,20 @@ class Settings:
                 raise ConfigError(
                     f"LUMINAI_SEND_BACKOFF_SECONDS={raw_backoff!r} must be comma-separated seconds, e.g. 2,4"
                 ) from exc
-            if any(wait < 0 for wait in waits):
+            if any(not math.isfinite(wait) or wait < 0 for wait in waits):
                 raise ConfigError(f"LUMINAI_SEND_BACKOFF_SECONDS={raw_backoff!r} has a negative wait")
             values["send_backoff_seconds"] = waits
 
+        level = str(values.get("log_level", "INFO")).upper()
+        level = {"WARN": "WARNING"}.get(level, level)
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"LUMINAI_LOG_LEVEL={level!r} must be one of {', '.join(LOG_LEVELS)}")
+        values["log_level"] = level
+        if "database_url" in values:
+            try:
+                make_url(str(values["database_url"]))
+            except ArgumentError as exc:
+                raise ConfigError(f"LUMINAI_DATABASE_URL is not a database URL: {exc}") from exc
         settings = cls(**values)  # type: ignore[arg-type]  # values were type-checked one by one above
         if not (settings.broker_url.startswith("memory://") or settings.broker_url.startswith("redis")):
             raise ConfigError(

@@ -107,3 +107,10 @@ def test_a_malformed_setting_exits_2_naming_the_variable(tmp_path: Path) -> None
     assert "LUMINAI_SEND_MAX_ATTEMPTS" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "luminai.db").exists()  # it stopped before touching the default database
+
+
+def test_a_malformed_database_url_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    result = run("migrate", cwd=tmp_path, LUMINAI_DATABASE_URL="nonsense")
+
+    assert result.returncode == 2, result.stderr[-500:]
+    assert "LUMINAI_DATABASE_URL" in result.stderr

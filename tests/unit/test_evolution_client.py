@@ -274,7 +274,7 @@ def test_connection_state_reads_instance_state(make_client: Any) -> None:
 def test_connection_state_without_a_state_is_an_evolution_error(make_client: Any) -> None:
     client, _ = make_client(answer(200, {"instance": {"instanceName": "acme"}}))
 
-    with pytest.raises(EvolutionError, match="instance.state"):
+    with pytest.raises(EvolutionError, match=r"instance\.state"):
         client.connection_state(SERVER, API_KEY, "acme")
 
 
@@ -333,3 +333,35 @@ def test_find_webhook_returns_the_stored_configuration(make_client: Any) -> None
     assert recorder.last.method == "GET"
     assert str(recorder.last.url) == f"{SERVER}/webhook/find/acme"
     assert recorder.last.headers["apikey"] == API_KEY
+
+
+# Known gap: only send_text maps an unreadable success body to EvolutionError ---------------------------
+
+NOT_JSON_REASON = (
+    "BUG: evolution/client.py connection_state/set_webhook/find_webhook call response.json() unguarded, so "
+    "a 2xx that is not JSON escapes as json.JSONDecodeError instead of EvolutionError (send_text maps it)"
+)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda c: c.connection_state(SERVER, API_KEY, "acme"), id="connection_state"),
+        pytest.param(lambda c: c.find_webhook(SERVER, API_KEY, "acme"), id="find_webhook"),
+        pytest.param(lambda c: c.set_webhook(SERVER, API_KEY, "acme", "https://h"), id="set_webhook"),
+    ],
+)
+def test_a_2xx_without_json_is_an_evolution_error_on_every_endpoint(
+    make_client: Any, call: Callable[[EvolutionClient], Any]
+) -> None:
+    client, _ = make_client(answer(200, content=b"<html>proxy login</html>"))
+
+    with pytest.raises(EvolutionError):
+        call(client)
+
+
+def test_connection_state_with_a_non_object_instance_is_an_evolution_error(make_client: Any) -> None:
+    client, _ = make_client(answer(200, {"instance": "acme", "state": "open"}))
+
+    with pytest.raises(EvolutionError, match=r"instance\.state"):
+        client.connection_state(SERVER, API_KEY, "acme")

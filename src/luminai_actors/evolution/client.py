@@ -47,6 +47,13 @@ def _error_message(body: Any) -> str:
     return str(body)[:500]
 
 
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise EvolutionError(f"Evolution API answered {response.status_code} without JSON") from exc
+
+
 def _not_on_whatsapp(body: Any) -> bool:
     response = body.get("response") if isinstance(body, dict) else None
     message = response.get("message") if isinstance(response, dict) else None
@@ -130,10 +137,7 @@ class EvolutionClient:
             json=body,
             extra_timeout=(delay_ms or 0) / 1000,
         )
-        try:
-            payload: Any = response.json()
-        except ValueError as exc:
-            raise EvolutionError(f"Evolution API answered {response.status_code} without JSON") from exc
+        payload = _json(response)
         key = payload.get("key") if isinstance(payload, dict) else None
         key = key if isinstance(key, dict) else {}
         message_id = key.get("id") if isinstance(key.get("id"), str) else None
@@ -143,8 +147,9 @@ class EvolutionClient:
     def connection_state(self, server_url: str, api_key: str, instance: str) -> str:
         """GET /instance/connectionState/{instance} -> `open`, `connecting`, `close` or `refused`."""
         response = self._request("GET", self._url(server_url, "instance/connectionState", instance), api_key)
-        payload: Any = response.json()
-        state = payload.get("instance", {}).get("state") if isinstance(payload, dict) else None
+        payload = _json(response)
+        inner = payload.get("instance") if isinstance(payload, dict) else None
+        state = inner.get("state") if isinstance(inner, dict) else None
         if not isinstance(state, str):
             raise EvolutionError("connectionState answer has no instance.state", body=payload)
         return state
@@ -171,9 +176,9 @@ class EvolutionClient:
                 "events": list(events),
             }
         }
-        return self._request(
-            "POST", self._url(server_url, "webhook/set", instance), api_key, json=body
-        ).json()
+        return _json(
+            self._request("POST", self._url(server_url, "webhook/set", instance), api_key, json=body)
+        )
 
     def find_webhook(self, server_url: str, api_key: str, instance: str) -> Any:
-        return self._request("GET", self._url(server_url, "webhook/find", instance), api_key).json()
+        return _json(self._request("GET", self._url(server_url, "webhook/find", instance), api_key))

@@ -7,10 +7,11 @@ the same filters and ordering (NULLs sort as PostgreSQL sorts them), the conditi
 filled on `add`. The unique constraints services rely on (one WhatsApp message id per agent, one contact per
 phone/LID, one open talk per contact and agent, ...) are checked on `flush` and `commit` and raise `Conflict`.
 
-`FakeUnitOfWork` is one transaction handle over a shared repository: entering takes a snapshot, `commit()`
-keeps the changes, `rollback()` (and leaving the block without commit) drops the rows added since and puts
-back the attributes changed since, as a database would. Services take `uow.factory()`, which returns the
-same unit of work every time, so the repository persists across their "transactions".
+`FakeUnitOfWork` is a transaction over a shared repository: entering takes a snapshot, `commit()` keeps the
+changes, `rollback()` (and leaving without commit) drops the rows added and puts back the attributes changed
+since, as a database would; rows added outside any transaction (test set-up) are kept at once. There is no
+isolation between units of work. Services take `uow.factory()`, which returns the same unit of work each
+time, so the repository persists across their "transactions".
 """
 
 from __future__ import annotations
@@ -49,44 +50,37 @@ __all__ = ["FakeRepository", "FakeUnitOfWork"]
 M = TypeVar("M", bound=Base)
 Key = tuple[object, ...]
 
-# The database's unique constraints and unique indexes, as (name, key of a row or None when the row is
-# exempt: a NULL part, or outside a partial index's WHERE).
-_UNIQUE: dict[type[Base], tuple[tuple[str, Callable[[Any], Key | None]], ...]] = {
-    TalkMessage: (
-        ("uq_talk_message_agent_id_whatsapp_message_id", lambda m: (m.agent_id, m.whatsapp_message_id)),
+# The database's unique constraints and indexes services rely on: (model, name, the row's key, or None when
+# the row is exempt: outside a partial index's WHERE). A key with a NULL part is exempt too, as in SQL.
+_UNIQUE: tuple[tuple[type[Base], str, Callable[[Any], Key | None]], ...] = (
+    (
+        TalkMessage,
+        "uq_talk_message_agent_id_whatsapp_message_id",
+        lambda m: (m.agent_id, m.whatsapp_message_id),
     ),
-    Contact: (
-        ("idx_contact_phone_org", lambda c: (c.phone, c.organization_id)),
-        ("idx_contact_mobile_org", lambda c: (c.mobile_phone, c.organization_id)),
-        ("idx_contact_lid_org", lambda c: (c.whatsapp_lid, c.organization_id)),
-    ),
-    Agent: (("idx_agent_whatsapp_instance", lambda a: (a.whatsapp_instance_name,)),),
-    TalkType: (("uq_talk_type_organization_id_name", lambda t: (t.organization_id, t.name)),),
-    TalkAgent: (("pk_talk_agent", lambda ta: (ta.talk_id, ta.agent_id)),),
-    Talk: (
-        (
-            "idx_talk_open_per_contact_agent",
-            lambda t: (
-                (t.contact_id, t.agent_id, t.channel)
-                if t.status == TALK_ACTIVE and not t.archived and t.closed_at is None
-                else None
-            ),
-        ),
-    ),
-}
+    (Contact, "idx_contact_phone_org", lambda c: (c.phone, c.organization_id)),
+    (Contact, "idx_contact_mobile_org", lambda c: (c.mobile_phone, c.organization_id)),
+    (Contact, "idx_contact_lid_org", lambda c: (c.whatsapp_lid, c.organization_id)),
+    (Agent, "idx_agent_whatsapp_instance", lambda a: (a.whatsapp_instance_name,)),
+    (TalkType, "uq_talk_type_organization_id_name", lambda t: (t.organization_id, t.name)),
+    (TalkAgent, "pk_talk_agent", lambda ta: (ta.talk_id, ta.agent_id)),
+    (Talk, "idx_talk_open_per_contact_agent", lambda t: _open_talk_key(t)),
+)
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def _open_talk_key(t: Talk) -> Key | None:
+    is_open = t.status == TALK_ACTIVE and not t.archived and t.closed_at is None
+    return (t.contact_id, t.agent_id, t.channel) if is_open else None
 
 
 def _state(obj: Base) -> dict[str, Any]:
     return {k: copy.deepcopy(v) for k, v in vars(obj).items() if not k.startswith("_sa_")}
 
 
-def _desc_nulls_first(value: datetime | None) -> tuple[bool, float]:
-    # PostgreSQL sorts NULL above every value, so ORDER BY ... DESC puts it first.
-    return (value is not None, -value.timestamp() if value is not None else 0.0)
-
-
-def _asc_nulls_last(value: datetime | None) -> tuple[bool, datetime]:
-    return (value is None, value or datetime.min.replace(tzinfo=UTC))
+def _null_highest(value: datetime | None) -> tuple[bool, datetime]:
+    # PostgreSQL's order: NULL sorts above every value (last in ASC, first in DESC).
+    return (value is None, value or _EPOCH)
 
 
 def _lease_free(lease_until: datetime | None, now: datetime) -> bool:
@@ -101,8 +95,7 @@ class FakeRepository:
         self._rows: dict[type[Base], list[Any]] = {}
         self._saved_rows: dict[type[Base], list[Any]] = {}
         self._saved_state: list[tuple[Base, dict[str, Any]]] = []
-
-    # -- test helpers and transaction support ------------------------------------------------------------
+        self._open_transactions = 0
 
     def rows(self, model: type[M]) -> list[M]:
         """Every stored row of `model`, in insertion order (a copy: changing it changes nothing)."""
@@ -110,19 +103,26 @@ class FakeRepository:
 
     def check_constraints(self) -> None:
         """Raise `Conflict` when two rows share a unique key, as the database does at flush."""
-        for model, constraints in _UNIQUE.items():
-            for name, key_of in constraints:
-                seen: set[Key] = set()
-                for row in self._rows.get(model, []):
-                    key = key_of(row)
-                    if key is None or any(part is None for part in key):
-                        continue
-                    if key in seen:
-                        raise Conflict(f"duplicate key value violates unique constraint {name!r}: {key}")
-                    seen.add(key)
+        for model, name, key_of in _UNIQUE:
+            seen: set[Key] = set()
+            for key in map(key_of, self._rows.get(model, [])):
+                if key is None or None in key:
+                    continue
+                if key in seen:
+                    raise Conflict(f"duplicate key value violates unique constraint {name!r}: {key}")
+                seen.add(key)
+
+    def begin(self) -> None:
+        self._open_transactions += 1
+        self.snapshot()
+
+    def end(self) -> None:
+        """Close a transaction, losing what it did not commit."""
+        self.restore()
+        self._open_transactions = max(0, self._open_transactions - 1)
 
     def snapshot(self) -> None:
-        """Remember the current rows and their attributes (a transaction begins or commits)."""
+        """Remember the current rows and their attributes (what a rollback goes back to)."""
         self._saved_rows = {model: list(rows) for model, rows in self._rows.items()}
         self._saved_state = [(obj, _state(obj)) for rows in self._rows.values() for obj in rows]
 
@@ -152,35 +152,32 @@ class FakeRepository:
     def _where(self, model: type[M], predicate: Callable[[M], bool]) -> list[M]:
         return [row for row in self.rows(model) if predicate(row)]
 
-    # -- Repository ---------------------------------------------------------------------------------------
+    def _first(self, model: type[M], predicate: Callable[[M], bool]) -> M | None:
+        return next((row for row in self.rows(model) if predicate(row)), None)
 
     def add(self, obj: Base) -> None:
         self._fill_defaults(obj)
         rows = self._rows.setdefault(type(obj), [])
         if not any(row is obj for row in rows):
             rows.append(obj)
+        if not self._open_transactions:
+            self.snapshot()  # set-up outside a transaction is committed at once
 
     def flush(self) -> None:
         self.check_constraints()
 
     def get(self, model: type[M], ident: uuid.UUID) -> M | None:
-        return next((row for row in self.rows(model) if getattr(row, "id", None) == ident), None)
+        return self._first(model, lambda row: getattr(row, "id", None) == ident)
 
     def get_for_update(self, model: type[M], ident: uuid.UUID) -> M | None:
         return self.get(model, ident)
 
     def agent_by_instance(self, instance_name: str) -> Agent | None:
-        return next(iter(self._where(Agent, lambda a: a.whatsapp_instance_name == instance_name)), None)
+        return self._first(Agent, lambda a: a.whatsapp_instance_name == instance_name)
 
     def contact_by_phones(self, organization_id: uuid.UUID, phones: Sequence[str]) -> Contact | None:
         rows = sorted(
-            self._where(
-                Contact,
-                lambda c: (
-                    c.organization_id == organization_id and (c.phone in phones or c.mobile_phone in phones)
-                ),
-            ),
-            key=lambda c: c.created_at,
+            self._where(Contact, lambda c: c.organization_id == organization_id), key=lambda c: c.created_at
         )
         for phone in phones:  # the spelling asked first wins, as in SqlAlchemyRepository
             for contact in rows:
@@ -189,16 +186,14 @@ class FakeRepository:
         return None
 
     def contact_by_lid(self, organization_id: uuid.UUID, lid: str) -> Contact | None:
-        found = self._where(Contact, lambda c: c.organization_id == organization_id and c.whatsapp_lid == lid)
-        return found[0] if found else None
+        return self._first(Contact, lambda c: c.organization_id == organization_id and c.whatsapp_lid == lid)
 
     def company_by_name(self, organization_id: uuid.UUID, name: str) -> Company | None:
         found = self._where(Company, lambda c: c.organization_id == organization_id and c.name == name)
         return min(found, key=lambda c: c.created_at, default=None)
 
     def talk_type_by_name(self, organization_id: uuid.UUID, name: str) -> TalkType | None:
-        found = self._where(TalkType, lambda t: t.organization_id == organization_id and t.name == name)
-        return found[0] if found else None
+        return self._first(TalkType, lambda t: t.organization_id == organization_id and t.name == name)
 
     def first_user(self, organization_id: uuid.UUID) -> User | None:
         found = self._where(User, lambda u: u.organization_id == organization_id)
@@ -217,20 +212,19 @@ class FakeRepository:
                 and t.closed_at is None
             ),
         )
-        return min(found, key=lambda t: _desc_nulls_first(t.date_last_message), default=None)
+        return max(found, key=lambda t: _null_highest(t.date_last_message), default=None)  # DESC
 
     def message_by_whatsapp_id(self, agent_id: uuid.UUID, whatsapp_message_id: str) -> TalkMessage | None:
-        found = self._where(
+        return self._first(
             TalkMessage, lambda m: m.agent_id == agent_id and m.whatsapp_message_id == whatsapp_message_id
         )
-        return found[0] if found else None
 
     def pending_inbound(self, talk_id: uuid.UUID) -> list[TalkMessage]:
         found = self._where(
             TalkMessage,
             lambda m: m.talk_id == talk_id and m.direction == "inbound" and m.processed_at is None,
         )
-        return sorted(found, key=lambda m: (_asc_nulls_last(m.sent_at), m.created_at, m.id))
+        return sorted(found, key=lambda m: (_null_highest(m.sent_at), m.created_at, m.id))
 
     def recent_messages(self, talk_id: uuid.UUID, limit: int) -> list[TalkMessage]:
         found = sorted(
@@ -292,20 +286,19 @@ class FakeUnitOfWork:
         self.committed = False
         self.commits = 0
         self.locks_taken: list[str] = []
-        self.store.snapshot()
 
     def factory(self) -> UnitOfWorkFactory:
         """What services take as `uow_factory`: every call returns this same unit of work."""
         return lambda: self
 
     def __enter__(self) -> Self:
-        self.store.snapshot()
+        self.store.begin()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.rollback()  # like SqlAlchemyUnitOfWork: what was not committed is lost
+        self.store.end()  # like SqlAlchemyUnitOfWork: what was not committed is lost
 
     def commit(self) -> None:
         try:
