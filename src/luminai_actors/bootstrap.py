@@ -37,6 +37,7 @@ from luminai_actors.evolution.client import EvolutionClient
 from luminai_actors.evolution.webhook import MessageUpsert
 from luminai_actors.persistence.database import create_db_engine, make_session_factory
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork
+from luminai_actors.services.agents import AgentDirectory
 from luminai_actors.services.inbound import InboundOutcome, record_inbound
 from luminai_actors.services.recovery import find_stalled_work
 
@@ -84,9 +85,13 @@ class Container:
     evolution: EvolutionClient
     brain: Brain
     router: ConversationRouter[MessageUpsert, InboundOutcome]
+    directory: AgentDirectory = field(init=False)
     worker: dramatiq.Worker | None = None
     _recovery_stop: threading.Event = field(default_factory=threading.Event)
     _recovery_thread: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self.directory = AgentDirectory(self.uow)
 
     def uow(self) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(self.session_factory)

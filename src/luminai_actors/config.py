@@ -70,6 +70,10 @@ class Settings:
     """LUMINAI_RECOVERY_INTERVAL_SECONDS: how often the server re-enqueues AI turns that never ran."""
     log_level: str = "INFO"
     """LUMINAI_LOG_LEVEL: Python logging level name."""
+    rate_limit_per_instance: float = 50.0
+    """LUMINAI_RATE_LIMIT_PER_INSTANCE: webhooks per second per instance (burst 4x); 0 disables; over: 429."""
+    rate_limit_per_ip: float = 500.0
+    """LUMINAI_RATE_LIMIT_PER_IP: webhooks per second per client IP (burst 4x); 0 disables; over: 429."""
 
     @property
     def uses_memory_broker(self) -> bool:
@@ -134,6 +138,8 @@ class Settings:
         number("LUMINAI_WORKER_POLL_MS", "worker_poll_ms", int, 10)
         number("LUMINAI_DB_POOL_SIZE", "db_pool_size", int, 1)
         number("LUMINAI_RECOVERY_INTERVAL_SECONDS", "recovery_interval_seconds", float, 0.1)
+        number("LUMINAI_RATE_LIMIT_PER_INSTANCE", "rate_limit_per_instance", float, 0)
+        number("LUMINAI_RATE_LIMIT_PER_IP", "rate_limit_per_ip", float, 0)
 
         raw_backoff = source.get("LUMINAI_SEND_BACKOFF_SECONDS", "").strip()
         if raw_backoff:

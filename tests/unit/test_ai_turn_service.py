@@ -211,6 +211,16 @@ def test_missing_talk(world: World) -> None:
     assert world.turn(FakeBrain(), uuid.uuid4()).status == "missing"
 
 
+def test_talk_whose_agent_is_gone_is_missing_and_keeps_no_lease(world: World) -> None:
+    talk_id = world.inbound("Oi")
+    world.talk(talk_id).agent_id = uuid.uuid4()
+    brain = FakeBrain()
+
+    assert world.turn(brain, talk_id).status == "missing"
+    assert world.talk(talk_id).ai_lease_until is None  # the claim was rolled back with the transaction
+    assert (world.messages("outbound"), brain.contexts) == ([], [])
+
+
 def test_brain_error_releases_the_lease_and_is_raised(world: World) -> None:
     talk_id = world.inbound("Oi")
     brain = FakeBrain(fail_times=1)

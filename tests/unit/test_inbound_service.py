@@ -200,6 +200,22 @@ def test_the_message_is_stored_inbound_unprocessed_with_its_metadata(
     }
 
 
+def test_media_message_stores_caption_type_and_media_metadata(
+    uow: FakeUnitOfWork, repo: FakeRepository, agent: Agent
+) -> None:
+    image = {
+        "imageMessage": {"mimetype": "image/jpeg", "caption": "comprovante", "width": 960, "height": 1280}
+    }
+
+    outcome = record(uow, upsert(message=image, message_type="imageMessage"))
+
+    assert outcome.status == "stored"
+    [message] = repo.rows(TalkMessage)
+    assert (message.body, message.message_type) == ("comprovante", "imageMessage")
+    assert message.meta["messageType"] == "imageMessage"
+    assert message.meta["media"]["mimetype"] == "image/jpeg"
+
+
 def test_returning_contact_reuses_contact_and_talk(
     uow: FakeUnitOfWork, repo: FakeRepository, agent: Agent
 ) -> None:

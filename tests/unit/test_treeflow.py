@@ -91,7 +91,7 @@ def test_duplicate_step_id_names_the_duplicate() -> None:
         validate_definition(_with_step(2, id="name"))
 
 
-def test_next_may_name_a_later_step(definition: dict[str, Any]) -> None:
+def test_next_may_name_a_later_step() -> None:
     assert validate_definition(_with_step(0, next="timing"))["steps"][0]["next"] == "timing"
 
 
@@ -191,3 +191,18 @@ def test_a_step_removed_from_the_script_closes_rather_than_guesses(definition: d
     state = dict(initial_state("tf-1", definition), currentStepId="gone")
     new, action = advance(definition, state, [("m1", "Oi")], NOW)
     assert (new["status"], new["outcome"], action.kind) == ("completed", "script_changed", "close")
+
+
+def test_a_non_string_question_beside_questions_is_refused() -> None:
+    with pytest.raises(ValidationError) as caught:
+        validate_definition(_with_step(1, question=5))
+    assert caught.value.field == "steps[1].question"
+
+
+def test_advance_accepts_a_step_with_only_question() -> None:
+    # The documented format allows `question` alone; rows not written through validate_definition have it.
+    raw = {"name": "Raw", "steps": [{"id": "name", "question": "What is your name?"}]}
+
+    _, action = advance(raw, None, [("m1", "Oi")], NOW)
+
+    assert action.question == "What is your name?"

@@ -42,6 +42,8 @@ def validate_definition(document: object) -> dict[str, Any]:
         seen.add(step_id)
         questions = step.get("questions")
         question = step.get("question")
+        if question is not None and (not isinstance(question, str) or not question.strip()):
+            raise ValidationError(f"{path}.question", "must be a non-empty string")
         if questions is None:
             if not isinstance(question, str) or not question.strip():
                 raise ValidationError(f"{path}.question", "is required and must be a non-empty string")
@@ -147,4 +149,5 @@ def advance(
         new["status"], new["outcome"] = STATUS_COMPLETED, "script_changed"
         return new, NextAction("close", None, None, first_contact)
     new["askedStepId"] = step["id"]
-    return new, NextAction("ask", step, str(step["questions"][0]), first_contact)
+    questions = step.get("questions") or [step.get("question")]
+    return new, NextAction("ask", step, str(questions[0]), first_contact)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from luminai_actors.errors import Unavailable
-from luminai_actors.evolution.webhook import MessageStatusUpdate, status_rank
+from luminai_actors.evolution.webhook import MessageStatusUpdate, QrCodeUpdate, status_rank
 from luminai_actors.persistence.tables import SEND_FAILED, SEND_SENDING, Agent, Talk, TalkMessage
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWorkFactory
 
@@ -109,3 +109,27 @@ def apply_connection_state(
             agent.whatsapp_last_connected_at = _now(now)
         uow.commit()
         return status
+
+
+def record_qrcode(
+    uow_factory: UnitOfWorkFactory, event: QrCodeUpdate, now: Callable[[], datetime] | None = None
+) -> None:
+    """Keep the latest QR code (and pairing code) on the agent so an operator can connect the instance."""
+    with uow_factory() as uow:
+        found = uow.repo.agent_by_instance(event.instance)
+        if found is None:
+            return
+        agent = uow.repo.get_for_update(Agent, found.id)
+        assert agent is not None
+        agent.whatsapp_metadata = {
+            **(agent.whatsapp_metadata or {}),
+            "qrcode": {
+                "code": event.code,
+                "base64": event.base64,
+                "pairingCode": event.pairing_code,
+                "at": _now(now).isoformat(),
+            },
+        }
+        if agent.whatsapp_status != "connected":
+            agent.whatsapp_status = "connecting"
+        uow.commit()

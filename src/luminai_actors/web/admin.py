@@ -91,7 +91,9 @@ async def create_tree_flow(request: Request) -> Response:
 @require_admin
 async def create_agent(request: Request) -> Response:
     body = await _json_object(request)
-    agent_id = admin_service.create_agent(_container(request).uow, _uuid(request, "org_id"), body)
+    container = _container(request)
+    agent_id = admin_service.create_agent(container.uow, _uuid(request, "org_id"), body)
+    container.directory.forget()  # an instance cached as unknown now has an owner
     return JSONResponse({"id": str(agent_id)}, status_code=201)
 
 

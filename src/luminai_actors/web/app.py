@@ -14,6 +14,7 @@ from luminai_actors.config import Settings
 from luminai_actors.errors import LuminaiError
 from luminai_actors.web import admin, ops, webhook
 from luminai_actors.web.errors import handle_error
+from luminai_actors.web.ratelimit import RateLimiter
 
 WEBHOOK_PATH = "/api/webhooks/whatsapp/evolution"
 
@@ -46,6 +47,9 @@ def create_app(
         owned = container is None
         built = container or bootstrap.build(settings or Settings.from_env())
         app.state.container = built
+        per_instance, per_ip = built.settings.rate_limit_per_instance, built.settings.rate_limit_per_ip
+        app.state.instance_limiter = RateLimiter(per_instance, per_instance * 4)
+        app.state.ip_limiter = RateLimiter(per_ip, per_ip * 4)
         if owned and start_background:
             built.start()
         try:

@@ -12,14 +12,28 @@ import json
 import logging
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from luminai_actors.bootstrap import Container
 from luminai_actors.errors import ConversationBusy, PayloadError
-from luminai_actors.evolution.webhook import MessageBatch, MessageUpsert, parse_webhook
+from luminai_actors.evolution.webhook import (
+    ConnectionUpdate,
+    InstanceGone,
+    MessageBatch,
+    MessageStatusUpdate,
+    MessageUpsert,
+    QrCodeUpdate,
+    StatusUpdates,
+    WebhookEvent,
+    parse_webhook,
+)
+from luminai_actors.services.channel_events import apply_connection_state, apply_status_update, record_qrcode
 from luminai_actors.services.inbound import InboundOutcome, conversation_key, ignore_reason
+from luminai_actors.web.auth import webhook_authorized
 from luminai_actors.web.errors import error_response
+from luminai_actors.web.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +85,35 @@ async def handle_message(container: Container, event: MessageUpsert) -> InboundO
     return outcome
 
 
+def _rate_limited(limiter: RateLimiter, key: str, what: str) -> Response | None:
+    wait = limiter.acquire(key)
+    if wait <= 0:
+        return None
+    response = error_response(429, f"too many webhooks for {what}; retry later")
+    response.headers["Retry-After"] = RateLimiter.retry_after_header(wait)
+    return response
+
+
 async def evolution_webhook(request: Request) -> Response:
     container: Container = request.app.state.container
+    client_ip = request.client.host if request.client else "unknown"
+    limited = _rate_limited(request.app.state.ip_limiter, client_ip, f"client {client_ip}")
+    if limited is not None:
+        return limited
     payload = await read_json_body(request, container.settings.max_webhook_bytes)
     event = parse_webhook(payload, request.path_params.get("event_slug"))
+    limited = _rate_limited(
+        request.app.state.instance_limiter, event.instance, f"instance {event.instance!r}"
+    )
+    if limited is not None:
+        return limited
+    agent = await run_in_threadpool(container.directory.lookup, event.instance)
+    if agent is not None and not webhook_authorized(agent.webhook_token, request.headers):
+        return error_response(401, f"missing or wrong webhook secret for instance {event.instance!r}")
+    return await _dispatch(container, event)
+
+
+async def _dispatch(container: Container, event: WebhookEvent) -> Response:
     if isinstance(event, MessageBatch):
         outcomes = [await _one(container, message) for message in event.messages]
         stored = sum(1 for o in outcomes if o.status == "stored")
@@ -88,8 +127,20 @@ async def evolution_webhook(request: Request) -> Response:
             # The body stays exactly the seed's; the stored message's id rides in a header.
             response.headers["X-Luminai-Message-Id"] = str(outcome.message_id)
         return response
-    reason = getattr(event, "reason", None) or f"event {type(event).__name__} is not handled"
-    return _processed(ignored=reason)
+    if isinstance(event, MessageStatusUpdate | StatusUpdates):
+        updates = event.updates if isinstance(event, StatusUpdates) else (event,)
+        results = [await run_in_threadpool(apply_status_update, container.uow, update) for update in updates]
+        return _processed(receipts=results)
+    if isinstance(event, ConnectionUpdate | InstanceGone):
+        state = event.state if isinstance(event, ConnectionUpdate) else "close"
+        status = await run_in_threadpool(apply_connection_state, container.uow, event.instance, state)
+        return (
+            _processed(ignored="no agent for this instance") if status is None else _processed(status=status)
+        )
+    if isinstance(event, QrCodeUpdate):
+        await run_in_threadpool(record_qrcode, container.uow, event)
+        return _processed()
+    return _processed(ignored=event.reason)
 
 
 async def _one(container: Container, event: MessageUpsert) -> InboundOutcome:

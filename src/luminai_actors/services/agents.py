@@ -1,0 +1,69 @@
+"""AgentDirectory: what the webhook layer must know about an instance before any work (owner, secret).
+
+Every webhook names its instance; authenticating it needs the owning agent's `whatsapp_webhook_token`. The
+directory caches the answer for a few seconds so a burst of webhooks costs one indexed query, and forgets an
+instance at once when this process changes its agent (the admin API calls `forget`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from luminai_actors.persistence.uow import UnitOfWorkFactory
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    agent_id: uuid.UUID
+    organization_id: uuid.UUID
+    webhook_token: str | None
+    active: bool
+
+
+class AgentDirectory:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        ttl_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, AgentInfo | None]] = {}
+
+    def lookup(self, instance: str) -> AgentInfo | None:
+        now = self._clock()
+        with self._lock:
+            cached = self._cache.get(instance)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        with self._uow_factory() as uow:
+            agent = uow.repo.agent_by_instance(instance)
+            info = (
+                AgentInfo(
+                    agent.id,
+                    agent.organization_id,
+                    agent.whatsapp_webhook_token,
+                    bool(agent.active and agent.whatsapp_active),
+                )
+                if agent is not None
+                else None
+            )
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[instance] = (now, info)
+        return info
+
+    def forget(self, instance: str | None = None) -> None:
+        with self._lock:
+            if instance is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(instance, None)
