@@ -186,15 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(func=cmd_worker)
     test = sub.add_parser(
-        "test", help="lint, type-check and run the whole test suite (needs PostgreSQL, Redis)"
+        "test",
+        help="lint, type-check and run the whole test suite (needs PostgreSQL, Redis)",
+        usage="%(prog)s [-h] [pytest_args ...]",
+        description="Any further arguments are passed to pytest, e.g. `run.py test -m 'not e2e' -x`.",
     )
-    test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra arguments for pytest")
     test.set_defaults(func=cmd_test)
     return parser
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "test":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "test":
+        args.pytest_args = extra
     try:
         settings = Settings.from_env()
         _configure_logging(settings.log_level)
