@@ -300,7 +300,6 @@ def test_message_for_no_active_agent_is_ignored(
 @pytest.mark.parametrize(
     ("event", "reason"),
     [
-        (upsert(from_me=True), "fromMe messages are not lead messages"),
         (
             upsert(remote_jid="120363025123456789@g.us", participant="5531987650000@s.whatsapp.net"),
             "group chats are ignored",

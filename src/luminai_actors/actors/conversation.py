@@ -60,18 +60,18 @@ class ConversationActor(pykka.ThreadingActor, Generic[E, R]):
             log.warning("conversation actor %s got an unknown message %r", self.key, type(message).__name__)
             return None
         try:
-            try:
-                result: Any = self._handler(message.event)
-            except Exception as exc:
-                log.exception("conversation %s failed to handle an event", self.key)
-                result = exc
-            try:
-                message.reply(result)
-            except Exception:
-                log.exception("conversation %s could not deliver its reply", self.key)
+            result: Any = self._handler(message.event)
+        except Exception as exc:
+            log.exception("conversation %s failed to handle an event", self.key)
+            result = exc
         finally:
-            # Only now is the actor idle: the reaper never stops it between handling and replying.
+            # Idle from here on. Should the reaper stop it now, pykka still runs the rest of this call (the
+            # reply below) before it handles the stop message.
             self._on_done(self.key)
+        try:
+            message.reply(result)
+        except Exception:
+            log.exception("conversation %s could not deliver its reply", self.key)
         return None
 
 

@@ -53,6 +53,12 @@ class Repository(Protocol):
     def release_ai_turn(self, talk_id: uuid.UUID) -> None: ...
     def talks_awaiting_ai(self, before: datetime, now: datetime, limit: int) -> list[uuid.UUID]: ...
     def messages_awaiting_send(self, before: datetime, now: datetime, limit: int) -> list[uuid.UUID]: ...
+    def delete(self, obj: Base) -> None: ...
+    def unmatched_outbound(self, talk_id: uuid.UUID, body: str) -> TalkMessage | None: ...
+    def sends_in_flight(self, agent_id: uuid.UUID) -> bool: ...
+    def talks_of_contact(self, contact_id: uuid.UUID) -> list[Talk]: ...
+    def messages_of_talk(self, talk_id: uuid.UUID) -> list[TalkMessage]: ...
+    def messages_from_contact(self, contact_id: uuid.UUID) -> list[TalkMessage]: ...
 
 
 class SqlAlchemyRepository:
@@ -212,4 +218,46 @@ class SqlAlchemyRepository:
                 .order_by(TalkMessage.created_at)
                 .limit(limit)
             )
+        )
+
+    def delete(self, obj: Base) -> None:
+        self.session.delete(obj)
+
+    def unmatched_outbound(self, talk_id: uuid.UUID, body: str) -> TalkMessage | None:
+        return self.session.scalar(
+            select(TalkMessage)
+            .where(
+                TalkMessage.talk_id == talk_id,
+                TalkMessage.direction == "outbound",
+                TalkMessage.whatsapp_message_id.is_(None),
+                TalkMessage.send_status.in_((SEND_PENDING, SEND_SENDING)),
+                TalkMessage.body == body,
+            )
+            .order_by(TalkMessage.created_at)
+            .limit(1)
+        )
+
+    def sends_in_flight(self, agent_id: uuid.UUID) -> bool:
+        found = self.session.scalar(
+            select(TalkMessage.id)
+            .where(TalkMessage.agent_id == agent_id, TalkMessage.send_status == SEND_SENDING)
+            .limit(1)
+        )
+        return found is not None
+
+    def talks_of_contact(self, contact_id: uuid.UUID) -> list[Talk]:
+        return list(
+            self.session.scalars(select(Talk).where(Talk.contact_id == contact_id).order_by(Talk.created_at))
+        )
+
+    def messages_of_talk(self, talk_id: uuid.UUID) -> list[TalkMessage]:
+        return list(
+            self.session.scalars(
+                select(TalkMessage).where(TalkMessage.talk_id == talk_id).order_by(TalkMessage.created_at)
+            )
+        )
+
+    def messages_from_contact(self, contact_id: uuid.UUID) -> list[TalkMessage]:
+        return list(
+            self.session.scalars(select(TalkMessage).where(TalkMessage.from_contact_id == contact_id))
         )

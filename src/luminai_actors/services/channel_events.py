@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-
 from luminai_actors.errors import Unavailable
 from luminai_actors.evolution.webhook import MessageStatusUpdate, QrCodeUpdate, status_rank
-from luminai_actors.persistence.tables import SEND_FAILED, SEND_SENDING, Agent, Talk, TalkMessage
-from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWorkFactory
+from luminai_actors.persistence.tables import SEND_FAILED, Agent, Talk, TalkMessage
+from luminai_actors.persistence.uow import UnitOfWorkFactory
 
 CONNECTION_STATES = {
     "open": "connected",
@@ -31,18 +29,6 @@ def _now(now: Callable[[], datetime] | None) -> datetime:
     return now() if now else datetime.now(UTC)
 
 
-def _sends_in_flight(uow: SqlAlchemyUnitOfWork | object, agent: Agent) -> bool:
-    session = getattr(uow, "session", None)
-    if session is None:
-        return False
-    found = session.scalar(
-        select(TalkMessage.id)
-        .where(TalkMessage.agent_id == agent.id, TalkMessage.send_status == SEND_SENDING)
-        .limit(1)
-    )
-    return found is not None
-
-
 def apply_status_update(
     uow_factory: UnitOfWorkFactory, update: MessageStatusUpdate, now: Callable[[], datetime] | None = None
 ) -> str:
@@ -54,7 +40,7 @@ def apply_status_update(
             return "ignored"
         found = uow.repo.message_by_whatsapp_id(agent.id, update.key_id)
         if found is None:
-            if update.from_me is not False and _sends_in_flight(uow, agent):
+            if update.from_me is not False and uow.repo.sends_in_flight(agent.id):
                 raise Unavailable("receipt for a message whose send is still being recorded; retry")
             return "unknown"
         message = uow.repo.get_for_update(TalkMessage, found.id)

@@ -20,7 +20,10 @@ from luminai_actors.errors import Conflict
 from luminai_actors.evolution.webhook import MessageUpsert
 from luminai_actors.persistence.tables import (
     CHANNEL_WHATSAPP,
+    SEND_SENDING,
+    SEND_SENT,
     TALK_ACTIVE,
+    TALK_CLOSED,
     Agent,
     Company,
     Contact,
@@ -46,23 +49,41 @@ class InboundOutcome:
     talk_id: uuid.UUID | None = None
     message_id: uuid.UUID | None = None
     contact_id: uuid.UUID | None = None
+    from_business: bool = False  # typed on the business phone, or our own send echoed back
 
     @property
     def needs_ai_turn(self) -> bool:
-        return self.status == "stored"
+        return self.status == "stored" and not self.from_business
 
 
 def ignore_reason(event: MessageUpsert) -> str | None:
-    """Why this upsert is not a lead's chat turn (None when it is one); decided before any database work."""
-    if event.event != "messages.upsert":
-        return f"event {event.event} is not handled yet"
+    """Why this upsert is no 1:1 chat turn (None when it is one); decided before any database work."""
+    if event.event not in ("messages.upsert", "send.message"):
+        return f"event {event.event} is not a chat message"
     if event.chat_kind != "user":
         return f"{event.chat_kind} chats are ignored"
-    if event.from_me:
-        return "fromMe messages are not lead messages"
     if not event.content.is_chat_turn:
         return f"{event.content.kind} is not a chat turn"
     return None
+
+
+def _is_ours(event: MessageUpsert) -> bool:
+    """Sent by the business side: typed on its phone (`fromMe`) or sent through Evolution's API."""
+    return event.from_me or event.event == "send.message"
+
+
+def _ignored_by_agent(agent: Agent, event: MessageUpsert) -> bool:
+    """The agent's `ignoreJids` (like Evolution's bots): exact JIDs, or suffixes such as `@lid`."""
+    patterns = (agent.whatsapp_metadata or {}).get("ignoreJids") or []
+    jids = [jid for jid in (event.remote_jid, event.phone_jid, event.lid_jid) if jid]
+    return any(
+        isinstance(p, str) and p and any(jid == p or (p.startswith("@") and jid.endswith(p)) for jid in jids)
+        for p in patterns
+    )
+
+
+def pauses_on_human_reply(agent: Agent) -> bool:
+    return bool((agent.whatsapp_metadata or {}).get("pauseOnHumanReply", True))
 
 
 def conversation_key(event: MessageUpsert) -> str:
@@ -105,13 +126,27 @@ def _record(uow_factory: UnitOfWorkFactory, event: MessageUpsert, now: datetime)
         existing = uow.repo.message_by_whatsapp_id(agent.id, event.message_id)
         if existing is not None:
             return InboundOutcome("duplicate", None, existing.talk_id, existing.id, existing.from_contact_id)
+        if _ignored_by_agent(agent, event):
+            return InboundOutcome("ignored", "the agent's ignoreJids lists this chat")
         phone = phone_from_jid(event.phone_jid)
         lid = jid_user(event.lid_jid) if event.lid_jid else None
         if phone is None and lid is None:
             return InboundOutcome("ignored", "sender has neither a phone number nor a LID")
-        uow.lock(f"contact:{agent.organization_id}:{canonical_phone(phone) if phone else 'lid:' + str(lid)}")
+        # One lock per identity, taken in sorted order: an event that carries both the phone and the LID
+        # serialises with events that carry either, and two such events cannot deadlock.
+        identities = sorted(
+            {
+                f"contact:{agent.organization_id}:{key}"
+                for key in (phone and canonical_phone(phone), lid and f"lid:{lid}")
+                if key
+            }
+        )
+        for key in identities:
+            uow.lock(key)
         contact = _find_or_create_contact(uow, agent, event, phone, lid, now)
         talk = _find_or_create_talk(uow, agent, contact, event, now)
+        if _is_ours(event):
+            return _record_business_message(uow, agent, contact, talk, event, now)
         message = TalkMessage(
             id=uuid7(),
             organization_id=agent.organization_id,
@@ -130,6 +165,59 @@ def _record(uow_factory: UnitOfWorkFactory, event: MessageUpsert, now: datetime)
         uow.repo.add(message)
         uow.commit()
         return InboundOutcome("stored", None, talk.id, message.id, contact.id)
+
+
+def _record_business_message(
+    uow: UnitOfWork, agent: Agent, contact: Contact, talk: Talk, event: MessageUpsert, now: datetime
+) -> InboundOutcome:
+    """Our own send echoed back (matched to the reply in flight), or a person typing on the business phone."""
+    ours = uow.repo.unmatched_outbound(talk.id, event.content.text)
+    if ours is not None:
+        # Evolution reported the id of a reply our sender has not recorded yet (or never will: its worker
+        # died after Evolution accepted). Recording it here settles the send; no second copy is stored.
+        ours.whatsapp_message_id = event.message_id
+        if ours.send_status == SEND_SENDING:
+            ours.send_status = SEND_SENT
+            ours.send_lease_until = None
+            ours.sent_at = ours.sent_at or now
+            ours.meta = {
+                **ours.meta,
+                "whatsappSent": True,
+                "whatsappMessageId": event.message_id,
+                "whatsappReconciledBy": event.event,
+            }
+        uow.commit()
+        return InboundOutcome("duplicate", None, talk.id, ours.id, contact.id, from_business=True)
+    message = TalkMessage(
+        id=uuid7(),
+        organization_id=agent.organization_id,
+        talk_id=talk.id,
+        agent_id=agent.id,
+        from_contact_id=None,
+        from_agent_id=None,
+        direction="outbound",
+        channel="whatsapp",
+        body=event.content.text,
+        message_type=_message_type(event),
+        whatsapp_message_id=event.message_id,
+        meta={
+            **_inbound_metadata(event),
+            "human": True,
+            "sentVia": "api" if event.event == "send.message" else "phone",
+        },
+        send_status=SEND_SENT,
+        sent_at=event.sent_at or now,
+        created_at=now,
+    )
+    uow.repo.add(message)
+    if pauses_on_human_reply(agent) and not talk.paused:
+        talk.paused = True
+        talk.talk_flow = {
+            **(talk.talk_flow or {}),
+            "handoff": {"reason": "a person replied from the business phone", "at": now.isoformat()},
+        }
+    uow.commit()
+    return InboundOutcome("stored", None, talk.id, message.id, contact.id, from_business=True)
 
 
 def _message_type(event: MessageUpsert) -> str:
@@ -162,18 +250,22 @@ def _find_or_create_contact(
     org = agent.organization_id
     contact = uow.repo.contact_by_phones(org, phone_variants(phone)) if phone else None
     by_lid = uow.repo.contact_by_lid(org, lid) if lid else None
+    if contact is not None and by_lid is not None and by_lid.id != contact.id:
+        _merge_contacts(uow, keep=contact, drop=by_lid, now=now)
+        by_lid = contact
     if contact is None and by_lid is not None:
         contact = by_lid
     if contact is not None:
         if phone and contact.phone is None:  # a LID-only contact whose phone we now learn
             contact.phone = phone
             contact.mobile_phone = phone
-        if lid and contact.whatsapp_lid is None and by_lid is None:
+        if lid and contact.whatsapp_lid is None:
             contact.whatsapp_lid = lid
         contact.last_contact_date = now
         return contact
-    name = event.push_name or phone or f"WhatsApp {lid}"
-    first, last = split_name(event.push_name or "")
+    lead_name = None if _is_ours(event) else event.push_name  # on our side pushName is the business's
+    name = lead_name or phone or f"WhatsApp {lid}"
+    first, last = split_name(lead_name or "")
     contact = Contact(
         id=uuid7(),
         organization_id=org,
@@ -194,6 +286,33 @@ def _find_or_create_contact(
     uow.repo.add(contact)
     uow.repo.flush()
     return contact
+
+
+def _merge_contacts(uow: UnitOfWork, *, keep: Contact, drop: Contact, now: datetime) -> None:
+    """One person known twice (by LID first, by phone later): move everything of `drop` onto `keep`.
+
+    An open talk of `drop` whose agent already has an open talk with `keep` is folded into that talk
+    (messages move, the emptied talk is closed), so the person keeps one conversation per agent.
+    """
+    for talk in uow.repo.talks_of_contact(drop.id):
+        is_open = talk.status == TALK_ACTIVE and not talk.archived and talk.closed_at is None
+        target = uow.repo.open_whatsapp_talk(keep.id, talk.agent_id) if is_open and talk.agent_id else None
+        if target is not None:
+            for message in uow.repo.messages_of_talk(talk.id):
+                message.talk_id = target.id
+            talk.status, talk.archived, talk.closed_at = TALK_CLOSED, True, now
+            uow.repo.flush()
+        talk.contact_id = keep.id
+    for message in uow.repo.messages_from_contact(drop.id):
+        message.from_contact_id = keep.id
+    lid = drop.whatsapp_lid
+    drop.whatsapp_lid = None
+    uow.repo.flush()
+    keep.whatsapp_lid = keep.whatsapp_lid or lid
+    keep.first_name = keep.first_name or drop.first_name
+    keep.last_name = keep.last_name or drop.last_name
+    uow.repo.delete(drop)
+    uow.repo.flush()
 
 
 def _default_company(uow: UnitOfWork, org: uuid.UUID, now: datetime) -> Company:

@@ -276,6 +276,38 @@ class FakeRepository:
         )
         return [m.id for m in sorted(found, key=lambda m: m.created_at)][:limit]
 
+    def delete(self, obj: Base) -> None:
+        rows = self._rows.get(type(obj), [])
+        self._rows[type(obj)] = [row for row in rows if row is not obj]
+
+    def unmatched_outbound(self, talk_id: uuid.UUID, body: str) -> TalkMessage | None:
+        candidates = self._where(
+            TalkMessage,
+            lambda m: (
+                m.talk_id == talk_id
+                and m.direction == "outbound"
+                and m.whatsapp_message_id is None
+                and m.send_status in (SEND_PENDING, SEND_SENDING)
+                and m.body == body
+            ),
+        )
+        return min(candidates, key=lambda m: m.created_at, default=None)
+
+    def sends_in_flight(self, agent_id: uuid.UUID) -> bool:
+        return (
+            self._first(TalkMessage, lambda m: m.agent_id == agent_id and m.send_status == SEND_SENDING)
+            is not None
+        )
+
+    def talks_of_contact(self, contact_id: uuid.UUID) -> list[Talk]:
+        return sorted(self._where(Talk, lambda t: t.contact_id == contact_id), key=lambda t: t.created_at)
+
+    def messages_of_talk(self, talk_id: uuid.UUID) -> list[TalkMessage]:
+        return sorted(self._where(TalkMessage, lambda m: m.talk_id == talk_id), key=lambda m: m.created_at)
+
+    def messages_from_contact(self, contact_id: uuid.UUID) -> list[TalkMessage]:
+        return self._where(TalkMessage, lambda m: m.from_contact_id == contact_id)
+
 
 class FakeUnitOfWork:
     """`UnitOfWork` over a `FakeRepository`; records commits and the advisory locks taken."""
