@@ -237,18 +237,29 @@ def test_webhook_endpoint_answers_and_ignores_what_it_must(
     assert again.json()["duplicate"] is True
     assert len(db.rows("SELECT id FROM talk_message WHERE direction = 'inbound'")) == 1
 
-    from_me = text_message("sdr-agent-1", LEAD, "typed on the phone")
-    from_me["data"]["key"]["fromMe"] = True
     group = text_message("sdr-agent-1", LEAD, "hello group")
     group["data"]["key"]["remoteJid"] = "120363025123456789@g.us"
     group["data"]["key"]["participant"] = "5511999999999@s.whatsapp.net"
     unknown = text_message("no-such-instance", LEAD, "hello?")
-    for payload in (from_me, group, unknown):
+    for payload in (group, unknown):
         response = service.post_webhook(payload)
         assert response.status_code == 200
         assert response.json()["success"] is True
         assert response.json()["ignored"]
     assert len(db.rows("SELECT id FROM talk_message WHERE direction = 'inbound'")) == 1
+    assert len(db.rows("SELECT id FROM contact")) == 1
+    # fromMe is no lead message: a person typed on the business phone. It is kept (as human outbound, the
+    # bot pauses) but never answered and never makes a contact of its own.
+    from_me = text_message("sdr-agent-1", LEAD, "typed on the phone")
+    from_me["data"]["key"]["fromMe"] = True
+    assert service.post_webhook(from_me).status_code == 200
+    human = db.one("SELECT * FROM talk_message WHERE body = 'typed on the phone'")
+    assert (human["direction"], human["from_agent_id"], human["metadata"]["human"]) == (
+        "outbound",
+        None,
+        True,
+    )
+    assert db.one("SELECT paused FROM talk")["paused"] is True
     assert len(db.rows("SELECT id FROM contact")) == 1
 
     with service.client() as client:

@@ -148,3 +148,44 @@ def test_an_unreachable_database_is_reported_as_unavailable() -> None:
     with pytest.raises(DatabaseUnavailable):
         record_inbound(uow_factory(sessions), upsert("acme-1", "5511987654321@s.whatsapp.net", "X1"))
     engine.dispose()
+
+
+def _receiver_process(url: str, barrier: Any, offset: int, results: Any) -> None:
+    """One receiver process: 4 threads deliver different messages of the same new contact at once."""
+    engine = create_db_engine(url, pool_size=4)
+    sessions = make_session_factory(engine)
+    jid = "5521998765432@s.whatsapp.net"
+
+    def one(index: int) -> str:
+        return record_inbound(uow_factory(sessions), upsert("acme-1", jid, f"P{offset + index}", "hi")).status
+
+    barrier.wait()
+    for status in run_concurrently(4, one):
+        results.put(status if isinstance(status, str) else repr(status))
+    engine.dispose()
+
+
+def test_two_receiver_processes_racing_on_a_new_contact_create_one_contact_and_one_talk(
+    factory: sessionmaker[Session], clean_pg: str
+) -> None:
+    import multiprocessing
+
+    make_agent(factory, "acme-1")
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    results = context.Queue()
+    processes = [
+        context.Process(target=_receiver_process, args=(clean_pg, barrier, offset, results))
+        for offset in (0, 100)
+    ]
+    for process in processes:
+        process.start()
+    statuses = [results.get(timeout=60) for _ in range(8)]
+    for process in processes:
+        process.join(30)
+        assert process.exitcode == 0
+
+    assert statuses == ["stored"] * 8
+    assert count(factory, Contact) == 1
+    assert count(factory, Talk) == 1
+    assert count(factory, TalkMessage) == 8

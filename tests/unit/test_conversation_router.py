@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from luminai_actors.actors.conversation import ConversationRouter
-from luminai_actors.errors import ConversationBusy
+from luminai_actors.errors import ConversationBusy, Unavailable
 from luminai_actors.evolution.webhook import MessageUpsert, parse_webhook
 from luminai_actors.services.inbound import InboundOutcome, conversation_key
 from luminai_actors.web.webhook import handle_message
@@ -608,7 +608,7 @@ def test_handle_message_keeps_the_event_loop_responsive_while_actors_work(harnes
     assert router.started_total == 20
 
 
-def test_handle_message_raises_the_handlers_exception_on_the_loop(harness: Harness) -> None:
+def test_handle_message_turns_a_handlers_crash_into_unavailable_on_the_loop(harness: Harness) -> None:
     def handler(event: MessageUpsert) -> InboundOutcome:
         raise LookupError(f"no agent for {event.instance}")
 
@@ -617,8 +617,9 @@ def test_handle_message_raises_the_handlers_exception_on_the_loop(harness: Harne
     async def scenario() -> None:
         await handle_message(container_for(router), upsert(1))
 
-    with pytest.raises(LookupError, match="no agent for acme-support"):
+    with pytest.raises(Unavailable, match="LookupError") as raised:
         asyncio.run(scenario())
+    assert isinstance(raised.value.__cause__, LookupError)  # kept for the log, answered as 503
     assert router.started_total == 1
     assert router.snapshot()[0]["alive"] is True
 

@@ -43,15 +43,18 @@ def normalize_phone(raw: str) -> str | None:
     digits = _NON_DIGITS.sub("", text)
     if not 8 <= len(digits) <= 15:
         return None
-    try:
-        number = phonenumbers.parse("+" + digits, None)
-    except phonenumbers.NumberParseException:
-        return None
-    # is_possible (length per country) rather than is_valid: valid-number ranges lag behind real WhatsApp
-    # numbers (old Brazilian 8-digit mobiles are "invalid" today yet still arrive from WhatsApp).
-    if not phonenumbers.is_possible_number(number):
-        return None
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    # WhatsApp still reports some numbers in a spelling the numbering plan dropped (Mexico's `+52 1`), so a
+    # national variant stands in when the reported spelling is not a possible number.
+    for candidate in phone_variants("+" + digits):
+        try:
+            number = phonenumbers.parse(candidate, None)
+        except phonenumbers.NumberParseException:
+            continue
+        # is_possible (length per country) rather than is_valid: valid-number ranges lag behind real WhatsApp
+        # numbers (old Brazilian 8-digit mobiles are "invalid" today yet still arrive from WhatsApp).
+        if phonenumbers.is_possible_number(number):
+            return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    return None
 
 
 def phone_from_jid(jid: str | None) -> str | None:

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from luminai_actors.bootstrap import Container
-from luminai_actors.errors import ConversationBusy, PayloadError
+from luminai_actors.errors import ConversationBusy, PayloadError, Unavailable
 from luminai_actors.evolution.webhook import (
     ConnectionUpdate,
     InstanceGone,
@@ -68,11 +68,20 @@ async def handle_message(container: Container, event: MessageUpsert) -> InboundO
     future: asyncio.Future[Any] = loop.create_future()
 
     def settle(result: Any) -> None:
-        if not future.done():
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        if future.done():
+            return
+        if isinstance(result, Unavailable):
+            future.set_exception(result)
+        elif isinstance(result, BaseException):
+            # Whatever broke while handling (a bug, a lost race that survived the retry): the message was not
+            # stored, so Evolution must deliver it again. 503, never 200, never a traceback.
+            failure = Unavailable(
+                f"the conversation actor could not handle the message ({type(result).__name__})"
+            )
+            failure.__cause__ = result
+            future.set_exception(failure)
+        else:
+            future.set_result(result)
 
     def reply(result: Any) -> None:
         loop.call_soon_threadsafe(settle, result)
