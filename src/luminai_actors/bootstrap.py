@@ -98,7 +98,7 @@ class Container:
 
     # runs on a conversation actor's thread
     def handle_inbound(self, event: MessageUpsert) -> InboundOutcome:
-        outcome = record_inbound(self.uow, event)
+        outcome = record_inbound(self.uow, event, ignored_chats=self.settings.ignored_chat_kinds)
         if outcome.needs_ai_turn and outcome.talk_id is not None:
             try:
                 self.dispatcher.request_ai_turn(outcome.talk_id)

@@ -70,10 +70,23 @@ class Settings:
     """LUMINAI_RECOVERY_INTERVAL_SECONDS: how often the server re-enqueues AI turns that never ran."""
     log_level: str = "INFO"
     """LUMINAI_LOG_LEVEL: Python logging level name."""
+    ignore_groups: bool = True
+    """LUMINAI_IGNORE_GROUPS: skip group chats; `false` records them (no bot replies in groups)."""
+    ignore_broadcasts: bool = True
+    """LUMINAI_IGNORE_BROADCASTS: skip status@broadcast and broadcast lists; `false` records them."""
+    ignore_newsletters: bool = True
+    """LUMINAI_IGNORE_NEWSLETTERS: skip channel (newsletter) posts; `false` records them."""
     rate_limit_per_instance: float = 50.0
     """LUMINAI_RATE_LIMIT_PER_INSTANCE: webhooks per second per instance (burst 4x); 0 disables; over: 429."""
     rate_limit_per_ip: float = 500.0
     """LUMINAI_RATE_LIMIT_PER_IP: webhooks per second per client IP (burst 4x); 0 disables; over: 429."""
+
+    @property
+    def ignored_chat_kinds(self) -> frozenset[str]:
+        flags = (("group", self.ignore_groups), ("broadcast", self.ignore_broadcasts))
+        return frozenset(
+            kind for kind, ignored in (*flags, ("newsletter", self.ignore_newsletters)) if ignored
+        )
 
     @property
     def uses_memory_broker(self) -> bool:
@@ -119,6 +132,17 @@ class Settings:
                 raise ConfigError(f"{name}={raw!r} must be a finite number of at least {minimum}")
             values[attr] = value
 
+        def flag(name: str, attr: str) -> None:
+            raw = source.get(name, "").strip().lower()
+            if not raw:
+                return
+            if raw not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ConfigError(f"{name}={raw!r} must be true or false")
+            values[attr] = raw in ("1", "true", "yes", "on")
+
+        flag("LUMINAI_IGNORE_GROUPS", "ignore_groups")
+        flag("LUMINAI_IGNORE_BROADCASTS", "ignore_broadcasts")
+        flag("LUMINAI_IGNORE_NEWSLETTERS", "ignore_newsletters")
         text("LUMINAI_DATABASE_URL", "database_url")
         text("LUMINAI_BROKER_URL", "broker_url")
         text("LUMINAI_ADMIN_TOKEN", "admin_token")

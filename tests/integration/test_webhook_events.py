@@ -689,3 +689,37 @@ def test_hostile_strings_are_stored_exactly_and_safely(
     talk = client.get(f"/api/admin/organizations/{org}/talks", headers=AUTH).json()[0]
     via_api = [m["body"] for m in client.get(f"/api/admin/talks/{talk['id']}/messages", headers=AUTH).json()]
     assert texts[1] in via_api
+
+
+def test_groups_can_be_recorded_when_configured_and_the_bot_stays_silent_there(
+    make_app: Callable[..., tuple[Container, TestClient]], evolution: FakeEvolutionApi
+) -> None:
+    container, client = make_app(ignore_groups=False)
+    add_agent(client, evolution)
+    group = "120363025123456789@g.us"
+    key = {
+        "remoteJid": group,
+        "fromMe": False,
+        "id": "G1",
+        "participant": "84823447130133@lid",
+        "participantAlt": "5531987650000@s.whatsapp.net",
+    }
+
+    response = client.post(WEBHOOK, json=upsert({"conversation": "bom dia grupo"}, key=key, push_name="Ana"))
+    broadcast = upsert(key={"remoteJid": "status@broadcast", "fromMe": False, "id": "S1", "participant": PN})
+
+    assert response.status_code == 200
+    assert "ignored" not in response.json()
+    assert client.post(WEBHOOK, json=broadcast).json()["ignored"]  # broadcasts are still ignored
+    contacts = {c.whatsapp_jid or c.phone: c for c in rows(container, Contact)}
+    assert set(contacts) == {group, "+5531987650000"}
+    assert contacts["+5531987650000"].name == "Ana"
+    [message] = rows(container, TalkMessage)
+    assert message.from_contact_id == contacts["+5531987650000"].id
+    assert message.meta["chatKind"] == "group"
+    assert rows(container, Talk)[0].contact_id == contacts[group].id
+    time.sleep(0.4)
+    assert evolution.sendtext_attempts() == []
+    container.recover_once()
+    time.sleep(0.2)
+    assert evolution.sendtext_attempts() == []

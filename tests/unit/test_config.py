@@ -32,6 +32,9 @@ FULL_ENV = {
     "LUMINAI_LOG_LEVEL": "DEBUG",
     "LUMINAI_RATE_LIMIT_PER_INSTANCE": "7.5",
     "LUMINAI_RATE_LIMIT_PER_IP": "0",
+    "LUMINAI_IGNORE_GROUPS": "false",
+    "LUMINAI_IGNORE_BROADCASTS": "no",
+    "LUMINAI_IGNORE_NEWSLETTERS": "0",
 }
 
 
@@ -237,3 +240,12 @@ def test_an_unknown_log_level_names_its_variable() -> None:
 def test_a_malformed_database_url_names_its_variable() -> None:
     with pytest.raises(ConfigError, match="LUMINAI_DATABASE_URL"):
         Settings.from_env({"LUMINAI_DATABASE_URL": "nonsense"})
+
+
+def test_ignore_flags_read_booleans_and_refuse_anything_else() -> None:
+    assert Settings.from_env({}).ignored_chat_kinds == frozenset({"group", "broadcast", "newsletter"})
+    assert Settings.from_env({"LUMINAI_IGNORE_GROUPS": "false"}).ignored_chat_kinds == frozenset(
+        {"broadcast", "newsletter"}
+    )
+    with pytest.raises(ConfigError, match="LUMINAI_IGNORE_GROUPS"):
+        Settings.from_env({"LUMINAI_IGNORE_GROUPS": "maybe"})

@@ -140,6 +140,14 @@ class Contact(Base):
             sqlite_where=text("mobile_phone IS NOT NULL"),
         ),
         Index(
+            "idx_contact_jid_org",
+            "whatsapp_jid",
+            "organization_id",
+            unique=True,
+            postgresql_where=text("whatsapp_jid IS NOT NULL"),
+            sqlite_where=text("whatsapp_jid IS NOT NULL"),
+        ),
+        Index(
             "idx_contact_lid_org",
             "whatsapp_lid",
             "organization_id",
@@ -158,6 +166,8 @@ class Contact(Base):
     phone: Mapped[str | None] = mapped_column(String(25))
     mobile_phone: Mapped[str | None] = mapped_column(String(25))
     whatsapp_lid: Mapped[str | None] = mapped_column(String(64))
+    # A shared chat (group, broadcast list, newsletter) is a contact of its own, keyed by its JID.
+    whatsapp_jid: Mapped[str | None] = mapped_column(String(128))
     lead_source: Mapped[str | None] = mapped_column(String(100))
     origin: Mapped[str | None] = mapped_column(String(255))
     last_contact_date: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -50,17 +50,21 @@ class InboundOutcome:
     message_id: uuid.UUID | None = None
     contact_id: uuid.UUID | None = None
     from_business: bool = False  # typed on the business phone, or our own send echoed back
+    shared_chat: bool = False  # a group, broadcast or newsletter: recorded, never answered by the bot
 
     @property
     def needs_ai_turn(self) -> bool:
-        return self.status == "stored" and not self.from_business
+        return self.status == "stored" and not self.from_business and not self.shared_chat
 
 
-def ignore_reason(event: MessageUpsert) -> str | None:
-    """Why this upsert is no 1:1 chat turn (None when it is one); decided before any database work."""
+DEFAULT_IGNORED_CHATS = frozenset({"group", "broadcast", "newsletter"})
+
+
+def ignore_reason(event: MessageUpsert, ignored_chats: frozenset[str] = DEFAULT_IGNORED_CHATS) -> str | None:
+    """Why this upsert is not recorded (None when it is); decided before any database work."""
     if event.event not in ("messages.upsert", "send.message"):
         return f"event {event.event} is not a chat message"
-    if event.chat_kind != "user":
+    if event.chat_kind in ignored_chats:
         return f"{event.chat_kind} chats are ignored"
     if not event.content.is_chat_turn:
         return f"{event.content.kind} is not a chat turn"
@@ -88,6 +92,8 @@ def pauses_on_human_reply(agent: Agent) -> bool:
 
 def conversation_key(event: MessageUpsert) -> str:
     """The actor key: instance + one identity per person, so every spelling of a number shares one actor."""
+    if event.chat_kind != "user":
+        return f"{event.instance}|chat:{event.remote_jid}"
     phone = phone_from_jid(event.phone_jid)
     if phone is not None:
         return f"{event.instance}|{canonical_phone(phone)}"
@@ -104,9 +110,13 @@ def split_name(full_name: str) -> tuple[str | None, str | None]:
 
 
 def record_inbound(
-    uow_factory: UnitOfWorkFactory, event: MessageUpsert, now: Callable[[], datetime] | None = None
+    uow_factory: UnitOfWorkFactory,
+    event: MessageUpsert,
+    now: Callable[[], datetime] | None = None,
+    *,
+    ignored_chats: frozenset[str] = DEFAULT_IGNORED_CHATS,
 ) -> InboundOutcome:
-    reason = ignore_reason(event)
+    reason = ignore_reason(event, ignored_chats)
     if reason is not None:
         return InboundOutcome("ignored", reason)
     clock = now or (lambda: datetime.now(UTC))
@@ -128,6 +138,8 @@ def _record(uow_factory: UnitOfWorkFactory, event: MessageUpsert, now: datetime)
             return InboundOutcome("duplicate", None, existing.talk_id, existing.id, existing.from_contact_id)
         if _ignored_by_agent(agent, event):
             return InboundOutcome("ignored", "the agent's ignoreJids lists this chat")
+        if event.chat_kind != "user":
+            return _record_shared_chat(uow, agent, event, now)
         phone = phone_from_jid(event.phone_jid)
         lid = jid_user(event.lid_jid) if event.lid_jid else None
         if phone is None and lid is None:
@@ -165,6 +177,53 @@ def _record(uow_factory: UnitOfWorkFactory, event: MessageUpsert, now: datetime)
         uow.repo.add(message)
         uow.commit()
         return InboundOutcome("stored", None, talk.id, message.id, contact.id)
+
+
+def _record_shared_chat(uow: UnitOfWork, agent: Agent, event: MessageUpsert, now: datetime) -> InboundOutcome:
+    """A group/broadcast/newsletter message: kept on the chat's own contact and talk, never answered."""
+    org = agent.organization_id
+    uow.lock(f"chat:{org}:{event.remote_jid}")
+    chat = uow.repo.contact_by_jid(org, event.remote_jid)
+    if chat is None:
+        chat = Contact(
+            id=uuid7(),
+            organization_id=org,
+            company_id=_default_company(uow, org, now).id,
+            name=f"WhatsApp {event.chat_kind} {jid_user(event.remote_jid)}",
+            whatsapp_jid=event.remote_jid,
+            lead_source=LEAD_SOURCE,
+            origin=ORIGIN,
+            created_at=now,
+            updated_at=now,
+        )
+        uow.repo.add(chat)
+        uow.repo.flush()
+    chat.last_contact_date = now
+    sender: Contact | None = None
+    phone = phone_from_jid(event.phone_jid)
+    lid = jid_user(event.lid_jid) if event.lid_jid else None
+    if not event.from_me and (phone or lid):
+        sender = _find_or_create_contact(uow, agent, event, phone, lid, now)
+    talk = _find_or_create_talk(uow, agent, chat, event, now)
+    message = TalkMessage(
+        id=uuid7(),
+        organization_id=org,
+        talk_id=talk.id,
+        agent_id=agent.id,
+        from_contact_id=sender.id if sender else None,
+        direction="outbound" if _is_ours(event) else "inbound",
+        channel="whatsapp",
+        body=event.content.text,
+        message_type=_message_type(event),
+        whatsapp_message_id=event.message_id,
+        meta={**_inbound_metadata(event), "chatKind": event.chat_kind, "participant": event.participant_jid},
+        sent_at=event.sent_at or now,
+        processed_at=now,  # nothing for the bot to answer: keeps it out of AI turns and the recovery sweep
+        created_at=now,
+    )
+    uow.repo.add(message)
+    uow.commit()
+    return InboundOutcome("stored", None, talk.id, message.id, chat.id, shared_chat=True)
 
 
 def _record_business_message(

@@ -61,6 +61,7 @@ _UNIQUE: tuple[tuple[type[Base], str, Callable[[Any], Key | None]], ...] = (
     (Contact, "idx_contact_phone_org", lambda c: (c.phone, c.organization_id)),
     (Contact, "idx_contact_mobile_org", lambda c: (c.mobile_phone, c.organization_id)),
     (Contact, "idx_contact_lid_org", lambda c: (c.whatsapp_lid, c.organization_id)),
+    (Contact, "idx_contact_jid_org", lambda c: (c.whatsapp_jid, c.organization_id)),
     (Agent, "idx_agent_whatsapp_instance", lambda a: (a.whatsapp_instance_name,)),
     (TalkType, "uq_talk_type_organization_id_name", lambda t: (t.organization_id, t.name)),
     (TalkAgent, "pk_talk_agent", lambda ta: (ta.talk_id, ta.agent_id)),
@@ -275,6 +276,9 @@ class FakeRepository:
             ),
         )
         return [m.id for m in sorted(found, key=lambda m: m.created_at)][:limit]
+
+    def contact_by_jid(self, organization_id: uuid.UUID, jid: str) -> Contact | None:
+        return self._first(Contact, lambda c: c.organization_id == organization_id and c.whatsapp_jid == jid)
 
     def delete(self, obj: Base) -> None:
         rows = self._rows.get(type(obj), [])

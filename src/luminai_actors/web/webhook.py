@@ -153,7 +153,7 @@ async def _dispatch(container: Container, event: WebhookEvent) -> Response:
 
 
 async def _one(container: Container, event: MessageUpsert) -> InboundOutcome:
-    reason = ignore_reason(event)
+    reason = ignore_reason(event, container.settings.ignored_chat_kinds)
     if reason is not None:  # skip the actor: nothing to write, nothing to order
         return InboundOutcome("ignored", reason)
     return await handle_message(container, event)
