@@ -39,6 +39,7 @@ from luminai_actors.persistence.database import create_db_engine, make_session_f
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork
 from luminai_actors.services.agents import AgentDirectory
 from luminai_actors.services.inbound import InboundOutcome, record_inbound
+from luminai_actors.services.pacing import MemoryPacer, NoPacing, Pacer, RedisPacer
 from luminai_actors.services.recovery import find_stalled_work
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,14 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     # The dramatiq CLI emits this; without it TimeLimit is not enforced in a worker we start ourselves.
     broker.emit_after("process_boot")
     return broker
+
+
+def build_pacer(settings: Settings, broker: dramatiq.Broker) -> Pacer:
+    if settings.send_rate_per_instance <= 0:
+        return NoPacing()
+    if isinstance(broker, RedisBroker):
+        return RedisPacer(broker.client, settings.send_rate_per_instance)
+    return MemoryPacer(settings.send_rate_per_instance)
 
 
 def build_brain(settings: Settings) -> Brain:
@@ -106,6 +115,15 @@ class Container:
                 # The message is committed; the recovery sweep enqueues its turn once the broker is back.
                 log.warning("AI turn for talk %s not enqueued: %s", outcome.talk_id, exc)
         return outcome
+
+    def resume_agent_sends(self, instance: str) -> int:
+        """Enqueue the replies that waited for this instance to reconnect; returns how many."""
+        with self.uow() as uow:
+            agent = uow.repo.agent_by_instance(instance)
+            waiting = uow.repo.unsettled_outbound_of_agent(agent.id, 1000) if agent is not None else []
+        for message_id in waiting:
+            self.dispatcher.request_send(message_id)
+        return len(waiting)
 
     def start(self, *, embedded_worker: bool | None = None, recovery: bool = True) -> None:
         self.router.start()
@@ -215,7 +233,9 @@ def build(settings: Settings) -> Container:
     def uow_factory() -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(session_factory)
 
-    dispatcher = declare_task_actors(broker, TaskDeps(settings, uow_factory, brain, evolution))
+    dispatcher = declare_task_actors(
+        broker, TaskDeps(settings, uow_factory, brain, evolution, build_pacer(settings, broker))
+    )
     holder: dict[str, Container] = {}
 
     def handle(event: MessageUpsert) -> InboundOutcome:

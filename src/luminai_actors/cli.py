@@ -150,6 +150,31 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return max((child.exitcode or 0) for child in children)
 
 
+def cmd_whatsapp(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from luminai_actors import bootstrap
+    from luminai_actors.errors import EvolutionError, NotFound, ValidationError
+    from luminai_actors.services import whatsapp_admin
+
+    _check_schema(settings)
+    container = bootstrap.build(settings)
+    try:
+        if args.action == "status":
+            result = whatsapp_admin.test_connection(container.uow, container.evolution, args.agent)
+        else:
+            result = whatsapp_admin.configure_webhook(
+                container.uow, container.evolution, args.agent, url=args.url, public_url=settings.public_url
+            )
+    except (NotFound, ValidationError, EvolutionError) as exc:
+        print(f"run.py whatsapp {args.action}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        container.close()
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
 def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
     python = sys.executable
     steps = [
@@ -185,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--queues", nargs="+", choices=["ai", "send"], help="queues to consume (default: all): ai, send"
     )
     worker.set_defaults(func=cmd_worker)
+    whatsapp = sub.add_parser("whatsapp", help="an agent's WhatsApp channel: connection state, webhook setup")
+    whatsapp.add_argument("action", choices=["status", "set-webhook"], help="status | set-webhook")
+    whatsapp.add_argument("agent", help="the agent's id or its Evolution instance name")
+    whatsapp.add_argument(
+        "--url", help="webhook URL for set-webhook (default: $LUMINAI_PUBLIC_URL + webhook path)"
+    )
+    whatsapp.set_defaults(func=cmd_whatsapp)
     test = sub.add_parser(
         "test",
         help="lint, type-check and run the whole test suite (needs PostgreSQL, Redis)",

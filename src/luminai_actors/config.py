@@ -34,6 +34,9 @@ class Settings:
     """LUMINAI_DATABASE_URL: SQLAlchemy URL; `postgresql+psycopg://user@host/db` or `sqlite:///file`."""
     broker_url: str = "memory://"
     """LUMINAI_BROKER_URL: `memory://` (in-process broker and worker) or `redis://host:port/db`."""
+    public_url: str | None = None
+    """LUMINAI_PUBLIC_URL: how Evolution reaches this service (e.g. https://bot.example.com); used when
+    configuring an instance's webhook."""
     admin_token: str | None = None
     """LUMINAI_ADMIN_TOKEN: bearer token of the admin API; unset means the admin API refuses every call."""
     openai_api_key: str | None = None
@@ -50,6 +53,11 @@ class Settings:
     """LUMINAI_SEND_MAX_ATTEMPTS: attempts of one sendText before the message is marked failed."""
     send_backoff_seconds: tuple[float, ...] = (2.0, 4.0)
     """LUMINAI_SEND_BACKOFF_SECONDS: waits before attempts 2, 3, ... (comma separated; the last repeats)."""
+    send_rate_per_instance: float = 5.0
+    """LUMINAI_SEND_RATE_PER_INSTANCE: sendText calls per second per WhatsApp number at most; 0 disables."""
+    send_max_wait_seconds: float = 3600.0
+    """LUMINAI_SEND_MAX_WAIT_SECONDS: how long a reply waits for an inactive agent or a disconnected instance
+    (burning no attempts) before it fails with that reason."""
     evolution_timeout_seconds: float = 30.0
     """LUMINAI_EVOLUTION_TIMEOUT_SECONDS: timeout of one call to Evolution API."""
     conversation_idle_seconds: float = 300.0
@@ -146,6 +154,7 @@ class Settings:
         text("LUMINAI_DATABASE_URL", "database_url")
         text("LUMINAI_BROKER_URL", "broker_url")
         text("LUMINAI_ADMIN_TOKEN", "admin_token")
+        text("LUMINAI_PUBLIC_URL", "public_url")
         text("OPENAI_API_KEY", "openai_api_key")
         text("OPENAI_BASE_URL", "openai_base_url")
         text("LUMINAI_AI_MODEL", "ai_model")
@@ -154,6 +163,8 @@ class Settings:
         number("LUMINAI_AI_MAX_ATTEMPTS", "ai_max_attempts", int, 1)
         number("LUMINAI_SEND_MAX_ATTEMPTS", "send_max_attempts", int, 1)
         number("LUMINAI_EVOLUTION_TIMEOUT_SECONDS", "evolution_timeout_seconds", float, 0.1)
+        number("LUMINAI_SEND_RATE_PER_INSTANCE", "send_rate_per_instance", float, 0)
+        number("LUMINAI_SEND_MAX_WAIT_SECONDS", "send_max_wait_seconds", float, 0)
         number("LUMINAI_CONVERSATION_IDLE_SECONDS", "conversation_idle_seconds", float, 0.05)
         number("LUMINAI_MAX_CONVERSATION_ACTORS", "max_conversation_actors", int, 1)
         number("LUMINAI_WEBHOOK_TIMEOUT_SECONDS", "webhook_timeout_seconds", float, 0.1)

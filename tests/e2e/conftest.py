@@ -65,6 +65,21 @@ class Service:
     def log_text(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.logs)
 
+    def start_worker(self, tmp_path: Path) -> subprocess.Popen[bytes]:
+        """One more `run.py worker` process on the same settings (e.g. to replace a killed one)."""
+        log = tmp_path / f"worker-extra-{len(self.logs)}.log"
+        self.logs.append(log)
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [sys.executable, str(ROOT / "run.py"), "worker", "--threads", "4"],
+                cwd=tmp_path,
+                env=self.env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        self.processes.append(process)
+        return process
+
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
@@ -104,6 +119,8 @@ class Admin:
         *,
         org_name: str = "Acme",
         steps: list[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        token: str | None = None,
     ) -> tuple[str, str]:
         """Organization, tree flow and agent on `instance` of the fake Evolution; returns (org, agent)."""
         api_key = f"key-{instance}"
@@ -133,7 +150,8 @@ class Admin:
                     "serverUrl": evolution.url,
                     "apiKey": api_key,
                     "active": True,
-                    "webhookToken": None,
+                    "webhookToken": token,
+                    "metadata": metadata,
                 },
             },
         )["id"]

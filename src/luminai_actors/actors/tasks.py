@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import dramatiq
@@ -24,6 +24,7 @@ from luminai_actors.evolution.client import EvolutionClient
 from luminai_actors.persistence.uow import UnitOfWorkFactory
 from luminai_actors.services.ai_turn import run_ai_turn
 from luminai_actors.services.outbound import deliver_outbound
+from luminai_actors.services.pacing import NoPacing, Pacer
 from luminai_actors.services.talks import flag_for_human
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class TaskDeps:
     uow_factory: UnitOfWorkFactory
     brain: Brain
     evolution: EvolutionClient
+    pacer: Pacer = field(default_factory=NoPacing)
 
 
 def _current_retries() -> int:
@@ -104,7 +106,16 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
             max_attempts=settings.send_max_attempts,
             lease_seconds=settings.evolution_timeout_seconds + 30,
             retry_wait=settings.backoff_before_attempt,
+            max_wait_seconds=settings.send_max_wait_seconds,
+            pacer=deps.pacer,
         )
+        if outcome.settled and outcome.next_message_id is not None:
+            holder["dispatcher"].request_send(outcome.next_message_id)  # the talk's next reply, in order
+        if outcome.status == "paced":
+            # Not a failure: a fresh delayed message, so no retry (and no attempt) is spent on waiting.
+            holder["dispatcher"].send_actor.send_with_options(
+                args=(message_id,), delay=max(1, int(outcome.delay * 1000))
+            )
         if outcome.status == "retry":
             wait = settings.backoff_before_attempt(outcome.attempts + 1)
             log.warning(
@@ -116,9 +127,12 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
             )
             raise dramatiq.Retry(outcome.error or "send failed", delay=int(wait * 1000))
         # "in_flight": that attempt records its own result; if its worker died, the lease expires and the
-        # recovery sweep enqueues the message again.
+        # recovery sweep enqueues the message again. "blocked": the earlier reply hands over when settled.
+        # "waiting": the reconnect (connection.update open) or the recovery sweep brings it back.
         if outcome.status == "failed":
             log.error("send %s failed after %d attempts: %s", message_id, outcome.attempts, outcome.error)
+        elif outcome.status not in ("sent", "retry", "paced"):
+            log.info("send %s: %s %s", message_id, outcome.status, outcome.error or "")
 
     # Retries are counted in the database; Dramatiq's own limit is only a backstop against a runaway loop.
     ai_actor = dramatiq.Actor(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from luminai_actors.persistence.tables import (
@@ -55,6 +55,13 @@ class Repository(Protocol):
     def talks_awaiting_ai(self, before: datetime, now: datetime, limit: int) -> list[uuid.UUID]: ...
     def messages_awaiting_send(self, before: datetime, now: datetime, limit: int) -> list[uuid.UUID]: ...
     def delete(self, obj: Base) -> None: ...
+    def earlier_unsettled_outbound(
+        self, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID
+    ) -> TalkMessage | None: ...
+    def next_unsettled_outbound(
+        self, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID
+    ) -> TalkMessage | None: ...
+    def unsettled_outbound_of_agent(self, agent_id: uuid.UUID, limit: int) -> list[uuid.UUID]: ...
     def unmatched_outbound(self, talk_id: uuid.UUID, body: str) -> TalkMessage | None: ...
     def sends_in_flight(self, agent_id: uuid.UUID) -> bool: ...
     def talks_of_contact(self, contact_id: uuid.UUID) -> list[Talk]: ...
@@ -266,4 +273,44 @@ class SqlAlchemyRepository:
     def messages_from_contact(self, contact_id: uuid.UUID) -> list[TalkMessage]:
         return list(
             self.session.scalars(select(TalkMessage).where(TalkMessage.from_contact_id == contact_id))
+        )
+
+    def _unsettled_outbound(self, talk_id: uuid.UUID) -> Select[TalkMessage]:
+        return select(TalkMessage).where(
+            TalkMessage.talk_id == talk_id,
+            TalkMessage.direction == "outbound",
+            TalkMessage.send_status.in_((SEND_PENDING, SEND_SENDING)),
+        )
+
+    def earlier_unsettled_outbound(
+        self, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID
+    ) -> TalkMessage | None:
+        earlier = or_(
+            TalkMessage.created_at < created_at,
+            and_(TalkMessage.created_at == created_at, TalkMessage.id < message_id),
+        )
+        return self.session.scalar(self._unsettled_outbound(talk_id).where(earlier).limit(1))
+
+    def next_unsettled_outbound(
+        self, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID
+    ) -> TalkMessage | None:
+        later = or_(
+            TalkMessage.created_at > created_at,
+            and_(TalkMessage.created_at == created_at, TalkMessage.id > message_id),
+        )
+        query = self._unsettled_outbound(talk_id).where(later)
+        return self.session.scalar(query.order_by(TalkMessage.created_at, TalkMessage.id).limit(1))
+
+    def unsettled_outbound_of_agent(self, agent_id: uuid.UUID, limit: int) -> list[uuid.UUID]:
+        return list(
+            self.session.scalars(
+                select(TalkMessage.id)
+                .where(
+                    TalkMessage.agent_id == agent_id,
+                    TalkMessage.direction == "outbound",
+                    TalkMessage.send_status == SEND_PENDING,
+                )
+                .order_by(TalkMessage.created_at, TalkMessage.id)
+                .limit(limit)
+            )
         )

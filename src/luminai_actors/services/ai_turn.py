@@ -10,6 +10,7 @@ Messages that arrive meanwhile stay pending and are answered by the next turn (`
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,17 @@ from luminai_actors.persistence.tables import SEND_PENDING, Agent, Contact, Talk
 from luminai_actors.persistence.uow import UnitOfWorkFactory
 
 HISTORY_LIMIT = 20
+
+
+def split_reply(text: str) -> list[str]:
+    """Evolution bots' `splitMessages`: one WhatsApp message per blank-line-separated paragraph."""
+    parts = [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
+    return parts or [text]
+
+
+def typing_delay_ms(text: str, per_char_ms: float) -> int:
+    """Evolution bots' `timePerChar`: 'composing' for len x per-char, clamped to 1-20 s."""
+    return int(min(20_000, max(1_000, len(text) * per_char_ms)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +52,7 @@ class _Prepared:
     agent_id: uuid.UUID
     organization_id: uuid.UUID
     action: treeflow.NextAction
+    channel_options: dict[str, Any]
 
 
 def run_ai_turn(
@@ -118,7 +131,15 @@ def _prepare(
             closing=(definition or {}).get("closing"),
         )
         uow.commit()
-        return _Prepared(context, new_state, [m.id for m in pending], agent.id, agent.organization_id, action)
+        return _Prepared(
+            context,
+            new_state,
+            [m.id for m in pending],
+            agent.id,
+            agent.organization_id,
+            action,
+            dict(agent.whatsapp_metadata or {}),
+        )
 
 
 def _ai_metadata(brain: Brain, reply: Any, prepared: _Prepared) -> dict[str, Any]:
@@ -154,22 +175,34 @@ def _store(
             message = uow.repo.get(TalkMessage, message_id)
             if message is not None and message.processed_at is None:
                 message.processed_at = at
-        reply = TalkMessage(
-            id=uuid7(),
-            organization_id=prepared.organization_id,
-            talk_id=talk_id,
-            agent_id=prepared.agent_id,
-            from_agent_id=prepared.agent_id,
-            direction="outbound",
-            channel="whatsapp",
-            body=reply_text,
-            message_type="text",
-            meta={"ai": ai_meta},
-            send_status=SEND_PENDING,
-            send_attempts=0,
-            created_at=at,
-        )
-        uow.repo.add(reply)
+        parts = split_reply(reply_text) if prepared.channel_options.get("splitMessages") else [reply_text]
+        per_char = prepared.channel_options.get("timePerCharMs") or 0
+        replies = []
+        for index, part in enumerate(parts):
+            meta: dict[str, Any] = {"ai": ai_meta}
+            if len(parts) > 1:
+                meta["part"] = {"index": index + 1, "of": len(parts)}
+            if isinstance(per_char, int | float) and per_char > 0:
+                meta["typingDelayMs"] = typing_delay_ms(part, per_char)
+            reply = TalkMessage(
+                id=uuid7(),
+                organization_id=prepared.organization_id,
+                talk_id=talk_id,
+                agent_id=prepared.agent_id,
+                from_agent_id=prepared.agent_id,
+                direction="outbound",
+                channel="whatsapp",
+                body=part,
+                message_type="text",
+                meta=meta,
+                send_status=SEND_PENDING,
+                send_attempts=0,
+                # Parts keep their order through created_at, which orders the sender.
+                created_at=at + timedelta(microseconds=index),
+            )
+            uow.repo.add(reply)
+            replies.append(reply)
+        reply = replies[0]
         talk.talk_flow = prepared.new_state
         talk.ai_lease_until = None
         talk.date_last_message = at

@@ -28,13 +28,23 @@ from luminai_actors.persistence.tables import (
     TalkMessage,
 )
 from luminai_actors.persistence.uow import UnitOfWorkFactory
+from luminai_actors.services.pacing import NoPacing, Pacer
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryOutcome:
-    status: str  # "sent" | "retry" | "failed" | "already_done" | "in_flight" | "missing"
+    # "sent" | "retry" | "failed" | "already_done" | "in_flight" | "missing"
+    # | "blocked" (an earlier reply of the talk is not settled) | "waiting" (agent inactive or disconnected)
+    # | "paced" (the instance's send rate is used up for now; `delay` says for how long)
+    status: str
     attempts: int = 0
     error: str | None = None
+    delay: float = 0.0
+    next_message_id: uuid.UUID | None = None  # the talk's next reply to send once this one is settled
+
+    @property
+    def settled(self) -> bool:
+        return self.status in ("sent", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +55,7 @@ class _Target:
     number: str
     text: str
     api_version: int
+    delay_ms: int | None
 
 
 def iso(moment: datetime) -> str:
@@ -59,11 +70,20 @@ def deliver_outbound(
     max_attempts: int,
     lease_seconds: float = 60.0,
     retry_wait: Callable[[int], float] = lambda attempt: 0.0,
+    max_wait_seconds: float = 3600.0,
+    pacer: Pacer | None = None,
     now: Callable[[], datetime] | None = None,
 ) -> DeliveryOutcome:
-    """One attempt. `retry_wait(n)` is the wait before attempt n; it also keeps the recovery sweep away."""
+    """One attempt. `retry_wait(n)` is the wait before attempt n; it also keeps the recovery sweep away.
+
+    Replies of one talk go out in creation order: while an earlier one is unsettled this one is `blocked`
+    (the earlier one hands over through `next_message_id` once settled). An inactive agent or a disconnected
+    instance burns no attempt: the message is `waiting` until `max_wait_seconds` after it was written.
+    """
     clock = now or (lambda: datetime.now(UTC))
-    claimed = _claim(uow_factory, message_id, max_attempts, lease_seconds, clock())
+    claimed = _claim(
+        uow_factory, message_id, max_attempts, lease_seconds, clock(), max_wait_seconds, pacer or NoPacing()
+    )
     if isinstance(claimed, DeliveryOutcome):
         return claimed
     target, attempt = claimed
@@ -74,6 +94,7 @@ def deliver_outbound(
             target.instance,
             target.number,
             target.text,
+            delay_ms=target.delay_ms,
             api_version=target.api_version,
         )
     except EvolutionError as exc:
@@ -84,12 +105,24 @@ def deliver_outbound(
     return _record_success(uow_factory, message_id, attempt, result, clock())
 
 
+def _unavailable_reason(agent: Agent) -> str | None:
+    if not agent.active:
+        return "agent is inactive"
+    if not agent.whatsapp_active:
+        return "agent's WhatsApp is turned off"
+    if agent.whatsapp_status in ("disconnected", "refused"):
+        return f"WhatsApp instance is {agent.whatsapp_status}"
+    return None
+
+
 def _claim(
     uow_factory: UnitOfWorkFactory,
     message_id: uuid.UUID,
     max_attempts: int,
     lease_seconds: float,
     at: datetime,
+    max_wait_seconds: float,
+    pacer: Pacer,
 ) -> tuple[_Target, int] | DeliveryOutcome:
     with uow_factory() as uow:
         message = uow.repo.get_for_update(TalkMessage, message_id)
@@ -99,6 +132,8 @@ def _claim(
             return DeliveryOutcome("already_done", message.send_attempts)
         if message.send_status == SEND_SENDING and message.send_lease_until and message.send_lease_until > at:
             return DeliveryOutcome("in_flight", message.send_attempts)
+        if uow.repo.earlier_unsettled_outbound(message.talk_id, message.created_at, message.id) is not None:
+            return DeliveryOutcome("blocked", message.send_attempts)
         attempt = message.send_attempts + 1
         talk = uow.repo.get(Talk, message.talk_id)
         agent = uow.repo.get(Agent, message.agent_id or (talk.agent_id if talk else None) or uuid.UUID(int=0))
@@ -106,11 +141,22 @@ def _claim(
         target = None if problem or talk is None or agent is None else _target(uow, agent, talk, message)
         if problem is None and target is None:
             problem = "talk has no WhatsApp address to reply to"
+        unavailable = _unavailable_reason(agent) if agent is not None and problem is None else None
+        if unavailable is not None:
+            waited = (at - message.created_at).total_seconds()
+            if waited < max_wait_seconds:
+                return DeliveryOutcome("waiting", message.send_attempts, unavailable)
+            problem = f"{unavailable}; gave up after waiting {waited:.0f}s"
         if problem is not None or target is None or attempt > max_attempts:
             reason = problem or f"no attempts left ({message.send_attempts} of {max_attempts} used)"
             _mark_failed(message, talk, message.send_attempts, reason, at)
             uow.commit()
-            return DeliveryOutcome("failed", message.send_attempts, reason)
+            return DeliveryOutcome(
+                "failed", message.send_attempts, reason, next_message_id=_next_after(uow, message)
+            )
+        wait = pacer.try_acquire(target.instance)
+        if wait > 0:
+            return DeliveryOutcome("paced", message.send_attempts, delay=wait)
         message.send_status = SEND_SENDING
         message.send_attempts = attempt
         message.send_lease_until = at + timedelta(seconds=lease_seconds)
@@ -149,6 +195,7 @@ def _target(uow: Any, agent: Agent, talk: Talk, message: TalkMessage) -> _Target
         return None
     metadata = agent.whatsapp_metadata or {}
     api_version = 1 if str(metadata.get("apiVersion", "2")).startswith("1") else 2
+    typing = message.meta.get("typingDelayMs")
     return _Target(
         server_url=str(agent.whatsapp_server_url),
         api_key=str(agent.whatsapp_api_key),
@@ -156,7 +203,13 @@ def _target(uow: Any, agent: Agent, talk: Talk, message: TalkMessage) -> _Target
         number=number,
         text=message.body,
         api_version=api_version,
+        delay_ms=int(typing) if isinstance(typing, int | float) and typing > 0 else None,
     )
+
+
+def _next_after(uow: Any, message: TalkMessage) -> uuid.UUID | None:
+    following = uow.repo.next_unsettled_outbound(message.talk_id, message.created_at, message.id)
+    return following.id if following is not None else None
 
 
 def _record_success(
@@ -182,7 +235,7 @@ def _record_success(
             "whatsappSentAt": iso(at),
         }
         uow.commit()
-        return DeliveryOutcome("sent", attempt)
+        return DeliveryOutcome("sent", attempt, next_message_id=_next_after(uow, message))
 
 
 def _mark_failed(message: TalkMessage, talk: Talk | None, attempts: int, reason: str, at: datetime) -> None:
@@ -216,7 +269,7 @@ def _record_failure(
         if final:
             _mark_failed(message, uow.repo.get(Talk, message.talk_id), attempt, reason, at)
             uow.commit()
-            return DeliveryOutcome("failed", attempt, reason)
+            return DeliveryOutcome("failed", attempt, reason, next_message_id=_next_after(uow, message))
         message.send_status = SEND_PENDING
         message.send_lease_until = at + hold  # the scheduled retry owns it until then
         message.meta = {**message.meta, "whatsappLastError": reason, "whatsappAttempts": attempt}

@@ -63,6 +63,7 @@ class FakeEvolutionApi(HttpBase):
         self._not_on_whatsapp: set[str] = set()
         self._sent: list[dict[str, Any]] = []
         self._state_lock = threading.Lock()
+        self.emitted_failures = 0
 
     def add_instance(self, name: str, api_key: str, state: str = "open") -> None:
         _check_state(state)
@@ -196,9 +197,45 @@ class FakeEvolutionApi(HttpBase):
         # Evolution shows "composing" for the whole delay and only then answers.
         if "delay" in body and not self.pause(body["delay"] / 1000):
             return None  # stopped while holding the request
+        sent = _sent_message(jid, body["text"], instance_id)
         with self._state_lock:
             self._sent.append({**body, "_instance": name})
-        return JsonResponse(201, _sent_message(jid, body["text"], instance_id))
+        # Like Evolution (channel.service sendDataWebhook without await): the event goes out on its own,
+        # concurrently with the HTTP answer, to the instance webhook when it subscribes to SEND_MESSAGE.
+        self.emit(name, "send.message", sent)
+        return JsonResponse(201, sent)
+
+    def emit(self, name: str, event: str, data: Any) -> threading.Thread | None:
+        """POST `event` to the configured instance webhook (if enabled and subscribed), in the background."""
+        with self._state_lock:
+            hook = dict(self._instances[name].webhook or {})
+        upper = event.replace(".", "_").replace("-", "_").upper()
+        if not hook.get("enabled") or upper not in (hook.get("events") or []):
+            return None
+        url = str(hook["url"]) + (
+            "/" + upper.lower().replace("_", "-") if hook.get("webhookByEvents") else ""
+        )
+        payload = {
+            "event": event,
+            "instance": name,
+            "data": data,
+            "destination": url,
+            "date_time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "sender": None,
+            "server_url": self.url,
+            "apikey": None,
+        }
+        headers = {str(k): str(v) for k, v in (hook.get("headers") or {}).items()}
+
+        def deliver() -> None:
+            try:
+                self.post_webhook(url, payload, headers=headers)
+            except Exception:
+                self.emitted_failures += 1
+
+        thread = threading.Thread(target=deliver, name=f"fake-evolution-emit-{event}", daemon=True)
+        thread.start()
+        return thread
 
     def _connection_state(self, name: str) -> JsonResponse:
         with self._state_lock:

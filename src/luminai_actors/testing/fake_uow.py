@@ -280,6 +280,40 @@ class FakeRepository:
     def contact_by_jid(self, organization_id: uuid.UUID, jid: str) -> Contact | None:
         return self._first(Contact, lambda c: c.organization_id == organization_id and c.whatsapp_jid == jid)
 
+    def _unsettled_outbound(self, talk_id: uuid.UUID) -> list[TalkMessage]:
+        rows = self._where(
+            TalkMessage,
+            lambda m: (
+                m.talk_id == talk_id
+                and m.direction == "outbound"
+                and m.send_status in (SEND_PENDING, SEND_SENDING)
+            ),
+        )
+        return sorted(rows, key=lambda m: (m.created_at, m.id))
+
+    def earlier_unsettled_outbound(
+        self, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID
+    ) -> TalkMessage | None:
+        return next(
+            (m for m in self._unsettled_outbound(talk_id) if (m.created_at, m.id) < (created_at, message_id)),
+            None,
+        )
+
+    def next_unsettled_outbound(
+        self, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID
+    ) -> TalkMessage | None:
+        return next(
+            (m for m in self._unsettled_outbound(talk_id) if (m.created_at, m.id) > (created_at, message_id)),
+            None,
+        )
+
+    def unsettled_outbound_of_agent(self, agent_id: uuid.UUID, limit: int) -> list[uuid.UUID]:
+        rows = self._where(
+            TalkMessage,
+            lambda m: m.agent_id == agent_id and m.direction == "outbound" and m.send_status == SEND_PENDING,
+        )
+        return [m.id for m in sorted(rows, key=lambda m: (m.created_at, m.id))][:limit]
+
     def delete(self, obj: Base) -> None:
         rows = self._rows.get(type(obj), [])
         self._rows[type(obj)] = [row for row in rows if row is not obj]

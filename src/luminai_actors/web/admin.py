@@ -12,12 +12,14 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from luminai_actors.bootstrap import Container
 from luminai_actors.errors import NotFound, PayloadError
 from luminai_actors.services import admin as admin_service
+from luminai_actors.services import whatsapp_admin
 from luminai_actors.web.errors import error_response
 from luminai_actors.web.serialize import contact_json, message_json, talk_json
 
@@ -122,3 +124,37 @@ async def list_messages(request: Request) -> Response:
     limit, offset = _paging(request)
     rows = admin_service.list_messages(_container(request).uow, _uuid(request, "talk_id"), limit, offset)
     return JSONResponse([message_json(row) for row in rows])
+
+
+@require_admin
+async def test_connection(request: Request) -> Response:
+    container = _container(request)
+    result = await run_in_threadpool(
+        whatsapp_admin.test_connection,
+        container.uow,
+        container.evolution,
+        str(request.path_params["agent_id"]),
+    )
+    container.directory.forget(result["instance"])
+    if result["status"] == "connected":
+        await run_in_threadpool(container.resume_agent_sends, result["instance"])
+    return JSONResponse(result)
+
+
+@require_admin
+async def configure_webhook(request: Request) -> Response:
+    container = _container(request)
+    body = await _json_object(request) if await request.body() else {}
+    url = body.get("url")
+    if url is not None and not isinstance(url, str):
+        raise PayloadError("url must be a string", status=422, path="url")
+    result = await run_in_threadpool(
+        lambda: whatsapp_admin.configure_webhook(
+            container.uow,
+            container.evolution,
+            str(request.path_params["agent_id"]),
+            url=url,
+            public_url=container.settings.public_url,
+        )
+    )
+    return JSONResponse(result)

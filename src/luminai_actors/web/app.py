@@ -31,6 +31,10 @@ def routes() -> list[Route]:
         Route(org + "/talks", admin.list_talks, methods=["GET"]),
         Route("/api/admin/talks/{talk_id}", admin.get_talk, methods=["GET"]),
         Route("/api/admin/talks/{talk_id}/messages", admin.list_messages, methods=["GET"]),
+        Route(
+            "/api/admin/agents/{agent_id}/whatsapp/test-connection", admin.test_connection, methods=["POST"]
+        ),
+        Route("/api/admin/agents/{agent_id}/whatsapp/webhook", admin.configure_webhook, methods=["POST"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/ops/actors", ops.actors, methods=["GET"]),

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from luminai_actors.errors import (
     Conflict,
+    EvolutionError,
     NotFound,
     PayloadError,
     Unavailable,
@@ -33,6 +34,8 @@ async def handle_error(request: Request, exc: Exception) -> Response:
         return error_response(404, str(exc) or "not found")
     if isinstance(exc, Conflict):
         return error_response(409, str(exc))
+    if isinstance(exc, EvolutionError):
+        return error_response(502, f"Evolution API: {exc}", evolutionStatus=exc.status)
     if isinstance(exc, Unavailable):
         log.warning("%s %s: unavailable: %s", request.method, request.url.path, exc)
         return error_response(503, str(exc))

@@ -143,9 +143,11 @@ async def _dispatch(container: Container, event: WebhookEvent) -> Response:
     if isinstance(event, ConnectionUpdate | InstanceGone):
         state = event.state if isinstance(event, ConnectionUpdate) else "close"
         status = await run_in_threadpool(apply_connection_state, container.uow, event.instance, state)
-        return (
-            _processed(ignored="no agent for this instance") if status is None else _processed(status=status)
-        )
+        if status is None:
+            return _processed(ignored="no agent for this instance")
+        if status == "connected":  # replies that waited for the instance go out now
+            await run_in_threadpool(container.resume_agent_sends, event.instance)
+        return _processed(status=status)
     if isinstance(event, QrCodeUpdate):
         await run_in_threadpool(record_qrcode, container.uow, event)
         return _processed()

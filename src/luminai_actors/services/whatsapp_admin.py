@@ -1,0 +1,83 @@
+"""Operator actions on an agent's WhatsApp channel: test the connection, point Evolution's webhook at us.
+
+Both talk to the agent's Evolution server with the agent's key. Testing the connection records the state on
+the agent (`whatsapp_status`); configuring the webhook uses Evolution v2's nested body with an explicit
+event list and passes the agent's webhook token as the `X-Webhook-Token` header Evolution will send back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from luminai_actors.errors import NotFound, ValidationError
+from luminai_actors.evolution.client import EvolutionClient
+from luminai_actors.persistence.tables import Agent
+from luminai_actors.persistence.uow import UnitOfWorkFactory
+from luminai_actors.services.channel_events import CONNECTION_STATES
+
+WEBHOOK_PATH = "/api/webhooks/whatsapp/evolution"
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    agent_id: uuid.UUID
+    instance: str
+    server_url: str
+    api_key: str
+    webhook_token: str | None
+
+
+def find_agent(uow_factory: UnitOfWorkFactory, ref: str) -> Channel:
+    """An agent by id or by instance name, with a complete WhatsApp configuration."""
+    with uow_factory() as uow:
+        agent: Agent | None = None
+        try:
+            agent = uow.repo.get(Agent, uuid.UUID(ref))
+        except ValueError:
+            agent = None
+        agent = agent or uow.repo.agent_by_instance(ref)
+        if agent is None:
+            raise NotFound(f"no agent with id or instance {ref!r}")
+        if not (agent.whatsapp_instance_name and agent.whatsapp_server_url and agent.whatsapp_api_key):
+            raise ValidationError("whatsapp", "the agent has no complete WhatsApp configuration")
+        return Channel(
+            agent.id,
+            agent.whatsapp_instance_name,
+            agent.whatsapp_server_url,
+            agent.whatsapp_api_key,
+            agent.whatsapp_webhook_token,
+        )
+
+
+def test_connection(uow_factory: UnitOfWorkFactory, client: EvolutionClient, ref: str) -> dict[str, Any]:
+    channel = find_agent(uow_factory, ref)
+    state = client.connection_state(channel.server_url, channel.api_key, channel.instance)
+    status = CONNECTION_STATES.get(state, state)
+    with uow_factory() as uow:
+        agent = uow.repo.get_for_update(Agent, channel.agent_id)
+        assert agent is not None
+        agent.whatsapp_status = status
+        if status == "connected":
+            agent.whatsapp_last_connected_at = datetime.now(UTC)
+        uow.commit()
+    return {"agentId": str(channel.agent_id), "instance": channel.instance, "state": state, "status": status}
+
+
+def configure_webhook(
+    uow_factory: UnitOfWorkFactory,
+    client: EvolutionClient,
+    ref: str,
+    *,
+    url: str | None,
+    public_url: str | None,
+) -> dict[str, Any]:
+    channel = find_agent(uow_factory, ref)
+    target = url or (public_url.rstrip("/") + WEBHOOK_PATH if public_url else None)
+    if not target or not target.startswith(("http://", "https://")):
+        raise ValidationError("url", "give the webhook URL (http/https) or set LUMINAI_PUBLIC_URL")
+    headers = {"X-Webhook-Token": channel.webhook_token} if channel.webhook_token else {}
+    row = client.set_webhook(channel.server_url, channel.api_key, channel.instance, target, headers=headers)
+    return {"agentId": str(channel.agent_id), "instance": channel.instance, "url": target, "evolution": row}
