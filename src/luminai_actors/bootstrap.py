@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
@@ -107,10 +108,15 @@ class Container:
 
     # runs on a conversation actor's thread
     def handle_inbound(self, event: MessageUpsert) -> InboundOutcome:
-        outcome = record_inbound(self.uow, event, ignored_chats=self.settings.ignored_chat_kinds)
+        outcome = record_inbound(
+            self.uow,
+            event,
+            ignored_chats=self.settings.ignored_chat_kinds,
+            talk_expiry=timedelta(hours=self.settings.talk_expiry_hours),
+        )
         if outcome.needs_ai_turn and outcome.talk_id is not None:
             try:
-                self.dispatcher.request_ai_turn(outcome.talk_id)
+                self.dispatcher.request_ai_turn(outcome.talk_id, delay=self.settings.ai_debounce_seconds)
             except BrokerUnavailable as exc:
                 # The message is committed; the recovery sweep enqueues its turn once the broker is back.
                 log.warning("AI turn for talk %s not enqueued: %s", outcome.talk_id, exc)

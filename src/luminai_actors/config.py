@@ -47,6 +47,10 @@ class Settings:
     """LUMINAI_AI_MODEL: chat model asked by the OpenAI brain."""
     ai_timeout_seconds: float = 30.0
     """LUMINAI_AI_TIMEOUT_SECONDS: one LLM request's timeout."""
+    ai_debounce_seconds: float = 2.0
+    """LUMINAI_AI_DEBOUNCE_SECONDS: messages this close together become one AI turn and one reply."""
+    talk_expiry_hours: float = 24.0
+    """LUMINAI_TALK_EXPIRY_HOURS: a talk idle this long is closed; the next message starts a new one."""
     ai_max_attempts: int = 3
     """LUMINAI_AI_MAX_ATTEMPTS: attempts of one AI turn before the talk is handed to a human."""
     send_max_attempts: int = 3
@@ -161,6 +165,8 @@ class Settings:
         text("LUMINAI_LOG_LEVEL", "log_level")
         number("LUMINAI_AI_TIMEOUT_SECONDS", "ai_timeout_seconds", float, 0.1)
         number("LUMINAI_AI_MAX_ATTEMPTS", "ai_max_attempts", int, 1)
+        number("LUMINAI_AI_DEBOUNCE_SECONDS", "ai_debounce_seconds", float, 0)
+        number("LUMINAI_TALK_EXPIRY_HOURS", "talk_expiry_hours", float, 0.0001)
         number("LUMINAI_SEND_MAX_ATTEMPTS", "send_max_attempts", int, 1)
         number("LUMINAI_EVOLUTION_TIMEOUT_SECONDS", "evolution_timeout_seconds", float, 0.1)
         number("LUMINAI_SEND_RATE_PER_INSTANCE", "send_rate_per_instance", float, 0)

@@ -228,6 +228,7 @@ def start_service(clean_pg: str, redis_url: str, tmp_path: Path) -> Iterator[Cal
             "LUMINAI_BROKER_URL": redis_url,
             "LUMINAI_ADMIN_TOKEN": ADMIN_TOKEN,
             "LUMINAI_LOG_LEVEL": "INFO",
+            "LUMINAI_AI_DEBOUNCE_SECONDS": "0.3",  # short bursts still become one turn; tests stay quick
             **(extra_env or {}),
         }
         service = Service(url=f"http://127.0.0.1:{port}", env=env)

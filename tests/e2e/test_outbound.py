@@ -24,6 +24,7 @@ from tests.e2e.conftest import ADMIN_TOKEN, ROOT, Admin, Db, Service, text_messa
 pytestmark = pytest.mark.e2e
 
 LEAD = "+5511999999999"
+NOTHING_EXTRACTED = {"need": None, "budget": None, "optOut": False}  # the structured-output answer
 INSTANCE = "sdr-agent-1"
 
 
@@ -131,7 +132,7 @@ def test_a_worker_killed_mid_send_neither_sends_twice_nor_leaves_the_message_stu
 def test_replies_of_one_talk_go_out_in_order_while_the_first_is_retried(
     start_service: Callable[..., Service], evolution: FakeEvolutionApi, openai_server: FakeOpenAI, db: Db
 ) -> None:
-    openai_server.script("First part.\n\nSecond part.\n\nThird part.")
+    openai_server.script(NOTHING_EXTRACTED, "First part.\n\nSecond part.\n\nThird part.")
     service = start_service({**openai_env(openai_server), "LUMINAI_SEND_BACKOFF_SECONDS": "0.5,1"})
     admin = Admin(service)
     admin.setup_agent(evolution, INSTANCE, metadata={"splitMessages": True})
@@ -151,7 +152,7 @@ def test_replies_of_one_talk_go_out_in_order_while_the_first_is_retried(
 def test_pacing_limits_sends_per_instance(
     start_service: Callable[..., Service], evolution: FakeEvolutionApi, openai_server: FakeOpenAI, db: Db
 ) -> None:
-    openai_server.script("One.\n\nTwo.\n\nThree.\n\nFour.")
+    openai_server.script(NOTHING_EXTRACTED, "One.\n\nTwo.\n\nThree.\n\nFour.")
     service = start_service({**openai_env(openai_server), "LUMINAI_SEND_RATE_PER_INSTANCE": "2"})
     admin = Admin(service)
     admin.setup_agent(evolution, INSTANCE, metadata={"splitMessages": True})

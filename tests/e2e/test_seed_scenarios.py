@@ -30,7 +30,7 @@ def _outbound(db: Db, talk_id: object) -> list[dict[str, object]]:
 def test_new_contact_creates_contact_talk_and_replies_through_sendtext(
     start_service: Callable[..., Service], evolution: FakeEvolutionApi, openai_server: FakeOpenAI, db: Db
 ) -> None:
-    openai_server.script("Olá John! O que você procura?")
+    openai_server.script({"need": None, "budget": None, "optOut": False}, "Olá John! O que você procura?")
     service = start_service(
         {
             "OPENAI_API_KEY": "sk-e2e",
@@ -86,7 +86,10 @@ def test_new_contact_creates_contact_talk_and_replies_through_sendtext(
     assert reply["metadata"]["ai"]["usage"]["totalTokens"] > 0
 
     # The real openai client sent the model, a system prompt with the agent prompt and the step, and history.
-    [chat] = openai_server.chat_requests()
+    [extraction, chat] = openai_server.chat_requests()
+    schema = extraction["response_format"]["json_schema"]["schema"]
+    assert set(schema["properties"]) == {"need", "budget", "optOut"}
+    assert extraction["messages"][-1] == {"role": "user", "content": "I'm interested in your product"}
     assert chat["model"] == "fake-gpt"
     system = chat["messages"][0]
     assert system["role"] == "system"
@@ -110,9 +113,13 @@ def test_returning_contact_continues_the_same_contact_and_talk(
 
     assert len(db.rows("SELECT id FROM contact")) == 1
     talk = db.one("SELECT * FROM talk")
-    texts = [m["text"] for m in evolution.sent_messages()]
+    texts = wait_until(
+        lambda: (
+            [m["text"] for m in evolution.sent_messages()] if len(evolution.sent_messages()) == 2 else None
+        )
+    )
     assert texts == ["Hi John! I'm Sofia. What are you looking for?", "What budget do you have in mind?"]
-    flow = wait_until(lambda: db.one("SELECT talk_flow FROM talk")["talk_flow"]["answers"].get("need"))
+    flow = wait_until(lambda: db.one("SELECT talk_flow FROM talk")["talk_flow"]["collected"].get("need"))
     assert flow["value"] == "A CRM for my team"
     messages = admin.get(f"/api/admin/talks/{talk['id']}/messages")
     assert [m["direction"] for m in messages] == ["inbound", "outbound", "inbound", "outbound"]
@@ -158,6 +165,9 @@ def test_two_organizations_with_the_same_phone_share_nothing(
     a_bodies = [m["body"] for m in admin.get(f"/api/admin/talks/{a_talks[0]['id']}/messages")]
     assert "Hello A" in a_bodies
     assert "Hello B" not in a_bodies
+    wait_until(
+        lambda: len(evolution.sent_messages()) == 2
+    )  # received is not yet answered: wait for both 201s
     assert sorted(m["_instance"] for m in evolution.sent_messages()) == ["org-a-sdr", "org-b-sdr"]
     admin.close()
 
@@ -191,7 +201,7 @@ def test_evolution_down_three_attempts_two_and_four_seconds_apart_then_failure_m
     # Nothing escaped: the service keeps taking webhooks and later sends succeed.
     assert service.post_webhook(text_message("sdr-agent-1", LEAD, "Still there?")).status_code == 200
     evolution.wait_for_requests(4, timeout=20, path_prefix="/message/sendText")
-    assert len(evolution.sent_messages()) == 1
+    wait_until(lambda: len(evolution.sent_messages()) == 1)
     admin.close()
 
 

@@ -36,6 +36,7 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
         send_backoff_seconds=(0.2, 0.4),
         worker_poll_ms=20,
         recovery_interval_seconds=0.3,
+        ai_debounce_seconds=0.0,
     )
     return base.with_overrides(**overrides) if overrides else base
 
@@ -173,7 +174,7 @@ def test_a_lost_enqueue_is_recovered_by_the_sweep(
     container, client = running
     setup_agent(client, evolution, "acme")
 
-    def broker_down(talk_id: uuid.UUID) -> None:
+    def broker_down(talk_id: uuid.UUID, delay: float = 0.0) -> None:
         raise BrokerUnavailable("redis is down")
 
     with monkeypatch.context() as patch:

@@ -106,7 +106,7 @@ def test_first_turn_greets_and_asks_the_first_question(world: World) -> None:
     assert inbound.processed_at == T0 + timedelta(seconds=2)
     talk = world.talk(talk_id)
     assert talk.talk_flow is not None
-    assert (talk.talk_flow["currentStepId"], talk.talk_flow["askedStepId"]) == ("name", "name")
+    assert (talk.talk_flow["currentStepId"], talk.talk_flow["askedField"]) == ("name", "name")
     assert (talk.ai_lease_until, talk.date_last_message) == (None, T0 + timedelta(seconds=2))
 
 
@@ -126,15 +126,18 @@ def test_the_reply_is_a_pending_whatsapp_outbound_with_ai_metadata(world: World)
         "Olá!",
     )
     assert (reply.send_status, reply.send_attempts, reply.processed_at) == ("pending", 0, None)
-    assert reply.meta["ai"] == {
-        "brain": "fake",
-        "model": "gpt-test",
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5},
-        "latencyMs": 321.0,
-        "action": "ask",
-        "stepId": "name",
-        "answeredMessageIds": [str(inbound.id)],
-    }
+    ai = reply.meta["ai"]
+    assert (ai["brain"], ai["model"], ai["action"], ai["stepId"], ai["askedField"]) == (
+        "fake",
+        "gpt-test",
+        "ask",
+        "name",
+        "name",
+    )
+    # Extraction (3 prompt tokens, 1 ms) and the reply (10 + 5 tokens, 321 ms) both count.
+    assert ai["usage"] == {"prompt_tokens": 13, "completion_tokens": 5}
+    assert ai["latencyMs"] == 322.0
+    assert ai["answeredMessageIds"] == [str(inbound.id)]
 
 
 def test_the_next_inbound_answers_the_step_and_asks_the_next(world: World) -> None:
@@ -149,7 +152,7 @@ def test_the_next_inbound_answers_the_step_and_asks_the_next(world: World) -> No
     flow = world.talk(talk_id).talk_flow
     assert flow is not None
     assert flow["currentStepId"] == "need"
-    assert flow["answers"]["name"]["value"] == "Maria Souza"
+    assert flow["collected"]["name"]["value"] == "Maria Souza"
     assert all(m.processed_at is not None for m in world.messages("inbound"))
 
 
@@ -168,9 +171,9 @@ def test_pending_messages_get_one_reply_and_one_answer(world: World) -> None:
     assert {m.processed_at for m in world.messages("inbound")[1:]} == {T0 + timedelta(minutes=2)}
     flow = world.talk(talk_id).talk_flow
     assert flow is not None
-    assert list(flow["answers"]) == ["name"]
-    assert flow["answers"]["name"]["value"] == "Maria\nSouza\nfrom Acme"
-    assert flow["answers"]["name"]["messageIds"] == [str(i) for i in ids]
+    assert list(flow["collected"]) == ["name"]
+    assert flow["collected"]["name"]["value"] == "Maria\nSouza\nfrom Acme"
+    assert flow["collected"]["name"]["messageIds"] == [str(i) for i in ids]
 
 
 def test_nothing_pending_means_no_reply(world: World) -> None:
@@ -233,10 +236,11 @@ def test_brain_error_releases_the_lease_and_is_raised(world: World) -> None:
     assert world.messages("inbound")[0].processed_at is None
     flow = world.talk(talk_id).talk_flow
     assert flow is not None
-    assert flow["askedStepId"] is None  # nothing of the failed turn was kept
+    assert flow["askedField"] is None  # nothing of the failed turn was kept
 
     assert world.turn(brain, talk_id).status == "replied"  # at once, no lease to wait for
-    assert len(brain.contexts) == 2
+    assert len(brain.extraction_requests) == 2  # the failure hit the first extraction
+    assert len(brain.contexts) == 1
 
 
 def test_context_carries_prompt_step_question_and_history(world: World) -> None:
@@ -254,7 +258,7 @@ def test_context_carries_prompt_step_question_and_history(world: World) -> None:
     assert (context.flow_name, context.flow_objective, context.closing) == (
         "Qualify",
         "Find out who the lead is and what they need",
-        "Thanks! Talk soon.",
+        None,  # the closing line is only given when the script closes
     )
     assert (context.action, context.step_id, context.question) == ("ask", "need", "What do you need?")
     assert context.answers["name"]["value"] == "Maria\nSouza"

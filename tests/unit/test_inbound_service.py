@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from luminai_actors.domain.treeflow import initial_state, validate_definition
+from luminai_actors.domain.talkflow import initial_state
+from luminai_actors.domain.treeflow import validate_definition
 from luminai_actors.errors import Conflict
 from luminai_actors.evolution.webhook import MessageUpsert, parse_webhook
 from luminai_actors.persistence.tables import (

@@ -1,208 +1,330 @@
-"""TreeFlow definitions are validated path by path; TalkFlow advances one step per answered turn."""
+"""TreeFlow validation, TalkFlow step logic, field normalisation and opt-out detection (pure domain code)."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
 
-from luminai_actors.domain.treeflow import advance, initial_state, validate_definition
+from luminai_actors.domain.fields import extract_offline, normalize, region_of
+from luminai_actors.domain.optout import CONFIRM_EN, CONFIRM_PT, confirmation_for, is_opt_out
+from luminai_actors.domain.talkflow import advance, fields_to_extract, initial_state
+from luminai_actors.domain.treeflow import normalize_definition, validate_definition
 from luminai_actors.errors import ValidationError
 
-NOW = "2025-10-21T11:40:00+00:00"
-LATER = "2025-10-21T11:45:00+00:00"
+NOW = "2025-10-21T14:00:00+00:00"
 
-RAW: dict[str, Any] = {
-    "name": "  Qualify  ",
-    "objective": "Qualify the lead",
-    "steps": [
-        {"id": "name", "name": "Name", "question": "What is your name?"},
-        {"id": "budget", "questions": ["What is your budget?", "Roughly?"]},
-        {"id": "timing", "question": "When do you want to start?"},
-    ],
-    "closing": "Thanks, we will call you.",
-}
+SALES = validate_definition(
+    {
+        "name": "Sales qualification",
+        "objective": "Qualify inbound leads and book a meeting",
+        "steps": [
+            {
+                "id": "contact",
+                "name": "Contact details",
+                "questions": ["Who am I talking to?"],
+                "fields": [
+                    {"name": "name", "type": "text", "description": "full name"},
+                    {"name": "email", "type": "email", "question": "What is your email?"},
+                ],
+                "next": "size",
+            },
+            {
+                "id": "size",
+                "question": "How many people work at your company?",
+                "fields": [{"name": "company_size", "type": "enum", "values": ["1-10", "11-50", "51+"]}],
+                "transitions": [
+                    {"when": {"field": "company_size", "equals": "1-10"}, "outcome": "disqualified"}
+                ],
+            },
+            {
+                "id": "budget",
+                "question": "What monthly budget do you have?",
+                "fields": [{"name": "budget", "type": "number"}],
+                "transitions": [{"when": {"field": "budget", "lt": 500}, "outcome": "handoff"}],
+            },
+            {
+                "id": "meeting",
+                "question": "Shall we book a call?",
+                "fields": [{"name": "wants_meeting", "type": "boolean"}],
+                "transitions": [
+                    {"when": {"field": "wants_meeting", "equals": True}, "outcome": "meeting_requested"}
+                ],
+                "outcome": "qualified",
+            },
+        ],
+        "outcomes": {"disqualified": {"message": "Thanks, we will keep in touch."}},
+    }
+)
 
 
-@pytest.fixture
-def definition() -> dict[str, Any]:
-    return validate_definition(copy.deepcopy(RAW))
-
-
-def test_validate_returns_a_clean_copy(definition: dict[str, Any]) -> None:
-    assert definition["name"] == "Qualify"
-    assert [s["questions"] for s in definition["steps"]] == [
-        ["What is your name?"],
-        ["What is your budget?", "Roughly?"],
-        ["When do you want to start?"],
-    ]
-    assert definition["steps"][1]["question"] == "What is your budget?"
-    assert RAW["name"] == "  Qualify  "  # the input is not modified
-
-
-def _with(**changes: Any) -> dict[str, Any]:
-    document = copy.deepcopy(RAW)
-    document.update(changes)
-    return document
-
-
-def _with_step(index: int, **changes: Any) -> dict[str, Any]:
-    document = copy.deepcopy(RAW)
-    document["steps"][index].update(changes)
-    for key, value in changes.items():
-        if value is ...:
-            del document["steps"][index][key]
-    return document
+# --- validation -------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("document", "field"),
+    ("document", "path"),
     [
         ([], "$"),
-        (_with(name=None), "name"),
-        (_with(name="   "), "name"),
-        (_with(name=7), "name"),
-        (_with(steps=[]), "steps"),
-        (_with(steps="step"), "steps"),
-        (_with(steps=["step"]), "steps[0]"),
-        (_with_step(1, id=...), "steps[1].id"),
-        (_with_step(1, id=""), "steps[1].id"),
-        (_with_step(2, id="name"), "steps[2].id"),
-        (_with_step(0, question=...), "steps[0].question"),
-        (_with_step(0, question="  "), "steps[0].question"),
-        (_with_step(1, questions=[]), "steps[1].questions"),
-        (_with_step(1, questions=["ok", ""]), "steps[1].questions"),
-        (_with_step(1, questions="What?"), "steps[1].questions"),
-        (_with_step(0, next="nowhere"), "steps[0].next"),
-        (_with_step(0, next=3), "steps[0].next"),
-        (_with_step(0, name=3), "steps[0].name"),
-        (_with(closing=["bye"]), "closing"),
+        ({"steps": [{"id": "a", "question": "?"}]}, "name"),
+        ({"name": "x", "steps": []}, "steps"),
+        ({"name": "x", "steps": ["a"]}, "steps[0]"),
+        ({"name": "x", "steps": [{"question": "?"}]}, "steps[0].id"),
+        ({"name": "x", "steps": [{"id": "a", "question": "?"}, {"id": "a", "question": "?"}]}, "steps[1].id"),
+        ({"name": "x", "steps": [{"id": "a"}]}, "steps[0].question"),
+        ({"name": "x", "steps": [{"id": "a", "question": 5}]}, "steps[0].question"),
+        ({"name": "x", "steps": [{"id": "a", "questions": []}]}, "steps[0].questions"),
+        (
+            {"name": "x", "steps": [{"id": "a", "fields": [{"name": "f", "type": "colour"}]}]},
+            "steps[0].fields[0].type",
+        ),
+        ({"name": "x", "steps": [{"id": "a", "fields": [{"type": "text"}]}]}, "steps[0].fields[0].name"),
+        (
+            {"name": "x", "steps": [{"id": "a", "fields": [{"name": "f", "type": "enum"}]}]},
+            "steps[0].fields[0].values",
+        ),
+        (
+            {"name": "x", "steps": [{"id": "a", "fields": [{"name": "f", "required": "yes"}]}]},
+            "steps[0].fields[0].required",
+        ),
+        ({"name": "x", "steps": [{"id": "a", "question": "?", "next": "zz"}]}, "steps[0].next"),
+        ({"name": "x", "steps": [{"id": "a", "question": "?", "outcome": "party"}]}, "steps[0].outcome"),
+        (
+            {
+                "name": "x",
+                "steps": [
+                    {
+                        "id": "a",
+                        "question": "?",
+                        "transitions": [{"when": {"field": "nope", "equals": 1}, "then": "a"}],
+                    }
+                ],
+            },
+            "steps[0].transitions[0].when.field",
+        ),
+        (
+            {
+                "name": "x",
+                "steps": [
+                    {"id": "a", "question": "?", "transitions": [{"when": {"field": "a", "equals": 1}}]}
+                ],
+            },
+            "steps[0].transitions[0]",
+        ),
+        (
+            {
+                "name": "x",
+                "steps": [
+                    {
+                        "id": "a",
+                        "question": "?",
+                        "transitions": [{"when": {"field": "a", "in": 3}, "then": "a"}],
+                    }
+                ],
+            },
+            "steps[0].transitions[0].when.in",
+        ),
     ],
 )
-def test_validate_names_the_first_bad_path(document: object, field: str) -> None:
-    with pytest.raises(ValidationError) as caught:
+def test_an_invalid_definition_names_the_bad_path(document: Any, path: str) -> None:
+    with pytest.raises(ValidationError) as raised:
         validate_definition(document)
-    assert caught.value.field == field
+    assert raised.value.field == path
 
 
-def test_duplicate_step_id_names_the_duplicate() -> None:
-    with pytest.raises(ValidationError, match="duplicates step id 'name'"):
-        validate_definition(_with_step(2, id="name"))
+def test_the_minimal_format_collects_one_free_text_answer_per_step() -> None:
+    flow = validate_definition({"name": "Q", "steps": [{"id": "need", "question": "What do you need?"}]})
+    [step] = flow["steps"]
+    assert step["fields"] == [{"name": "need", "type": "text", "required": True}]
+    assert step["question"] == "What do you need?"
 
 
-def test_next_may_name_a_later_step() -> None:
-    assert validate_definition(_with_step(0, next="timing"))["steps"][0]["next"] == "timing"
+def test_normalize_definition_tolerates_an_empty_or_broken_row() -> None:
+    assert normalize_definition(None)["steps"] == []
+    assert normalize_definition({"name": "x", "steps": [{"id": 1}]})["steps"] == []
 
 
-def test_initial_state_is_at_the_first_step_with_nothing_asked(definition: dict[str, Any]) -> None:
-    assert initial_state("tf-1", definition) == {
-        "treeFlowId": "tf-1",
-        "status": "active",
-        "currentStepId": "name",
-        "askedStepId": None,
-        "answers": {},
-        "history": [],
-        "outcome": None,
+# --- step logic -------------------------------------------------------------------------------------------
+
+
+def test_first_contact_asks_the_first_missing_field_with_the_steps_question() -> None:
+    state, action = advance(SALES, initial_state("tf", SALES), {}, [], NOW)
+    assert (action.kind, action.field["name"] if action.field else None) == ("ask", "name")
+    assert action.question == "Who am I talking to?"
+    assert action.first_contact is True
+    assert state["askedField"] == "name"
+    assert action.missing == ["name", "email"]
+
+
+def test_the_next_question_is_the_first_required_field_still_empty() -> None:
+    state, action = advance(SALES, initial_state("tf", SALES), {"name": "Maria"}, ["m1"], NOW)
+    assert action.field is not None
+    assert action.field["name"] == "email"
+    assert action.question == "What is your email?"
+    assert state["collected"]["name"] == {
+        "value": "Maria",
+        "messageIds": ["m1"],
+        "stepId": "contact",
+        "at": NOW,
     }
 
 
-def test_first_contact_asks_step_one(definition: dict[str, Any]) -> None:
-    state, action = advance(definition, initial_state("tf-1", definition), [("m1", "Oi")], NOW)
+def test_everything_in_one_message_completes_several_steps_at_once() -> None:
+    extracted = {"name": "Maria", "email": "MARIA@ACME.COM", "company_size": "51+", "budget": "2k"}
+    state, action = advance(SALES, initial_state("tf", SALES), extracted, ["m1"], NOW)
+    assert state["currentStepId"] == "meeting"
+    assert [h["stepId"] for h in state["history"]] == ["contact", "size", "budget"]
+    assert state["collected"]["email"]["value"] == "maria@acme.com"
+    assert state["collected"]["budget"]["value"] == 2000
+    assert action.question == "Shall we book a call?"
 
-    assert (action.kind, action.step and action.step["id"], action.question) == (
-        "ask",
-        "name",
-        "What is your name?",
+
+def test_an_invalid_value_is_refused_and_asked_again_then_corrected() -> None:
+    state, _ = advance(SALES, initial_state("tf", SALES), {"name": "Maria"}, ["m1"], NOW)
+    state, action = advance(SALES, state, {"email": "maria@acme"}, ["m2"], NOW)
+    assert "email" not in state["collected"]
+    assert state["invalid"]["email"]["value"] == "maria@acme"
+    assert action.field is not None
+    assert action.field["name"] == "email"
+    assert "not a valid email" in action.invalid["email"]
+    state, action = advance(SALES, state, {"email": "maria@acme.com"}, ["m3"], NOW)
+    assert state["collected"]["email"]["value"] == "maria@acme.com"
+    assert state["invalid"] == {}
+    assert action.field is not None
+    assert action.field["name"] == "company_size"
+
+
+def test_a_conditional_transition_ends_with_its_outcome_and_message() -> None:
+    state, _ = advance(SALES, initial_state("tf", SALES), {"name": "M", "email": "m@a.io"}, ["m1"], NOW)
+    state, action = advance(SALES, state, {"company_size": "1-10"}, ["m2"], NOW)
+    assert (state["status"], state["outcome"]) == ("completed", "disqualified")
+    assert (action.kind, action.closing, action.handoff) == ("close", "Thanks, we will keep in touch.", False)
+
+
+def test_a_handoff_outcome_asks_for_a_human() -> None:
+    start = {"name": "M", "email": "m@a.io", "company_size": "11-50", "budget": 100}
+    state, action = advance(SALES, initial_state("tf", SALES), start, ["m1"], NOW)
+    assert (state["outcome"], action.handoff) == ("handoff", True)
+
+
+def test_a_last_step_ends_with_its_own_outcome_or_the_transitions() -> None:
+    base = {"name": "M", "email": "m@a.io", "company_size": "51+", "budget": 5000}
+    yes, action_yes = advance(
+        SALES, initial_state("tf", SALES), {**base, "wants_meeting": "sim, claro"}, ["m"], NOW
     )
-    assert action.first_contact is True
-    assert state["askedStepId"] == "name"
-    assert state["answers"] == {}  # a greeting does not answer a question nobody asked
+    no, action_no = advance(SALES, initial_state("tf", SALES), {**base, "wants_meeting": "no"}, ["m"], NOW)
+    assert (yes["outcome"], no["outcome"]) == ("meeting_requested", "qualified")
+    assert action_yes.closing
+    assert action_no.closing
+    assert action_yes.closing != action_no.closing
 
 
-def test_an_answer_moves_to_the_next_step(definition: dict[str, Any]) -> None:
-    asked, _ = advance(definition, initial_state("tf-1", definition), [("m1", "Oi")], NOW)
-    state, action = advance(definition, asked, [("m2", "Maria")], LATER)
-
-    assert state["answers"] == {"name": {"value": "Maria", "messageIds": ["m2"], "at": LATER}}
-    assert state["history"] == [{"stepId": "name", "completedAt": LATER}]
-    assert (state["currentStepId"], state["askedStepId"]) == ("budget", "budget")
-    assert (action.kind, action.question, action.first_contact) == ("ask", "What is your budget?", False)
-    assert asked["answers"] == {}  # advance works on a copy
-
-
-def test_several_messages_in_one_turn_are_one_answer(definition: dict[str, Any]) -> None:
-    asked, _ = advance(definition, initial_state("tf-1", definition), [("m1", "Oi")], NOW)
-    state, _ = advance(definition, asked, [("m2", "Maria"), ("m3", "da Silva"), ("m4", "Souza")], LATER)
-
-    assert state["answers"]["name"]["value"] == "Maria\nda Silva\nSouza"
-    assert state["answers"]["name"]["messageIds"] == ["m2", "m3", "m4"]
-    assert len(state["history"]) == 1
-    assert state["currentStepId"] == "budget"
-
-
-def test_next_jumps_over_steps() -> None:
-    definition = validate_definition(_with_step(0, next="timing"))
-    asked, _ = advance(definition, initial_state(None, definition), [("m1", "Oi")], NOW)
-    state, action = advance(definition, asked, [("m2", "Maria")], LATER)
-
-    assert state["currentStepId"] == "timing"
-    assert action.question == "When do you want to start?"
-
-
-def test_last_answer_completes_the_flow_with_an_outcome(definition: dict[str, Any]) -> None:
-    state, _ = advance(definition, initial_state("tf-1", definition), [("m1", "Oi")], NOW)
-    for index, answer in enumerate(["Maria", "10k", "next month"]):
-        state, action = advance(definition, state, [(f"a{index}", answer)], LATER)
-
-    assert (state["status"], state["outcome"], state["currentStepId"]) == ("completed", "completed", None)
-    assert list(state["answers"]) == ["name", "budget", "timing"]
-    assert (action.kind, action.step, action.question) == ("close", None, None)
-
-
-def test_definition_outcome_names_the_completion() -> None:
-    definition = validate_definition(_with(steps=[{"id": "only", "question": "Ok?"}], outcome="qualified"))
-    asked, _ = advance(definition, None, [("m1", "Oi")], NOW)
-    state, action = advance(definition, asked, [("m2", "yes")], LATER)
-    assert (state["outcome"], action.kind) == ("qualified", "close")
-
-
-def test_a_completed_flow_keeps_closing(definition: dict[str, Any]) -> None:
-    state, _ = advance(definition, initial_state("tf-1", definition), [("m1", "Oi")], NOW)
-    for answer in ("Maria", "10k", "soon"):
-        state, _ = advance(definition, state, [("x", answer)], LATER)
-    again, action = advance(definition, state, [("late", "one more thing")], LATER)
-
+def test_a_completed_flow_keeps_closing() -> None:
+    state, _ = advance(
+        SALES,
+        initial_state("tf", SALES),
+        {"name": "M", "email": "m@a.io", "company_size": "1-10"},
+        ["m"],
+        NOW,
+    )
+    again, action = advance(SALES, state, {"name": "Other"}, ["m2"], NOW)
     assert action.kind == "close"
-    assert again["answers"] == state["answers"]
+    assert again["collected"]["name"]["value"] == "M"
 
 
-@pytest.mark.parametrize("definition", [None, {"name": "empty", "steps": []}])
-def test_no_steps_closes_at_once(definition: dict[str, Any] | None) -> None:
-    state = initial_state(None, definition)
-    assert (state["status"], state["outcome"], state["currentStepId"]) == ("completed", "no_script", None)
-
-    new, action = advance(definition, state, [("m1", "Oi")], NOW)
-    assert (action.kind, action.question, action.first_contact) == ("close", None, True)
-    assert new["outcome"] == "no_script"
+def test_fields_to_extract_skips_filled_fields_of_other_steps_but_not_the_current_one() -> None:
+    state, _ = advance(SALES, initial_state("tf", SALES), {"name": "M"}, ["m1"], NOW)
+    names = [f["name"] for f in fields_to_extract(SALES, state)]
+    assert names == ["name", "email", "company_size", "budget", "wants_meeting"]
+    state, _ = advance(SALES, state, {"email": "m@a.io"}, ["m2"], NOW)
+    assert [f["name"] for f in fields_to_extract(SALES, state)] == ["company_size", "budget", "wants_meeting"]
 
 
-def test_a_step_removed_from_the_script_closes_rather_than_guesses(definition: dict[str, Any]) -> None:
-    state = dict(initial_state("tf-1", definition), currentStepId="gone")
-    new, action = advance(definition, state, [("m1", "Oi")], NOW)
-    assert (new["status"], new["outcome"], action.kind) == ("completed", "script_changed", "close")
+def test_a_step_the_script_no_longer_has_closes_the_flow() -> None:
+    state = {**initial_state("tf", SALES), "currentStepId": "gone"}
+    new, action = advance(SALES, state, {}, [], NOW)
+    assert (new["outcome"], action.kind) == ("script_changed", "close")
 
 
-def test_a_non_string_question_beside_questions_is_refused() -> None:
-    with pytest.raises(ValidationError) as caught:
-        validate_definition(_with_step(1, question=5))
-    assert caught.value.field == "steps[1].question"
+# --- fields -----------------------------------------------------------------------------------------------
 
 
-def test_advance_accepts_a_step_with_only_question() -> None:
-    # The documented format allows `question` alone; rows not written through validate_definition have it.
-    raw = {"name": "Raw", "steps": [{"id": "name", "question": "What is your name?"}]}
+@pytest.mark.parametrize(
+    ("field", "raw", "value"),
+    [
+        ({"type": "email"}, "my email is Maria.S@Acme.com.br thanks", "maria.s@acme.com.br"),
+        ({"type": "phone"}, "(11) 98765-4321", "+5511987654321"),
+        ({"type": "phone"}, "+1 415 555 2671", "+14155552671"),
+        ({"type": "number"}, "about 2.500,50 reais", 2500.5),
+        ({"type": "number"}, "10k", 10000),
+        ({"type": "number"}, "2 mil", 2000),
+        ({"type": "number"}, 42, 42),
+        ({"type": "enum", "values": ["Starter", "Pro"]}, "the PRO plan please", "Pro"),
+        ({"type": "enum", "values": ["São Paulo", "Rio"]}, "sao paulo", "São Paulo"),
+        ({"type": "boolean"}, "Sim, quero!", True),
+        ({"type": "boolean"}, "no thanks", False),
+        ({"type": "boolean"}, True, True),
+        ({"type": "date"}, "2025-11-03", "2025-11-03"),
+        ({"type": "date"}, "can we do 03/11/2025?", "2025-11-03"),
+        ({"type": "text"}, "  anything  ", "anything"),
+    ],
+)
+def test_values_are_normalized(field: dict[str, Any], raw: Any, value: Any) -> None:
+    result = normalize(field, raw, region="BR")
+    assert result.ok, result.error
+    assert result.value == value
 
-    _, action = advance(raw, None, [("m1", "Oi")], NOW)
 
-    assert action.question == "What is your name?"
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [
+        ({"type": "email"}, "maria@acme"),
+        ({"type": "phone"}, "call me"),
+        ({"type": "number"}, "a lot"),
+        ({"type": "enum", "values": ["Starter", "Pro"]}, "Enterprise"),
+        ({"type": "boolean"}, "maybe"),
+        ({"type": "date"}, "31/02/2025"),
+        ({"type": "date"}, "next week"),
+    ],
+)
+def test_bad_values_say_why(field: dict[str, Any], raw: Any) -> None:
+    result = normalize(field, raw, region="BR")
+    assert not result.ok
+    assert result.error
+
+
+def test_offline_extraction_finds_patterns_anywhere_and_free_text_only_for_the_asked_field() -> None:
+    fields = SALES["steps"][0]["fields"] + SALES["steps"][1]["fields"] + SALES["steps"][2]["fields"]
+    text = "Hi, my name is Maria Souza, my email is maria@acme.com and we are 51+ people"
+    found = extract_offline(fields, text, asked="name", region="BR")
+    assert found == {"name": "Maria Souza", "email": "maria@acme.com", "company_size": text}
+    assert extract_offline(fields, "12", asked="budget", region="BR") == {"budget": "12"}
+    assert extract_offline(fields, "12", asked="name", region="BR") == {"name": "12"}
+    assert "budget" not in extract_offline(fields, "we are 12", asked="name", region="BR")
+
+
+def test_region_of_a_phone() -> None:
+    assert region_of("+5511987654321") == "BR"
+    assert region_of(None) is None
+
+
+# --- opt-out ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["STOP", "pare", "Sair.", "não quero mais receber isso", "Unsubscribe", "please stop messaging me"],
+)
+def test_opt_out_requests_are_recognised(text: str) -> None:
+    assert is_opt_out(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["Can you stop by tomorrow?", "Quero saber o preço", "sair de casa cedo amanhã"]
+)
+def test_ordinary_messages_are_not_opt_outs(text: str) -> None:
+    assert not is_opt_out(text)
+
+
+def test_the_confirmation_follows_the_leads_language() -> None:
+    assert confirmation_for("PARE") == CONFIRM_PT
+    assert confirmation_for("stop") == CONFIRM_EN

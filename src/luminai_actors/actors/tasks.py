@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import dramatiq
+import redis
 from dramatiq.middleware import CurrentMessage
 
 from luminai_actors.ai.brain import Brain
@@ -36,7 +37,7 @@ SEND_QUEUE = "send"
 class Dispatcher(Protocol):
     """Where services hand work to the task actors (Dramatiq in production, a recorder in unit tests)."""
 
-    def request_ai_turn(self, talk_id: uuid.UUID) -> None: ...
+    def request_ai_turn(self, talk_id: uuid.UUID, delay: float = 0.0) -> None: ...
     def request_send(self, message_id: uuid.UUID) -> None: ...
 
 
@@ -59,14 +60,17 @@ class DramatiqDispatcher:
         self.ai_actor = ai_actor
         self.send_actor = send_actor
 
-    def _send(self, actor: dramatiq.Actor[Any, Any], ident: uuid.UUID) -> None:
+    def _send(self, actor: dramatiq.Actor[Any, Any], ident: uuid.UUID, delay: float = 0.0) -> None:
         try:
-            actor.send(str(ident))
-        except dramatiq.errors.ConnectionError as exc:
+            if delay > 0:
+                actor.send_with_options(args=(str(ident),), delay=max(1, int(delay * 1000)))
+            else:
+                actor.send(str(ident))
+        except (dramatiq.errors.ConnectionError, redis.RedisError) as exc:
             raise BrokerUnavailable(f"broker refused {actor.actor_name}: {exc}") from exc
 
-    def request_ai_turn(self, talk_id: uuid.UUID) -> None:
-        self._send(self.ai_actor, talk_id)
+    def request_ai_turn(self, talk_id: uuid.UUID, delay: float = 0.0) -> None:
+        self._send(self.ai_actor, talk_id, delay)
 
     def request_send(self, message_id: uuid.UUID) -> None:
         self._send(self.send_actor, message_id)
@@ -84,6 +88,7 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
                 deps.brain,
                 uuid.UUID(talk_id),
                 lease_seconds=settings.ai_timeout_seconds * 2 + 30,
+                debounce_seconds=settings.ai_debounce_seconds,
             )
         except (BrainError, Unavailable) as exc:
             if attempt >= settings.ai_max_attempts:
@@ -92,6 +97,9 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
                 return
             raise dramatiq.Retry(str(exc), delay=int(1000 * 2**attempt)) from exc
         # "busy": the running turn re-reads pending messages when it ends and enqueues the next turn itself.
+        if outcome.status == "debounce":  # the lead is still typing: look again when the window closes
+            holder["dispatcher"].request_ai_turn(uuid.UUID(talk_id), delay=outcome.delay)
+            return
         dispatcher = holder["dispatcher"]
         if outcome.reply_message_id is not None:
             dispatcher.request_send(outcome.reply_message_id)

@@ -1,9 +1,10 @@
 """The brain interface and the offline deterministic brain.
 
-A brain gets a `TurnContext` (agent prompt, script, current step and question, answers so far, recent history,
-the lead's new messages) and returns one reply. It decides nothing about the flow: `domain.treeflow` does.
-The offline brain needs no network and always answers the same way for the same context, so the whole
-service and its tests run without an LLM.
+A brain does two things per turn: `extract` the values the script asks for from the lead's new messages,
+and `compose` the reply for the `TurnContext` (agent prompt, script objective, current step, the question,
+missing and refused fields, collected values, recent history). It decides nothing about the flow:
+`domain.talkflow` does. The offline brain needs no network and answers the same way for the same input, so
+the whole service and its tests run without an LLM.
 """
 
 from __future__ import annotations
@@ -11,11 +12,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from luminai_actors.domain.fields import extract_offline
+from luminai_actors.domain.optout import is_opt_out
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryLine:
     role: str  # "lead" | "agent"
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractionRequest:
+    fields: list[dict[str, Any]]
+    messages: list[str]
+    asked_field: str | None
+    region: str | None
+    last_question: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Extraction:
+    values: dict[str, Any]
+    opt_out: bool = False
+    model: str = "offline"
+    usage: dict[str, int] = field(default_factory=dict)
+    latency_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +57,9 @@ class TurnContext:
     lead_first_name: str | None
     first_contact: bool
     closing: str | None = None
+    missing_fields: list[str] = field(default_factory=list)
+    invalid_fields: dict[str, str] = field(default_factory=dict)
+    outcome: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +73,7 @@ class BrainReply:
 class Brain(Protocol):
     name: str
 
+    def extract(self, request: ExtractionRequest) -> Extraction: ...
     def compose(self, context: TurnContext) -> BrainReply: ...
 
 
@@ -55,15 +81,27 @@ DEFAULT_CLOSING = "Thank you! I have everything I need. Someone from our team wi
 
 
 class OfflineBrain:
-    """Replies with the step's question (with a greeting on first contact) or the script's closing line."""
+    """Patterns and phonenumbers for extraction; the step's questions (greeting first) for the reply."""
 
     name = "offline"
+
+    def extract(self, request: ExtractionRequest) -> Extraction:
+        # One burst is one answer: "Maria" + "Souza" is the name "Maria\nSouza"; patterns (emails, phones)
+        # are found anywhere in it.
+        joined = "\n".join(request.messages)
+        values = extract_offline(request.fields, joined, asked=request.asked_field, region=request.region)
+        return Extraction(values, opt_out=any(is_opt_out(text) for text in request.messages))
 
     def compose(self, context: TurnContext) -> BrainReply:
         if context.action == "close":
             text = context.closing or DEFAULT_CLOSING
         else:
             text = context.question or ""
+            refused = [
+                error for name, error in context.invalid_fields.items() if name in context.missing_fields
+            ]
+            if refused:
+                text = f"Sorry, {refused[0]}. {text}"
             if context.first_contact:
                 who = f" {context.lead_first_name}" if context.lead_first_name else ""
                 text = f"Hi{who}! I'm {context.agent_name}. {text}"

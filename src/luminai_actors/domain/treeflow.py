@@ -1,153 +1,195 @@
-"""TreeFlow (the agent's script) and TalkFlow (a talk's position in it): validation and deterministic steps.
+"""TreeFlow: the agent's qualification script, its documented JSON format and its validation.
 
-A TreeFlow definition is JSON: `{"name", "objective"?, "steps": [{"id", "question" | "questions", "name"?,
-"objective"?, "next"?}], "closing"?}`. Steps run in order unless a step names its `next`. The TalkFlow state
-kept on `talk.talk_flow` records the current step, whether its question was asked, the answers with the ids of
-the messages they came from, the step history and the outcome. Which step comes next is decided here, by
-code; a brain only phrases the reply.
+```json
+{"name": "Sales qualification", "objective": "Qualify inbound leads and book a meeting",
+ "steps": [
+   {"id": "contact", "name": "Contact details", "objective": "Know who we talk to",
+    "questions": ["Who am I talking to?"],
+    "fields": [{"name": "name", "type": "text", "required": true, "description": "full name",
+                "question": "What is your name?"},
+               {"name": "email", "type": "email", "required": true}],
+    "next": "size"},
+   {"id": "size", "question": "How many people work at your company?",
+    "fields": [{"name": "company_size", "type": "enum", "values": ["1-10", "11-50", "51+"]}],
+    "transitions": [{"when": {"field": "company_size", "equals": "1-10"}, "outcome": "disqualified"}],
+    "next": "meeting"},
+   {"id": "meeting", "question": "Shall we book a call?",
+    "fields": [{"name": "wants_meeting", "type": "boolean"}],
+    "transitions": [{"when": {"field": "wants_meeting", "equals": true}, "outcome": "meeting_requested"}],
+    "outcome": "qualified"}],
+ "outcomes": {"disqualified": {"message": "Thanks! We will keep in touch."},
+              "handoff": {"handoff": true, "message": "A colleague will take it from here."}}}
+```
+
+Field types: text, email, phone, number, enum (with `values`), boolean, date; `required` defaults to true. A
+step without fields collects one free-text answer under the step's id (the minimal format
+`{"id", "question"}`). A step is complete when every required field is filled; then its `transitions` are
+tried in order (conditions `equals`, `notEquals`, `in`, `gt`, `gte`, `lt`, `lte`, `exists` on a collected
+field) and lead to a step (`then`) or an outcome (`outcome`); otherwise `next`, else the step's `outcome`,
+else the following step, else outcome `completed`. Outcomes `qualified`, `disqualified`,
+`meeting_requested`, `handoff` (pauses the bot for a human) or any name declared in `outcomes`.
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
 from typing import Any
 
+from luminai_actors.domain.fields import FIELD_TYPES
 from luminai_actors.errors import ValidationError
 
-STATUS_ACTIVE, STATUS_COMPLETED = "active", "completed"
+KNOWN_OUTCOMES = ("qualified", "disqualified", "meeting_requested", "handoff", "completed")
+CONDITION_OPERATORS = ("equals", "notEquals", "in", "gt", "gte", "lt", "lte", "exists")
+
+
+def _text(value: Any, path: str, *, required: bool) -> str | None:
+    if value is None:
+        if required:
+            raise ValidationError(path, "is required and must be a non-empty string")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(path, "must be a non-empty string")
+    return value.strip()
+
+
+def _field(raw: Any, path: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ValidationError(path, "must be an object")
+    name = _text(raw.get("name"), f"{path}.name", required=True)
+    kind = raw.get("type", "text")
+    if kind not in FIELD_TYPES:
+        raise ValidationError(f"{path}.type", f"must be one of {', '.join(FIELD_TYPES)}")
+    field: dict[str, Any] = {**raw, "name": name, "type": kind, "required": raw.get("required", True)}
+    if not isinstance(field["required"], bool):
+        raise ValidationError(f"{path}.required", "must be true or false")
+    for key in ("description", "question"):
+        _text(raw.get(key), f"{path}.{key}", required=False)
+    if kind == "enum":
+        values = raw.get("values")
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) and v.strip() for v in values)
+        ):
+            raise ValidationError(f"{path}.values", "an enum needs a non-empty list of strings")
+    return field
+
+
+def _condition(raw: Any, path: str, field_names: set[str]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ValidationError(path, 'must be an object like {"field": "budget", "gte": 1000}')
+    if raw.get("field") not in field_names:
+        raise ValidationError(f"{path}.field", "must name a field of the script")
+    operators = [op for op in CONDITION_OPERATORS if op in raw]
+    if len(operators) != 1:
+        raise ValidationError(path, f"needs exactly one of {', '.join(CONDITION_OPERATORS)}")
+    if operators[0] == "in" and not isinstance(raw["in"], list):
+        raise ValidationError(f"{path}.in", "must be a list")
+    return dict(raw)
 
 
 def validate_definition(document: object) -> dict[str, Any]:
     """A clean copy of a TreeFlow document, or ValidationError naming the first bad path."""
     if not isinstance(document, dict):
         raise ValidationError("$", "must be a JSON object")
-    name = document.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationError("name", "is required and must be a non-empty string")
+    name = _text(document.get("name"), "name", required=True)
+    for key in ("objective", "closing"):
+        _text(document.get(key), key, required=False)
+    outcomes = document.get("outcomes") or {}
+    if not isinstance(outcomes, dict) or not all(isinstance(v, dict) for v in outcomes.values()):
+        raise ValidationError("outcomes", 'must map outcome names to objects like {"message": "..."}')
+    outcome_names = set(KNOWN_OUTCOMES) | set(outcomes)
     steps = document.get("steps")
     if not isinstance(steps, list) or not steps:
         raise ValidationError("steps", "must be a non-empty list")
-    seen: set[str] = set()
     clean_steps: list[dict[str, Any]] = []
+    step_ids: set[str] = set()
+    field_names: set[str] = set()
     for index, step in enumerate(steps):
         path = f"steps[{index}]"
         if not isinstance(step, dict):
             raise ValidationError(path, "must be an object")
-        step_id = step.get("id")
-        if not isinstance(step_id, str) or not step_id.strip():
-            raise ValidationError(f"{path}.id", "is required and must be a non-empty string")
-        if step_id in seen:
+        step_id = _text(step.get("id"), f"{path}.id", required=True)
+        assert step_id is not None
+        if step_id in step_ids:
             raise ValidationError(f"{path}.id", f"duplicates step id {step_id!r}")
-        seen.add(step_id)
+        step_ids.add(step_id)
+        for key in ("name", "objective", "next", "outcome"):
+            if step.get(key) is not None and not isinstance(step[key], str):
+                raise ValidationError(f"{path}.{key}", "must be a string")
+        question = _text(step.get("question"), f"{path}.question", required=False)
         questions = step.get("questions")
-        question = step.get("question")
-        if question is not None and (not isinstance(question, str) or not question.strip()):
-            raise ValidationError(f"{path}.question", "must be a non-empty string")
-        if questions is None:
-            if not isinstance(question, str) or not question.strip():
-                raise ValidationError(f"{path}.question", "is required and must be a non-empty string")
-            questions = [question]
-        elif (
+        if questions is not None and (
             not isinstance(questions, list)
             or not questions
             or not all(isinstance(q, str) and q.strip() for q in questions)
         ):
             raise ValidationError(f"{path}.questions", "must be a non-empty list of non-empty strings")
-        for key in ("name", "objective", "next"):
-            if key in step and step[key] is not None and not isinstance(step[key], str):
-                raise ValidationError(f"{path}.{key}", "must be a string")
-        clean = dict(step)
-        clean["questions"] = list(questions)
-        clean.setdefault("question", questions[0])
-        clean_steps.append(clean)
+        raw_fields = step.get("fields")
+        if raw_fields is not None and (not isinstance(raw_fields, list) or not raw_fields):
+            raise ValidationError(f"{path}.fields", "must be a non-empty list of fields")
+        fields = [_field(f, f"{path}.fields[{i}]") for i, f in enumerate(raw_fields or [])]
+        if not fields:
+            if not (question or questions):
+                raise ValidationError(f"{path}.question", "is required when a step has no fields")
+            fields = [{"name": step_id, "type": "text", "required": True}]
+        for i, field in enumerate(fields):
+            if field["name"] in field_names:
+                raise ValidationError(f"{path}.fields[{i}].name", f"duplicates field {field['name']!r}")
+            field_names.add(field["name"])
+        questions = list(questions or ([question] if question else []))
+        clean_steps.append(
+            {
+                **step,
+                "id": step_id,
+                "fields": fields,
+                "questions": questions,
+                "question": question or (questions[0] if questions else None),
+            }
+        )
     for index, step in enumerate(clean_steps):
-        target = step.get("next")
-        if target is not None and target not in seen:
-            raise ValidationError(f"steps[{index}].next", f"names unknown step {target!r}")
-    for key in ("objective", "closing"):
-        if key in document and document[key] is not None and not isinstance(document[key], str):
-            raise ValidationError(key, "must be a string")
-    clean_doc = dict(document)
-    clean_doc["name"] = name.strip()
-    clean_doc["steps"] = clean_steps
-    return clean_doc
+        path = f"steps[{index}]"
+        if step.get("next") is not None and step["next"] not in step_ids:
+            raise ValidationError(f"{path}.next", f"names unknown step {step['next']!r}")
+        if step.get("outcome") is not None and step["outcome"] not in outcome_names:
+            raise ValidationError(
+                f"{path}.outcome", f"unknown outcome {step['outcome']!r}; declare it in outcomes"
+            )
+        transitions = step.get("transitions") or []
+        if not isinstance(transitions, list):
+            raise ValidationError(f"{path}.transitions", "must be a list")
+        clean_transitions = []
+        for t_index, transition in enumerate(transitions):
+            t_path = f"{path}.transitions[{t_index}]"
+            if not isinstance(transition, dict):
+                raise ValidationError(t_path, "must be an object")
+            when = _condition(transition.get("when"), f"{t_path}.when", field_names)
+            target, outcome = transition.get("then"), transition.get("outcome")
+            if (target is None) == (outcome is None):
+                raise ValidationError(t_path, "needs exactly one of then (a step id) or outcome")
+            if target is not None and target not in step_ids:
+                raise ValidationError(f"{t_path}.then", f"names unknown step {target!r}")
+            if outcome is not None and outcome not in outcome_names:
+                raise ValidationError(
+                    f"{t_path}.outcome", f"unknown outcome {outcome!r}; declare it in outcomes"
+                )
+            clean_transitions.append({**transition, "when": when})
+        step["transitions"] = clean_transitions
+    return {**document, "name": name, "steps": clean_steps, "outcomes": outcomes}
 
 
-def initial_state(tree_flow_id: str | None, definition: dict[str, Any] | None) -> dict[str, Any]:
-    """The TalkFlow of a new talk: at the first step, nothing asked, nothing collected."""
-    steps = (definition or {}).get("steps") or []
-    return {
-        "treeFlowId": tree_flow_id,
-        "status": STATUS_ACTIVE if steps else STATUS_COMPLETED,
-        "currentStepId": steps[0]["id"] if steps else None,
-        "askedStepId": None,
-        "answers": {},
-        "history": [],
-        "outcome": None if steps else "no_script",
-    }
+def normalize_definition(definition: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored definition in the validated shape (rows written before validation existed included)."""
+    if not definition or not definition.get("steps"):
+        return {"name": (definition or {}).get("name") or "conversation", "steps": [], "outcomes": {}}
+    try:
+        return validate_definition(definition)
+    except ValidationError:
+        return {"name": definition.get("name") or "conversation", "steps": [], "outcomes": {}}
 
 
-@dataclass(frozen=True, slots=True)
-class NextAction:
-    """What the reply must do: ask a step's question, or close the script."""
-
-    kind: str  # "ask" | "close"
-    step: dict[str, Any] | None
-    question: str | None
-    first_contact: bool
+def step_by_id(definition: dict[str, Any], step_id: str | None) -> dict[str, Any] | None:
+    return next((step for step in definition.get("steps") or [] if step["id"] == step_id), None)
 
 
-def _step(definition: dict[str, Any], step_id: str | None) -> dict[str, Any] | None:
-    for step in definition.get("steps") or []:
-        if step["id"] == step_id:
-            return dict(step)
-    return None
-
-
-def _next_step_id(definition: dict[str, Any], step_id: str) -> str | None:
-    steps = definition.get("steps") or []
-    for index, step in enumerate(steps):
-        if step["id"] == step_id:
-            if step.get("next"):
-                return str(step["next"])
-            return str(steps[index + 1]["id"]) if index + 1 < len(steps) else None
-    return None
-
-
-def advance(
-    definition: dict[str, Any] | None,
-    state: dict[str, Any] | None,
-    inbound: list[tuple[str, str]],
-    now_iso: str,
-) -> tuple[dict[str, Any], NextAction]:
-    """Apply the lead's new messages (id, text) to the TalkFlow and say what the reply must do next.
-
-    When the current step's question was asked, the new messages answer it and the flow moves on; otherwise
-    (first contact, or a changed script) the current question is asked.
-    """
-    definition = definition or {"steps": []}
-    new = copy.deepcopy(state) if state else initial_state(None, definition)
-    first_contact = not new.get("history") and new.get("askedStepId") is None
-    current = new.get("currentStepId")
-    if new.get("status") == STATUS_ACTIVE and current and new.get("askedStepId") == current and inbound:
-        new["answers"][current] = {
-            "value": "\n".join(text for _, text in inbound),
-            "messageIds": [message_id for message_id, _ in inbound],
-            "at": now_iso,
-        }
-        new["history"].append({"stepId": current, "completedAt": now_iso})
-        following = _next_step_id(definition, current)
-        new["currentStepId"] = following
-        if following is None:
-            new["status"] = STATUS_COMPLETED
-            new["outcome"] = str(definition.get("outcome") or "completed")
-    if new.get("status") != STATUS_ACTIVE or new.get("currentStepId") is None:
-        return new, NextAction("close", None, None, first_contact)
-    step = _step(definition, new["currentStepId"])
-    if step is None:  # the script changed under a running talk: close rather than guess
-        new["status"], new["outcome"] = STATUS_COMPLETED, "script_changed"
-        return new, NextAction("close", None, None, first_contact)
-    new["askedStepId"] = step["id"]
-    questions = step.get("questions") or [step.get("question")]
-    return new, NextAction("ask", step, str(questions[0]), first_contact)
+def all_fields(definition: dict[str, Any]) -> list[dict[str, Any]]:
+    return [field for step in definition.get("steps") or [] for field in step["fields"]]

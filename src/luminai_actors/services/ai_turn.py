@@ -1,10 +1,13 @@
-"""run_ai_turn: the lead's unanswered messages of one talk become one TreeFlow step and one outbound reply.
+"""run_ai_turn: the lead's unanswered messages of one talk become one TreeFlow step and one reply.
 
-Three short phases, so no database transaction stays open while the LLM thinks:
-1. claim the talk (a lease on `talk.ai_lease_until`, taken with a conditional UPDATE, so two workers never run
-   turns of one talk at once), read the pending inbound messages and build the context;
-2. ask the brain for the reply, outside any transaction;
-3. store the reply, mark exactly the messages it answered as processed, save the TalkFlow, release the lease.
+Phases, so that no database transaction stays open while an LLM thinks:
+1. `_prepare` (one transaction): wait out the debounce window, claim the talk (a lease on
+   `talk.ai_lease_until` taken with a conditional UPDATE, so two workers never run turns of one talk at
+   once), read the pending inbound messages, the TalkFlow and the context;
+2. outside any transaction: opt-out check, `brain.extract` (fields of the script), `talkflow.advance`
+   (deterministic step logic), `brain.compose` (the reply);
+3. `_store` (one transaction): write the reply (split into parts when the agent wants it), mark exactly the
+   messages it answered as processed, save the TalkFlow, apply opt-out or hand-off, release the lease.
 Messages that arrive meanwhile stay pending and are answered by the next turn (`more_pending`).
 """
 
@@ -13,13 +16,16 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from luminai_actors.ai.brain import Brain, HistoryLine, TurnContext
-from luminai_actors.domain import treeflow
+from luminai_actors.ai.brain import Brain, BrainReply, Extraction, ExtractionRequest, HistoryLine, TurnContext
+from luminai_actors.domain import talkflow
+from luminai_actors.domain.fields import region_of
 from luminai_actors.domain.ids import uuid7
+from luminai_actors.domain.optout import confirmation_for, is_opt_out
+from luminai_actors.domain.treeflow import normalize_definition, step_by_id
 from luminai_actors.persistence.tables import SEND_PENDING, Agent, Contact, Talk, TalkMessage, TreeFlow
 from luminai_actors.persistence.uow import UnitOfWorkFactory
 
@@ -39,20 +45,37 @@ def typing_delay_ms(text: str, per_char_ms: float) -> int:
 
 @dataclass(frozen=True, slots=True)
 class TurnOutcome:
-    status: str  # "replied" | "nothing_pending" | "busy" | "paused" | "missing"
+    status: str  # "replied" | "silent" | "nothing_pending" | "busy" | "paused" | "missing" | "debounce"
     reply_message_id: uuid.UUID | None = None
     more_pending: bool = False
+    delay: float = 0.0  # for "debounce": seconds until the burst may be answered
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Prepared:
-    context: TurnContext
-    new_state: dict[str, Any]
-    consumed: list[uuid.UUID]
+    talk_id: uuid.UUID
     agent_id: uuid.UUID
     organization_id: uuid.UUID
-    action: treeflow.NextAction
+    agent_name: str
+    agent_prompt: str
     channel_options: dict[str, Any]
+    definition: dict[str, Any]
+    state: dict[str, Any] | None
+    pending: list[tuple[uuid.UUID, str]]
+    history: list[HistoryLine]
+    lead_first_name: str | None
+    region: str | None
+    opted_out: bool
+    tree_flow_name: str | None
+
+
+@dataclass(slots=True)
+class _Decision:
+    replies: list[str] = field(default_factory=list)
+    new_state: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    opt_out: bool = False
+    handoff: str | None = None
 
 
 def run_ai_turn(
@@ -61,30 +84,23 @@ def run_ai_turn(
     talk_id: uuid.UUID,
     *,
     lease_seconds: float = 120.0,
+    debounce_seconds: float = 0.0,
     now: Callable[[], datetime] | None = None,
 ) -> TurnOutcome:
     clock = now or (lambda: datetime.now(UTC))
-    prepared_or_outcome = _prepare(uow_factory, talk_id, clock(), lease_seconds)
-    if isinstance(prepared_or_outcome, TurnOutcome):
-        return prepared_or_outcome
-    prepared = prepared_or_outcome
+    prepared = _prepare(uow_factory, talk_id, clock(), lease_seconds, debounce_seconds)
+    if isinstance(prepared, TurnOutcome):
+        return prepared
     try:
-        reply = brain.compose(prepared.context)
+        decision = _decide(brain, prepared, clock())
     except BaseException:
         _release(uow_factory, talk_id)
         raise
-    return _store(
-        uow_factory,
-        talk_id,
-        prepared,
-        reply_text=reply.text,
-        ai_meta=_ai_metadata(brain, reply, prepared),
-        at=clock(),
-    )
+    return _store(uow_factory, prepared, decision, clock())
 
 
 def _prepare(
-    uow_factory: UnitOfWorkFactory, talk_id: uuid.UUID, at: datetime, lease_seconds: float
+    uow_factory: UnitOfWorkFactory, talk_id: uuid.UUID, at: datetime, lease_seconds: float, debounce: float
 ) -> _Prepared | TurnOutcome:
     with uow_factory() as uow:
         talk = uow.repo.get(Talk, talk_id)
@@ -95,6 +111,10 @@ def _prepare(
         pending = uow.repo.pending_inbound(talk_id)
         if not pending:
             return TurnOutcome("nothing_pending")
+        newest = max(m.created_at for m in pending)
+        quiet_for = (at - newest).total_seconds()
+        if quiet_for < debounce:  # a burst is still arriving: answer it once, when the lead pauses
+            return TurnOutcome("debounce", delay=debounce - quiet_for)
         if not uow.repo.claim_ai_turn(talk_id, at, at + timedelta(seconds=lease_seconds)):
             return TurnOutcome("busy")
         agent = uow.repo.get(Agent, talk.agent_id) if talk.agent_id else None
@@ -102,67 +122,112 @@ def _prepare(
             uow.rollback()
             return TurnOutcome("missing")
         tree_flow = uow.repo.get(TreeFlow, agent.tree_flow_id) if agent.tree_flow_id else None
-        definition = tree_flow.definition if tree_flow else None
         contact = uow.repo.get(Contact, talk.contact_id)
-        new_state, action = treeflow.advance(
-            definition, talk.talk_flow, [(str(m.id), m.body) for m in pending], at.isoformat()
-        )
-        consumed_ids = {m.id for m in pending}
-        history = [
-            HistoryLine("lead" if m.direction == "inbound" else "agent", m.body)
-            for m in uow.repo.recent_messages(talk_id, HISTORY_LIMIT)
-            if m.body
-        ]
-        context = TurnContext(
+        prepared = _Prepared(
+            talk_id=talk_id,
+            agent_id=agent.id,
+            organization_id=agent.organization_id,
             agent_name=agent.name,
             agent_prompt=agent.prompt or "",
-            flow_name=(definition or {}).get("name") or (tree_flow.name if tree_flow else "conversation"),
-            flow_objective=(definition or {}).get("objective"),
-            action=action.kind,
-            step_id=action.step["id"] if action.step else None,
-            step_name=action.step.get("name") if action.step else None,
-            step_objective=action.step.get("objective") if action.step else None,
-            question=action.question,
-            answers=dict(new_state.get("answers") or {}),
-            history=history,
-            new_messages=[m.body for m in pending if m.id in consumed_ids],
+            channel_options=dict(agent.whatsapp_metadata or {}),
+            definition=normalize_definition(tree_flow.definition if tree_flow else None),
+            state=talk.talk_flow,
+            pending=[(m.id, m.body) for m in pending],
+            history=[
+                HistoryLine("lead" if m.direction == "inbound" else "agent", m.body)
+                for m in uow.repo.recent_messages(talk_id, HISTORY_LIMIT)
+                if m.body
+            ],
             lead_first_name=contact.first_name if contact else None,
-            first_contact=action.first_contact,
-            closing=(definition or {}).get("closing"),
+            region=region_of(contact.phone if contact else None),
+            opted_out=bool(contact and contact.opted_out_at),
+            tree_flow_name=tree_flow.name if tree_flow else None,
         )
         uow.commit()
-        return _Prepared(
-            context,
-            new_state,
-            [m.id for m in pending],
-            agent.id,
-            agent.organization_id,
-            action,
-            dict(agent.whatsapp_metadata or {}),
-        )
+        return prepared
 
 
-def _ai_metadata(brain: Brain, reply: Any, prepared: _Prepared) -> dict[str, Any]:
+def _usage_meta(brain: Brain, reply: BrainReply | None, extraction: Extraction | None) -> dict[str, Any]:
+    usage: dict[str, int] = {}
+    for part in (extraction.usage if extraction else {}, reply.usage if reply else {}):
+        for key, value in part.items():
+            usage[key] = usage.get(key, 0) + value
     return {
         "brain": brain.name,
-        "model": reply.model,
-        "usage": dict(reply.usage),
-        "latencyMs": reply.latency_ms,
-        "action": prepared.action.kind,
-        "stepId": prepared.context.step_id,
-        "answeredMessageIds": [str(i) for i in prepared.consumed],
+        "model": (reply.model if reply else None) or (extraction.model if extraction else brain.name),
+        "usage": usage,
+        "latencyMs": round(
+            (reply.latency_ms if reply else 0) + (extraction.latency_ms if extraction else 0), 1
+        ),
+        "extraction": dict(extraction.values) if extraction else {},
     }
 
 
+def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
+    texts = [text for _, text in prepared.pending]
+    ids = [str(message_id) for message_id, _ in prepared.pending]
+    if prepared.opted_out:
+        return _Decision(new_state=prepared.state, meta={"ai": {"skipped": "contact opted out"}})
+    state = prepared.state or talkflow.initial_state(None, prepared.definition)
+    asked = state.get("askedField")
+    current = step_by_id(prepared.definition, state.get("currentStepId"))
+    extraction = brain.extract(
+        ExtractionRequest(
+            fields=talkflow.fields_to_extract(prepared.definition, state),
+            messages=texts,
+            asked_field=asked,
+            region=prepared.region,
+            last_question=next(
+                (line.text for line in reversed(prepared.history) if line.role == "agent"), None
+            ),
+        )
+    )
+    if extraction.opt_out or any(is_opt_out(text) for text in texts):
+        meta = {**_usage_meta(brain, None, extraction), "action": "opt_out", "answeredMessageIds": ids}
+        return _Decision(
+            [confirmation_for(texts[-1])], {**state, "optedOut": True}, {"ai": meta}, opt_out=True
+        )
+    new_state, action = talkflow.advance(
+        prepared.definition, state, extraction.values, ids, at.isoformat(), region=prepared.region
+    )
+    context = TurnContext(
+        agent_name=prepared.agent_name,
+        agent_prompt=prepared.agent_prompt,
+        flow_name=prepared.definition.get("name") or prepared.tree_flow_name or "conversation",
+        flow_objective=prepared.definition.get("objective"),
+        action=action.kind,
+        step_id=action.step["id"] if action.step else None,
+        step_name=action.step.get("name") if action.step else None,
+        step_objective=action.step.get("objective") if action.step else None,
+        question=action.question,
+        answers=dict(new_state.get("collected") or {}),
+        history=prepared.history,
+        new_messages=texts,
+        lead_first_name=prepared.lead_first_name,
+        first_contact=action.first_contact,
+        closing=action.closing,
+        missing_fields=action.missing,
+        invalid_fields=action.invalid,
+        outcome=action.outcome,
+    )
+    reply = brain.compose(context)
+    meta = {
+        **_usage_meta(brain, reply, extraction),
+        "action": action.kind,
+        "stepId": context.step_id or (current["id"] if current else None),
+        "askedField": action.field["name"] if action.field else None,
+        "outcome": action.outcome,
+        "answeredMessageIds": ids,
+    }
+    handoff = f"outcome {action.outcome}" if action.kind == "close" and action.handoff else None
+    parts = split_reply(reply.text) if prepared.channel_options.get("splitMessages") else [reply.text]
+    return _Decision(parts, new_state, {"ai": meta}, handoff=handoff)
+
+
 def _store(
-    uow_factory: UnitOfWorkFactory,
-    talk_id: uuid.UUID,
-    prepared: _Prepared,
-    *,
-    reply_text: str,
-    ai_meta: dict[str, Any],
-    at: datetime,
+    uow_factory: UnitOfWorkFactory, prepared: _Prepared, decision: _Decision, at: datetime
 ) -> TurnOutcome:
+    talk_id = prepared.talk_id
     with uow_factory() as uow:
         talk = uow.repo.get_for_update(Talk, talk_id)
         if talk is None:
@@ -171,17 +236,16 @@ def _store(
             talk.ai_lease_until = None
             uow.commit()
             return TurnOutcome("paused")
-        for message_id in prepared.consumed:
+        for message_id, _ in prepared.pending:
             message = uow.repo.get(TalkMessage, message_id)
             if message is not None and message.processed_at is None:
                 message.processed_at = at
-        parts = split_reply(reply_text) if prepared.channel_options.get("splitMessages") else [reply_text]
         per_char = prepared.channel_options.get("timePerCharMs") or 0
         replies = []
-        for index, part in enumerate(parts):
-            meta: dict[str, Any] = {"ai": ai_meta}
-            if len(parts) > 1:
-                meta["part"] = {"index": index + 1, "of": len(parts)}
+        for index, part in enumerate(decision.replies):
+            meta: dict[str, Any] = dict(decision.meta)
+            if len(decision.replies) > 1:
+                meta["part"] = {"index": index + 1, "of": len(decision.replies)}
             if isinstance(per_char, int | float) and per_char > 0:
                 meta["typingDelayMs"] = typing_delay_ms(part, per_char)
             reply = TalkMessage(
@@ -202,13 +266,25 @@ def _store(
             )
             uow.repo.add(reply)
             replies.append(reply)
-        reply = replies[0]
-        talk.talk_flow = prepared.new_state
+        talk.talk_flow = decision.new_state
+        if decision.opt_out:
+            contact = uow.repo.get(Contact, talk.contact_id)
+            if contact is not None and contact.opted_out_at is None:
+                contact.opted_out_at = at
+        if decision.handoff:
+            talk.paused = True
+            talk.needs_human = True
+            talk.talk_flow = {
+                **(talk.talk_flow or {}),
+                "handoff": {"reason": decision.handoff, "at": at.isoformat()},
+            }
         talk.ai_lease_until = None
         talk.date_last_message = at
         uow.commit()
         more = bool(uow.repo.pending_inbound(talk_id))
-        return TurnOutcome("replied", reply.id, more)
+        if not replies:
+            return TurnOutcome("silent", None, more)
+        return TurnOutcome("replied", replies[0].id, more)
 
 
 def _release(uow_factory: UnitOfWorkFactory, talk_id: uuid.UUID) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from luminai_actors.domain import treeflow
+from luminai_actors.domain import talkflow
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.domain.phone import canonical_phone, jid_user, phone_from_jid, phone_variants
+from luminai_actors.domain.treeflow import normalize_definition
 from luminai_actors.errors import Conflict
 from luminai_actors.evolution.webhook import MessageUpsert
 from luminai_actors.persistence.tables import (
@@ -115,20 +116,23 @@ def record_inbound(
     now: Callable[[], datetime] | None = None,
     *,
     ignored_chats: frozenset[str] = DEFAULT_IGNORED_CHATS,
+    talk_expiry: timedelta | None = None,
 ) -> InboundOutcome:
     reason = ignore_reason(event, ignored_chats)
     if reason is not None:
         return InboundOutcome("ignored", reason)
     clock = now or (lambda: datetime.now(UTC))
     try:
-        return _record(uow_factory, event, clock())
+        return _record(uow_factory, event, clock(), talk_expiry)
     except Conflict:
         # Another process inserted the same contact, talk or message between our read and our write.
         # Everything it wrote is now visible: a second pass finds it instead of inserting.
-        return _record(uow_factory, event, clock())
+        return _record(uow_factory, event, clock(), talk_expiry)
 
 
-def _record(uow_factory: UnitOfWorkFactory, event: MessageUpsert, now: datetime) -> InboundOutcome:
+def _record(
+    uow_factory: UnitOfWorkFactory, event: MessageUpsert, now: datetime, talk_expiry: timedelta | None = None
+) -> InboundOutcome:
     with uow_factory() as uow:
         agent = uow.repo.agent_by_instance(event.instance)
         if agent is None or not agent.whatsapp_active or not agent.active:
@@ -156,7 +160,7 @@ def _record(uow_factory: UnitOfWorkFactory, event: MessageUpsert, now: datetime)
         for key in identities:
             uow.lock(key)
         contact = _find_or_create_contact(uow, agent, event, phone, lid, now)
-        talk = _find_or_create_talk(uow, agent, contact, event, now)
+        talk = _find_or_create_talk(uow, agent, contact, event, now, talk_expiry)
         if _is_ours(event):
             return _record_business_message(uow, agent, contact, talk, event, now)
         message = TalkMessage(
@@ -269,6 +273,8 @@ def _record_business_message(
         created_at=now,
     )
     uow.repo.add(message)
+    for waiting in uow.repo.pending_inbound(talk.id):  # a person answered them: the bot must not, later
+        waiting.processed_at = now
     if pauses_on_human_reply(agent) and not talk.paused:
         talk.paused = True
         talk.talk_flow = {
@@ -405,9 +411,21 @@ def _talk_type(uow: UnitOfWork, org: uuid.UUID, now: datetime) -> TalkType:
 
 
 def _find_or_create_talk(
-    uow: UnitOfWork, agent: Agent, contact: Contact, event: MessageUpsert, now: datetime
+    uow: UnitOfWork,
+    agent: Agent,
+    contact: Contact,
+    event: MessageUpsert,
+    now: datetime,
+    expiry: timedelta | None = None,
 ) -> Talk:
     talk = uow.repo.open_whatsapp_talk(contact.id, agent.id)
+    last = talk.date_last_message if talk is not None else None
+    if talk is not None and expiry is not None and last is not None and now - last > expiry:
+        # Idle too long: this conversation is over; the new message starts a fresh one and TalkFlow.
+        talk.status, talk.closed_at = TALK_CLOSED, now
+        talk.talk_flow = {**(talk.talk_flow or {}), "closedReason": "expired"}
+        uow.repo.flush()
+        talk = None
     if talk is None:
         tree_flow = uow.repo.get(TreeFlow, agent.tree_flow_id) if agent.tree_flow_id else None
         talk = Talk(
@@ -423,8 +441,9 @@ def _find_or_create_talk(
             archived=False,
             paused=False,
             needs_human=False,
-            talk_flow=treeflow.initial_state(
-                str(tree_flow.id) if tree_flow else None, tree_flow.definition if tree_flow else None
+            talk_flow=talkflow.initial_state(
+                str(tree_flow.id) if tree_flow else None,
+                normalize_definition(tree_flow.definition if tree_flow else None),
             ),
             date_start=now,
             created_at=now,

@@ -65,8 +65,23 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+def _empty_for(schema: dict[str, Any]) -> dict[str, Any]:
+    """An object valid for a structured-output schema that states nothing: null (or false) everywhere."""
+    empty: dict[str, Any] = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        kinds = prop.get("type") if isinstance(prop, dict) else None
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        empty[name] = None if "null" in kinds else (False if "boolean" in kinds else "")
+    return empty
+
+
 def default_reply(request_json: dict[str, Any]) -> str:
-    """The reply used when nothing is scripted and no responder is set."""
+    """The reply used when nothing is scripted and no responder is set: for a structured-output request
+    (`response_format` json_schema) an object that states nothing; otherwise an echo of the last user turn."""
+    response_format = request_json.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        return json.dumps(_empty_for(schema))
     users = [m for m in request_json.get("messages", []) if isinstance(m, dict) and m.get("role") == "user"]
     return f"Fake reply to: {_text_of(users[-1].get('content')) if users else ''}"
 

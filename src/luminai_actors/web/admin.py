@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from luminai_actors.bootstrap import Container
 from luminai_actors.errors import NotFound, PayloadError
 from luminai_actors.services import admin as admin_service
+from luminai_actors.services import talks as talks_service
 from luminai_actors.services import whatsapp_admin
 from luminai_actors.web.errors import error_response
 from luminai_actors.web.serialize import contact_json, message_json, talk_json
@@ -158,3 +159,21 @@ async def configure_webhook(request: Request) -> Response:
         )
     )
     return JSONResponse(result)
+
+
+@require_admin
+async def pause_talk(request: Request) -> Response:
+    container = _container(request)
+    talk_id = _uuid(request, "talk_id")
+    talk = await run_in_threadpool(talks_service.pause_talk, container.uow, talk_id)
+    return JSONResponse({"id": str(talk.id), "paused": talk.paused})
+
+
+@require_admin
+async def resume_talk(request: Request) -> Response:
+    container = _container(request)
+    talk_id = _uuid(request, "talk_id")
+    talk, waiting = await run_in_threadpool(talks_service.resume_talk, container.uow, talk_id)
+    if waiting:  # messages the lead sent meanwhile, which no person answered, get their turn now
+        await run_in_threadpool(container.dispatcher.request_ai_turn, talk_id)
+    return JSONResponse({"id": str(talk.id), "paused": talk.paused, "answering": waiting})

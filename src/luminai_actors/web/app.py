@@ -31,6 +31,8 @@ def routes() -> list[Route]:
         Route(org + "/talks", admin.list_talks, methods=["GET"]),
         Route("/api/admin/talks/{talk_id}", admin.get_talk, methods=["GET"]),
         Route("/api/admin/talks/{talk_id}/messages", admin.list_messages, methods=["GET"]),
+        Route("/api/admin/talks/{talk_id}/pause", admin.pause_talk, methods=["POST"]),
+        Route("/api/admin/talks/{talk_id}/resume", admin.resume_talk, methods=["POST"]),
         Route(
             "/api/admin/agents/{agent_id}/whatsapp/test-connection", admin.test_connection, methods=["POST"]
         ),
