@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -18,6 +19,7 @@ import httpx
 import openai
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.errors import QueueJoinTimeout
 from dramatiq.middleware import CurrentMessage
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -180,6 +182,35 @@ class Container:
             for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
                 depths[name] = _queue_depth(self.broker, name)
         return depths
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait until every conversation mailbox and every task queue (delayed messages too) is empty and the
+        work they cause has finished; for tests and the demo. Raises TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.router.wait_idle(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError("conversation actors still busy")
+            if isinstance(self.broker, StubBroker):
+                for queue in (AI_QUEUE, SEND_QUEUE):
+                    remaining = max(1, int((deadline - time.monotonic()) * 1000))
+                    try:
+                        self.broker.join(queue, timeout=remaining, fail_fast=False)
+                    except QueueJoinTimeout as exc:
+                        raise TimeoutError(f"queue {queue} not drained") from exc
+                if self.worker is not None:
+                    self.worker.join()
+            elif any(depth > 0 for name, depth in self.queue_depths().items() if not name.endswith(".XQ")):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("Redis queues not drained")
+                time.sleep(0.05)  # Redis offers no join: look again shortly
+                continue
+            # A task may have enqueued more work or told an actor; done only when all is quiet at once.
+            if self.router.idle() and all(
+                depth == 0 for name, depth in self.queue_depths().items() if not name.endswith(".XQ")
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("work kept arriving")
 
     def database_ready(self) -> bool:
         try:

@@ -101,6 +101,7 @@ class ConversationRouter(Generic[E, R]):
         self.idle_seconds = idle_seconds
         self._clock = clock
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified whenever an actor finishes a piece of work
         self._actors: dict[str, _Entry] = {}
         self._stopping = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -170,6 +171,7 @@ class ConversationRouter(Generic[E, R]):
                 entry.in_flight = max(0, entry.in_flight - 1)
                 entry.handled += 1
                 entry.last_activity = self._clock()
+            self._idle.notify_all()
 
     # idleness --------------------------------------------------------------------------------------------
     def _evict_one_idle_locked(self) -> bool:
@@ -243,3 +245,10 @@ class ConversationRouter(Generic[E, R]):
         """True when no actor has work queued or running."""
         with self._lock:
             return all(entry.in_flight == 0 for entry in self._actors.values())
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until no actor has work queued or running (woken by each finished event, not by polling)."""
+        with self._idle:
+            return self._idle.wait_for(
+                lambda: all(entry.in_flight == 0 for entry in self._actors.values()), timeout=timeout
+            )
