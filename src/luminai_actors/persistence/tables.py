@@ -100,6 +100,19 @@ class Organization(Base):
     updated_at: Mapped[datetime] = _updated()
 
 
+class OrganizationApiKey(Base):
+    """A key for one organization's use of the admin API; only its SHA-256 is stored."""
+
+    __tablename__ = "organization_api_key"
+    id: Mapped[uuid.UUID] = _pk()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    key_prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = _created()
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class User(Base):
     """A person of the organization; owns talks (the seed's Talk.owner)."""
 

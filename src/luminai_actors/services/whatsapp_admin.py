@@ -24,6 +24,7 @@ WEBHOOK_PATH = "/api/webhooks/whatsapp/evolution"
 @dataclass(frozen=True, slots=True)
 class Channel:
     agent_id: uuid.UUID
+    organization_id: uuid.UUID
     instance: str
     server_url: str
     api_key: str
@@ -45,6 +46,7 @@ def find_agent(uow_factory: UnitOfWorkFactory, ref: str) -> Channel:
             raise ValidationError("whatsapp", "the agent has no complete WhatsApp configuration")
         return Channel(
             agent.id,
+            agent.organization_id,
             agent.whatsapp_instance_name,
             agent.whatsapp_server_url,
             agent.whatsapp_api_key,

@@ -1,7 +1,9 @@
-"""Admin API (`/api/admin/...`): organizations, tree flows and agents in; contacts, talks and messages out.
+"""Admin API (`/api/admin/...`): organizations, tree flows, agents and keys in; contacts, talks, messages out.
 
-JSON with camelCase fields as in the seed; `Authorization: Bearer $LUMINAI_ADMIN_TOKEN`. With no token
-configured every call is refused. Rows of another organization are 404, never visible.
+JSON with camelCase fields as in the seed. `Authorization: Bearer <token>`: the operator's
+`LUMINAI_ADMIN_TOKEN` sees every organization; an organization's API key (`lmk_...`, made with
+`POST /api/admin/organizations/{orgId}/api-keys`) sees and changes only that organization, and anything of
+another organization is 404 to it, never visible. With no operator token configured every call is refused.
 """
 
 from __future__ import annotations
@@ -19,28 +21,69 @@ from starlette.responses import JSONResponse, Response
 from luminai_actors.bootstrap import Container
 from luminai_actors.errors import NotFound, PayloadError
 from luminai_actors.services import admin as admin_service
+from luminai_actors.services import api_keys, whatsapp_admin
 from luminai_actors.services import talks as talks_service
-from luminai_actors.services import whatsapp_admin
+from luminai_actors.services.api_keys import OPERATOR, Principal
 from luminai_actors.web.errors import error_response
 from luminai_actors.web.serialize import contact_json, message_json, talk_json
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def require_admin(endpoint: Endpoint) -> Endpoint:
-    @wraps(endpoint)
+async def authenticate(request: Request) -> Principal | Response:
+    container: Container = request.app.state.container
+    token = container.settings.admin_token
+    if not token:
+        return error_response(401, "admin API disabled: set LUMINAI_ADMIN_TOKEN")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given:
+        return error_response(401, "missing bearer token")
+    if hmac.compare_digest(given.encode(), token.encode()):
+        return OPERATOR
+    principal = await run_in_threadpool(api_keys.resolve, container.uow, given)
+    return principal if principal is not None else error_response(401, "wrong bearer token")
+
+
+def _guard(inner: Endpoint, *, operator_only: bool) -> Endpoint:
+    @wraps(inner)
     async def guarded(request: Request) -> Response:
-        container: Container = request.app.state.container
-        token = container.settings.admin_token
-        if not token:
-            return error_response(401, "admin API disabled: set LUMINAI_ADMIN_TOKEN")
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            return error_response(401, "missing or wrong bearer token")
-        return await endpoint(request)
+        principal = await authenticate(request)
+        if isinstance(principal, Response):
+            return principal
+        if operator_only and not principal.is_operator:
+            return error_response(403, "this needs the operator token, not an organization key")
+        request.state.principal = principal
+        return await inner(request)
 
     return guarded
+
+
+def require_admin(endpoint: Endpoint) -> Endpoint:
+    """The operator or an organization key; `request.state.principal` says which."""
+    return _guard(endpoint, operator_only=False)
+
+
+def require_operator(endpoint: Endpoint) -> Endpoint:
+    """The operator token only (organization keys get 403)."""
+    return _guard(endpoint, operator_only=True)
+
+
+def _principal(request: Request) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
+def _visible(request: Request, organization_id: uuid.UUID, what: str) -> None:
+    """404 for anything of an organization the caller may not see (its existence is not revealed)."""
+    if not _principal(request).sees(organization_id):
+        raise NotFound(f"no such {what}")
+
+
+def _org(request: Request) -> uuid.UUID:
+    org_id = _uuid(request, "org_id")
+    _visible(request, org_id, "organization")
+    return org_id
 
 
 def _uuid(request: Request, name: str) -> uuid.UUID:
@@ -77,7 +120,7 @@ def _container(request: Request) -> Container:
     return container
 
 
-@require_admin
+@require_operator
 async def create_organization(request: Request) -> Response:
     body = await _json_object(request)
     org_id = admin_service.create_organization(_container(request).uow, body)
@@ -87,7 +130,7 @@ async def create_organization(request: Request) -> Response:
 @require_admin
 async def create_tree_flow(request: Request) -> Response:
     body = await _json_object(request)
-    flow_id = admin_service.create_tree_flow(_container(request).uow, _uuid(request, "org_id"), body)
+    flow_id = admin_service.create_tree_flow(_container(request).uow, _org(request), body)
     return JSONResponse({"id": str(flow_id)}, status_code=201)
 
 
@@ -95,7 +138,7 @@ async def create_tree_flow(request: Request) -> Response:
 async def create_agent(request: Request) -> Response:
     body = await _json_object(request)
     container = _container(request)
-    agent_id = admin_service.create_agent(container.uow, _uuid(request, "org_id"), body)
+    agent_id = admin_service.create_agent(container.uow, _org(request), body)
     container.directory.forget()  # an instance cached as unknown now has an owner
     return JSONResponse({"id": str(agent_id)}, status_code=201)
 
@@ -103,33 +146,49 @@ async def create_agent(request: Request) -> Response:
 @require_admin
 async def list_contacts(request: Request) -> Response:
     limit, offset = _paging(request)
-    rows = admin_service.list_contacts(_container(request).uow, _uuid(request, "org_id"), limit, offset)
+    rows = admin_service.list_contacts(_container(request).uow, _org(request), limit, offset)
     return JSONResponse([contact_json(row) for row in rows])
 
 
 @require_admin
 async def list_talks(request: Request) -> Response:
     limit, offset = _paging(request)
-    rows = admin_service.list_talks(_container(request).uow, _uuid(request, "org_id"), limit, offset)
+    rows = admin_service.list_talks(_container(request).uow, _org(request), limit, offset)
     return JSONResponse([talk_json(talk, agents) for talk, agents in rows])
+
+
+async def _talk_id(request: Request) -> uuid.UUID:
+    talk_id = _uuid(request, "talk_id")
+    talk, _ = await run_in_threadpool(admin_service.get_talk, _container(request).uow, talk_id)
+    _visible(request, talk.organization_id, "talk")
+    return talk_id
 
 
 @require_admin
 async def get_talk(request: Request) -> Response:
-    talk, agents = admin_service.get_talk(_container(request).uow, _uuid(request, "talk_id"))
+    talk_id = await _talk_id(request)
+    talk, agents = admin_service.get_talk(_container(request).uow, talk_id)
     return JSONResponse(talk_json(talk, agents))
 
 
 @require_admin
 async def list_messages(request: Request) -> Response:
     limit, offset = _paging(request)
-    rows = admin_service.list_messages(_container(request).uow, _uuid(request, "talk_id"), limit, offset)
+    rows = admin_service.list_messages(_container(request).uow, await _talk_id(request), limit, offset)
     return JSONResponse([message_json(row) for row in rows])
+
+
+async def _agent_ref(request: Request) -> str:
+    ref = str(request.path_params["agent_id"])
+    channel = await run_in_threadpool(whatsapp_admin.find_agent, _container(request).uow, ref)
+    _visible(request, channel.organization_id, "agent")
+    return ref
 
 
 @require_admin
 async def test_connection(request: Request) -> Response:
     container = _container(request)
+    await _agent_ref(request)
     result = await run_in_threadpool(
         whatsapp_admin.test_connection,
         container.uow,
@@ -146,6 +205,7 @@ async def test_connection(request: Request) -> Response:
 async def configure_webhook(request: Request) -> Response:
     container = _container(request)
     body = await _json_object(request) if await request.body() else {}
+    await _agent_ref(request)
     url = body.get("url")
     if url is not None and not isinstance(url, str):
         raise PayloadError("url must be a string", status=422, path="url")
@@ -164,7 +224,7 @@ async def configure_webhook(request: Request) -> Response:
 @require_admin
 async def pause_talk(request: Request) -> Response:
     container = _container(request)
-    talk_id = _uuid(request, "talk_id")
+    talk_id = await _talk_id(request)
     talk = await run_in_threadpool(talks_service.pause_talk, container.uow, talk_id)
     return JSONResponse({"id": str(talk.id), "paused": talk.paused})
 
@@ -172,8 +232,18 @@ async def pause_talk(request: Request) -> Response:
 @require_admin
 async def resume_talk(request: Request) -> Response:
     container = _container(request)
-    talk_id = _uuid(request, "talk_id")
+    talk_id = await _talk_id(request)
     talk, waiting = await run_in_threadpool(talks_service.resume_talk, container.uow, talk_id)
     if waiting:  # messages the lead sent meanwhile, which no person answered, get their turn now
         await run_in_threadpool(container.dispatcher.request_ai_turn, talk_id)
     return JSONResponse({"id": str(talk.id), "paused": talk.paused, "answering": waiting})
+
+
+@require_admin
+async def create_api_key(request: Request) -> Response:
+    org_id = _org(request)
+    body = await _json_object(request) if await request.body() else {}
+    created = await run_in_threadpool(
+        api_keys.create_api_key, _container(request).uow, org_id, body.get("name")
+    )
+    return JSONResponse(created, status_code=201)

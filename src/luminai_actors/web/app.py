@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from luminai_actors import bootstrap
@@ -14,9 +16,14 @@ from luminai_actors.config import Settings
 from luminai_actors.errors import LuminaiError
 from luminai_actors.web import admin, ops, webhook
 from luminai_actors.web.errors import handle_error
+from luminai_actors.web.openapi import openapi_document
 from luminai_actors.web.ratelimit import RateLimiter
 
 WEBHOOK_PATH = "/api/webhooks/whatsapp/evolution"
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document())
 
 
 def routes() -> list[Route]:
@@ -27,6 +34,7 @@ def routes() -> list[Route]:
         Route("/api/admin/organizations", admin.create_organization, methods=["POST"]),
         Route(org + "/tree-flows", admin.create_tree_flow, methods=["POST"]),
         Route(org + "/agents", admin.create_agent, methods=["POST"]),
+        Route(org + "/api-keys", admin.create_api_key, methods=["POST"]),
         Route(org + "/contacts", admin.list_contacts, methods=["GET"]),
         Route(org + "/talks", admin.list_talks, methods=["GET"]),
         Route("/api/admin/talks/{talk_id}", admin.get_talk, methods=["GET"]),
@@ -37,6 +45,7 @@ def routes() -> list[Route]:
             "/api/admin/agents/{agent_id}/whatsapp/test-connection", admin.test_connection, methods=["POST"]
         ),
         Route("/api/admin/agents/{agent_id}/whatsapp/webhook", admin.configure_webhook, methods=["POST"]),
+        Route("/api/admin/openapi.json", openapi, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/ops/actors", ops.actors, methods=["GET"]),

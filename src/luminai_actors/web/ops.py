@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from luminai_actors.bootstrap import Container
-from luminai_actors.web.admin import require_admin
+from luminai_actors.web.admin import require_operator
 
 
 async def healthz(request: Request) -> Response:
@@ -25,7 +25,7 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@require_admin
+@require_operator
 async def actors(request: Request) -> Response:
     container: Container = request.app.state.container
     settings = container.settings

@@ -1,0 +1,248 @@
+"""The OpenAPI 3.1 document of the admin API (served at `/api/admin/openapi.json`), written by hand.
+
+It is the contract checked from outside, so it is kept next to the routes and tested against them: every
+route of the app under `/api/admin` appears here with its method.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from luminai_actors import __version__
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    "401": _json(_ref("Error"), "missing or wrong bearer token (or no LUMINAI_ADMIN_TOKEN configured)"),
+    "404": _json(_ref("Error"), "not found, or of another organization"),
+    "422": _json(_ref("Error"), "a field is invalid; `field` names it"),
+}
+_PAGE = [
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100},
+    },
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+]
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+
+
+def _op(
+    summary: str, responses: dict[str, Any], *, body: str | None = None, params: list[Any] | None = None
+) -> Any:
+    operation: dict[str, Any] = {"summary": summary, "responses": {**responses, **_ERRORS}}
+    if body:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    if params:
+        operation["parameters"] = params
+    return operation
+
+
+def openapi_document() -> dict[str, Any]:
+    org, talk, agent = _path_param("orgId"), _path_param("talkId"), _path_param("agentId")
+    created = {
+        "201": _json(
+            {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}}}, "Created"
+        )
+    }
+    paths: dict[str, Any] = {
+        "/api/admin/organizations": {
+            "post": _op("Create an organization (operator token only)", created, body="OrganizationIn")
+        },
+        "/api/admin/organizations/{orgId}/api-keys": {
+            "post": _op(
+                "Make an API key for this organization (its plaintext is returned once)",
+                {"201": _json(_ref("ApiKey"), "Created")},
+                params=[org],
+            )
+        },
+        "/api/admin/organizations/{orgId}/tree-flows": {
+            "post": _op(
+                "Create a TreeFlow (validated; 422 names the bad path)",
+                created,
+                body="TreeFlowIn",
+                params=[org],
+            )
+        },
+        "/api/admin/organizations/{orgId}/agents": {
+            "post": _op(
+                "Create an agent (409 when the instance name is taken by any organization)",
+                {**created, "409": _json(_ref("Error"), "instance name taken")},
+                body="AgentIn",
+                params=[org],
+            )
+        },
+        "/api/admin/organizations/{orgId}/contacts": {
+            "get": _op(
+                "The organization's contacts",
+                {"200": _json({"type": "array", "items": _ref("Contact")})},
+                params=[org, *_PAGE],
+            )
+        },
+        "/api/admin/organizations/{orgId}/talks": {
+            "get": _op(
+                "The organization's talks",
+                {"200": _json({"type": "array", "items": _ref("Talk")})},
+                params=[org, *_PAGE],
+            )
+        },
+        "/api/admin/talks/{talkId}": {
+            "get": _op("One talk with its TalkFlow", {"200": _json(_ref("Talk"))}, params=[talk])
+        },
+        "/api/admin/talks/{talkId}/messages": {
+            "get": _op(
+                "A talk's messages, oldest first",
+                {"200": _json({"type": "array", "items": _ref("TalkMessage")})},
+                params=[talk, *_PAGE],
+            )
+        },
+        "/api/admin/talks/{talkId}/pause": {
+            "post": _op(
+                "A human takes the talk: no AI turns", {"200": _json({"type": "object"})}, params=[talk]
+            )
+        },
+        "/api/admin/talks/{talkId}/resume": {
+            "post": _op("The bot takes the talk back", {"200": _json({"type": "object"})}, params=[talk])
+        },
+        "/api/admin/agents/{agentId}/whatsapp/test-connection": {
+            "post": _op(
+                "Ask Evolution for the instance state and record it",
+                {"200": _json({"type": "object"}), "502": _json(_ref("Error"), "Evolution API failed")},
+                params=[agent],
+            )
+        },
+        "/api/admin/agents/{agentId}/whatsapp/webhook": {
+            "post": _op(
+                "Point the instance's Evolution webhook at this service",
+                {"200": _json({"type": "object"}), "502": _json(_ref("Error"), "Evolution API failed")},
+                params=[agent],
+            )
+        },
+    }
+    string, uuid_, when = (
+        {"type": "string"},
+        {"type": "string", "format": "uuid"},
+        {"type": ["string", "null"], "format": "date-time"},
+    )
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "properties": {"success": {"type": "boolean"}, "error": string, "field": string},
+        },
+        "OrganizationIn": {"type": "object", "required": ["name"], "properties": {"name": string}},
+        "ApiKey": {
+            "type": "object",
+            "properties": {"id": uuid_, "key": string, "prefix": string, "organizationId": uuid_},
+        },
+        "TreeFlowIn": {
+            "type": "object",
+            "required": ["name", "steps"],
+            "properties": {
+                "name": string,
+                "objective": string,
+                "steps": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["id"]}},
+                "outcomes": {"type": "object"},
+            },
+            "description": "See README: The SDR's script (TreeFlow)",
+        },
+        "AgentIn": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": string,
+                "prompt": string,
+                "treeFlowId": uuid_,
+                "active": {"type": "boolean"},
+                "whatsapp": {
+                    "type": "object",
+                    "properties": {
+                        "instanceName": string,
+                        "phone": string,
+                        "serverUrl": {"type": "string", "format": "uri"},
+                        "apiKey": string,
+                        "active": {"type": "boolean"},
+                        "webhookToken": string,
+                        "metadata": {"type": "object"},
+                    },
+                },
+            },
+        },
+        "Contact": {
+            "type": "object",
+            "properties": {
+                "id": uuid_,
+                "organizationId": uuid_,
+                "companyId": uuid_,
+                "name": string,
+                "firstName": string,
+                "lastName": string,
+                "email": {"type": ["string", "null"]},
+                "phone": string,
+                "mobilePhone": string,
+                "whatsappLid": string,
+                "leadSource": string,
+                "origin": string,
+                "optedOutAt": when,
+                "createdAt": when,
+            },
+        },
+        "Talk": {
+            "type": "object",
+            "properties": {
+                "id": uuid_,
+                "organizationId": uuid_,
+                "contactId": uuid_,
+                "agentId": uuid_,
+                "agents": {"type": "array", "items": uuid_},
+                "subject": string,
+                "channel": {"type": "integer"},
+                "status": {"type": "integer"},
+                "paused": {"type": "boolean"},
+                "needsHuman": {"type": "boolean"},
+                "talkFlow": {"type": ["object", "null"]},
+                "whatsappRemoteJid": string,
+                "dateLastMessage": when,
+            },
+        },
+        "TalkMessage": {
+            "type": "object",
+            "properties": {
+                "id": uuid_,
+                "talkId": uuid_,
+                "direction": {"enum": ["inbound", "outbound"]},
+                "channel": string,
+                "body": string,
+                "messageType": string,
+                "fromContactId": uuid_,
+                "fromAgentId": uuid_,
+                "whatsappMessageId": string,
+                "metadata": {"type": "object"},
+                "sendStatus": string,
+                "sendAttempts": {"type": "integer"},
+                "sentAt": when,
+                "deliveredAt": when,
+                "readAt": when,
+            },
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "luminai-actors admin API", "version": __version__},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }
