@@ -18,6 +18,8 @@ from sqlalchemy.engine import make_url
 from luminai_actors.persistence.database import normalize_database_url, upgrade_database
 from luminai_actors.persistence.tables import Base
 
+pytest_plugins = ["luminai_actors.testing.pytest_plugin"]
+
 PG_URL = normalize_database_url(
     os.environ.get("LUMINAI_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 )

@@ -38,6 +38,8 @@ from luminai_actors.config import Settings
 from luminai_actors.errors import BrokerUnavailable, LuminaiError
 from luminai_actors.evolution.client import EvolutionClient
 from luminai_actors.evolution.webhook import MessageUpsert
+from luminai_actors.logs import log_context
+from luminai_actors.metrics import DramatiqMetrics, LiveCollector, Metrics
 from luminai_actors.persistence.database import create_db_engine, make_session_factory
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork
 from luminai_actors.services.agents import AgentDirectory
@@ -51,7 +53,7 @@ REDIS_HEARTBEAT_TIMEOUT_MS = 15_000
 REDIS_MAINTENANCE_CHANCE = 50_000  # of 1e6: recover a dead worker's messages within seconds, not minutes
 
 
-def build_broker(settings: Settings) -> dramatiq.Broker:
+def build_broker(settings: Settings, metrics: Metrics | None = None) -> dramatiq.Broker:
     broker: dramatiq.Broker
     if settings.uses_memory_broker:
         broker = StubBroker()
@@ -62,9 +64,17 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             maintenance_chance=REDIS_MAINTENANCE_CHANCE,
         )
     broker.add_middleware(CurrentMessage())
-    # The dramatiq CLI emits this; without it TimeLimit is not enforced in a worker we start ourselves.
-    broker.emit_after("process_boot")
+    if metrics is not None:
+        broker.add_middleware(DramatiqMetrics(metrics))
     return broker
+
+
+def boot_worker_process(broker: dramatiq.Broker) -> None:
+    """What the dramatiq CLI does in a worker process: without it TimeLimit is not enforced. It starts a
+    watchdog thread that never ends, so only processes that run a worker call it, once."""
+    if not getattr(broker, "_luminai_booted", False):
+        broker.emit_after("process_boot")
+        broker._luminai_booted = True  # type: ignore[attr-defined]  # a marker on the broker we own
 
 
 def build_pacer(settings: Settings, broker: dramatiq.Broker) -> Pacer:
@@ -98,18 +108,52 @@ class Container:
     brain: Brain
     router: ConversationRouter[MessageUpsert, InboundOutcome]
     directory: AgentDirectory = field(init=False)
+    metrics: Metrics = field(default_factory=Metrics)
     worker: dramatiq.Worker | None = None
     _recovery_stop: threading.Event = field(default_factory=threading.Event)
     _recovery_thread: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         self.directory = AgentDirectory(self.uow)
+        self.metrics.watch(LiveCollector(self._live_gauges))
+
+    def _live_gauges(self) -> dict[str, tuple[str, float]]:
+        actors = self.router.snapshot()
+        depths = [a["mailboxDepth"] for a in actors]
+        return {
+            "luminai_conversation_actors": ("Live conversation actors", float(len(actors))),
+            "luminai_conversation_actors_max": (
+                "The bound on live conversation actors",
+                float(self.router.max_actors),
+            ),
+            "luminai_conversation_mailbox_depth": (
+                "Events waiting in all conversation mailboxes",
+                float(sum(depths)),
+            ),
+            "luminai_conversation_mailbox_depth_max": (
+                "The deepest conversation mailbox",
+                float(max(depths, default=0)),
+            ),
+            "luminai_conversation_in_flight": (
+                "Events queued or running in actors",
+                float(sum(a["inFlight"] for a in actors)),
+            ),
+        }
 
     def uow(self) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(self.session_factory)
 
     # runs on a conversation actor's thread
     def handle_inbound(self, event: MessageUpsert) -> InboundOutcome:
+        with log_context(instance=event.instance, whatsapp_message_id=event.message_id):
+            outcome = self._handle_inbound(event)
+            with log_context(
+                talk_id=outcome.talk_id, message_id=outcome.message_id, contact_id=outcome.contact_id
+            ):
+                log.info("inbound %s%s", outcome.status, f": {outcome.reason}" if outcome.reason else "")
+            return outcome
+
+    def _handle_inbound(self, event: MessageUpsert) -> InboundOutcome:
         outcome = record_inbound(
             self.uow,
             event,
@@ -137,6 +181,7 @@ class Container:
         self.router.start()
         run_worker = self.settings.uses_memory_broker if embedded_worker is None else embedded_worker
         if run_worker and self.worker is None:
+            boot_worker_process(self.broker)
             self.worker = dramatiq.Worker(
                 self.broker,
                 worker_threads=self.settings.worker_threads,
@@ -250,9 +295,9 @@ def _queue_depth(broker: dramatiq.Broker, name: str) -> int:
         return int(queue.qsize()) if queue is not None else 0
     if isinstance(broker, RedisBroker):
         try:
-            if name.endswith(".XQ"):
-                return int(broker.client.zcard(f"{broker.namespace}:{name}"))
-            return int(broker.client.llen(f"{broker.namespace}:{name}"))
+            # Dramatiq keeps a message in the `.msgs` hash until it is acked, so this counts what is
+            # waiting, held by a worker (prefetched or delayed in its memory) or running: all not yet done.
+            return int(broker.client.hlen(f"{broker.namespace}:{name}.msgs"))
         except Exception:
             return -1
     return -1
@@ -261,7 +306,8 @@ def _queue_depth(broker: dramatiq.Broker, name: str) -> int:
 def build(settings: Settings) -> Container:
     engine = create_db_engine(settings.database_url, pool_size=settings.db_pool_size)
     session_factory = make_session_factory(engine)
-    broker = build_broker(settings)
+    metrics = Metrics()
+    broker = build_broker(settings, metrics)
     evolution = EvolutionClient(
         httpx.Client(timeout=settings.evolution_timeout_seconds), timeout=settings.evolution_timeout_seconds
     )
@@ -271,7 +317,7 @@ def build(settings: Settings) -> Container:
         return SqlAlchemyUnitOfWork(session_factory)
 
     dispatcher = declare_task_actors(
-        broker, TaskDeps(settings, uow_factory, brain, evolution, build_pacer(settings, broker))
+        broker, TaskDeps(settings, uow_factory, brain, evolution, build_pacer(settings, broker), metrics)
     )
     holder: dict[str, Container] = {}
 
@@ -281,6 +327,8 @@ def build(settings: Settings) -> Container:
     router: ConversationRouter[MessageUpsert, InboundOutcome] = ConversationRouter(
         handle, max_actors=settings.max_conversation_actors, idle_seconds=settings.conversation_idle_seconds
     )
-    container = Container(settings, engine, session_factory, broker, dispatcher, evolution, brain, router)
+    container = Container(
+        settings, engine, session_factory, broker, dispatcher, evolution, brain, router, metrics
+    )
     holder["container"] = container
     return container

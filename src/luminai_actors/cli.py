@@ -26,11 +26,17 @@ log = logging.getLogger("luminai_actors")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
-    )
+def _configure_logging(settings: Settings) -> None:
+    from luminai_actors.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+
+
+def _metrics_mode(settings: Settings) -> None:
+    """Multiprocess metrics must be chosen before prometheus-client is first imported."""
+    if settings.metrics_dir:
+        Path(settings.metrics_dir).mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.metrics_dir
 
 
 def _check_schema(settings: Settings) -> None:
@@ -86,7 +92,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         mode,
         _safe_url(settings.database_url),
     )
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower())
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,  # keep our JSON handler; uvicorn's loggers propagate to it
+    )
     return 0
 
 
@@ -95,8 +107,10 @@ def _run_worker_process(settings: Settings, threads: int, queues: list[str] | No
 
     from luminai_actors import bootstrap
 
-    _configure_logging(settings.log_level)
+    _metrics_mode(settings)
+    _configure_logging(settings)
     container = bootstrap.build(settings)
+    bootstrap.boot_worker_process(container.broker)
     worker = dramatiq.Worker(
         container.broker,
         worker_threads=threads,
@@ -175,6 +189,79 @@ def cmd_whatsapp(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from luminai_actors.errors import ValidationError
+    from luminai_actors.persistence.database import create_db_engine, make_session_factory, upgrade_database
+    from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork
+    from luminai_actors.services.importer import import_document, load_document
+
+    if settings.uses_sqlite:
+        upgrade_database(settings.database_url)
+    else:
+        _check_schema(settings)
+    engine = create_db_engine(settings.database_url, pool_size=1)
+    sessions = make_session_factory(engine)
+    try:
+        counts = import_document(lambda: SqlAlchemyUnitOfWork(sessions), load_document(Path(args.file)))
+    except ValidationError as exc:
+        print(f"run.py import: {exc.field}: {exc.message} (nothing was written)", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"run.py import: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(json.dumps(counts, indent=2))
+    return 0
+
+
+def cmd_actors(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    import httpx
+
+    if not settings.admin_token:
+        raise ConfigError("set LUMINAI_ADMIN_TOKEN to the running service's admin token")
+    try:
+        response = httpx.get(
+            args.url.rstrip("/") + "/ops/actors",
+            headers={"Authorization": f"Bearer {settings.admin_token}"},
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        print(f"run.py actors: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        print(f"run.py actors: {response.status_code} {response.text}", file=sys.stderr)
+        return 1
+    data = response.json()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    conversations = data["conversations"]
+    print(
+        f"conversation actors: {conversations['live']} live (max {conversations['max']}), "
+        f"idle stop after {conversations['idleSeconds']}s, {conversations['refusedTotal']} refused"
+    )
+    for actor in conversations["actors"]:
+        print(
+            f"  {actor['key']:<40} mailbox {actor['mailboxDepth']:>3}  in flight {actor['inFlight']:>3}  "
+            f"handled {actor['handled']:>5}  idle {actor['idleSeconds']:>7.1f}s  "
+            f"age {actor['ageSeconds']:>7.1f}s"
+        )
+    print("queues: " + ", ".join(f"{name} {depth}" for name, depth in data["queues"].items()))
+    print("concurrency: " + ", ".join(f"{k}={v}" for k, v in data["concurrency"].items()))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from luminai_actors.demo import run_demo
+
+    return run_demo(settings, use_openai=args.openai, out=sys.stdout)
+
+
 def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
     python = sys.executable
     steps = [
@@ -217,6 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", help="webhook URL for set-webhook (default: $LUMINAI_PUBLIC_URL + webhook path)"
     )
     whatsapp.set_defaults(func=cmd_whatsapp)
+    demo = sub.add_parser(
+        "demo", help="see it work: a simulated Evolution API and a lead, all in one process"
+    )
+    demo.add_argument("--openai", action="store_true", help="use the OpenAI brain (needs OPENAI_API_KEY)")
+    demo.set_defaults(func=cmd_demo)
+    importer = sub.add_parser("import", help="create or update organizations, tree flows, agents from a file")
+    importer.add_argument(
+        "file", help="a JSON (.json) or YAML document; see `luminai_actors.services.importer`"
+    )
+    importer.set_defaults(func=cmd_import)
+    actors = sub.add_parser("actors", help="live conversation actors, task queues and concurrency settings")
+    actors.add_argument("--url", default="http://127.0.0.1:8000", help="the running service (default :8000)")
+    actors.add_argument("--json", action="store_true", help="print the raw /ops/actors document")
+    actors.set_defaults(func=cmd_actors)
     test = sub.add_parser(
         "test",
         help="lint, type-check and run the whole test suite (needs PostgreSQL, Redis)",
@@ -236,7 +337,8 @@ def main(argv: list[str]) -> int:
         args.pytest_args = extra
     try:
         settings = Settings.from_env()
-        _configure_logging(settings.log_level)
+        _metrics_mode(settings)
+        _configure_logging(settings)
         code: int = args.func(args, settings)
     except ConfigError as exc:
         print(f"run.py {args.command}: {exc}", file=sys.stderr)

@@ -82,6 +82,11 @@ class Settings:
     """LUMINAI_RECOVERY_INTERVAL_SECONDS: how often the server re-enqueues AI turns that never ran."""
     log_level: str = "INFO"
     """LUMINAI_LOG_LEVEL: Python logging level name."""
+    log_format: str = "json"
+    """LUMINAI_LOG_FORMAT: `json` (one object per line, with ids) or `text`."""
+    metrics_dir: str | None = None
+    """LUMINAI_METRICS_DIR: a folder shared by `serve` and the workers on one machine, so /metrics adds up
+    every process (prometheus-client multiprocess mode); unset: each process counts for itself."""
     ignore_groups: bool = True
     """LUMINAI_IGNORE_GROUPS: skip group chats; `false` records them (no bot replies in groups)."""
     ignore_broadcasts: bool = True
@@ -163,6 +168,8 @@ class Settings:
         text("OPENAI_BASE_URL", "openai_base_url")
         text("LUMINAI_AI_MODEL", "ai_model")
         text("LUMINAI_LOG_LEVEL", "log_level")
+        text("LUMINAI_LOG_FORMAT", "log_format")
+        text("LUMINAI_METRICS_DIR", "metrics_dir")
         number("LUMINAI_AI_TIMEOUT_SECONDS", "ai_timeout_seconds", float, 0.1)
         number("LUMINAI_AI_MAX_ATTEMPTS", "ai_max_attempts", int, 1)
         number("LUMINAI_AI_DEBOUNCE_SECONDS", "ai_debounce_seconds", float, 0)
@@ -199,6 +206,8 @@ class Settings:
         if level not in LOG_LEVELS:
             raise ConfigError(f"LUMINAI_LOG_LEVEL={level!r} must be one of {', '.join(LOG_LEVELS)}")
         values["log_level"] = level
+        if values.get("log_format", "json") not in ("json", "text"):
+            raise ConfigError(f"LUMINAI_LOG_FORMAT={values['log_format']!r} must be json or text")
         if "database_url" in values:
             try:
                 make_url(str(values["database_url"]))

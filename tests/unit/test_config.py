@@ -40,6 +40,8 @@ FULL_ENV = {
     "LUMINAI_PUBLIC_URL": "https://bot.example.com",
     "LUMINAI_AI_DEBOUNCE_SECONDS": "0.5",
     "LUMINAI_TALK_EXPIRY_HOURS": "48",
+    "LUMINAI_LOG_FORMAT": "text",
+    "LUMINAI_METRICS_DIR": "/tmp/luminai-metrics",
 }
 
 

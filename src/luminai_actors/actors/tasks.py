@@ -10,6 +10,7 @@ than Dramatiq's jittered exponential default; the attempt count lives in the dat
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,6 +23,8 @@ from luminai_actors.ai.brain import Brain
 from luminai_actors.config import Settings
 from luminai_actors.errors import BrainError, BrokerUnavailable, Unavailable
 from luminai_actors.evolution.client import EvolutionClient
+from luminai_actors.logs import log_context
+from luminai_actors.metrics import Metrics
 from luminai_actors.persistence.uow import UnitOfWorkFactory
 from luminai_actors.services.ai_turn import run_ai_turn
 from luminai_actors.services.outbound import deliver_outbound
@@ -48,6 +51,7 @@ class TaskDeps:
     brain: Brain
     evolution: EvolutionClient
     pacer: Pacer = field(default_factory=NoPacing)
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def _current_retries() -> int:
@@ -81,7 +85,12 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
     holder: dict[str, DramatiqDispatcher] = {}
 
     def ai_turn(talk_id: str) -> None:
+        with log_context(talk_id=talk_id):
+            _ai_turn(talk_id)
+
+    def _ai_turn(talk_id: str) -> None:
         attempt = _current_retries() + 1
+        started = time.perf_counter()
         try:
             outcome = run_ai_turn(
                 deps.uow_factory,
@@ -91,11 +100,15 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
                 debounce_seconds=settings.ai_debounce_seconds,
             )
         except (BrainError, Unavailable) as exc:
+            deps.metrics.ai_turns.labels("error").inc()
             if attempt >= settings.ai_max_attempts:
                 log.error("AI turn for talk %s failed after %d attempts: %s", talk_id, attempt, exc)
                 flag_for_human(deps.uow_factory, uuid.UUID(talk_id), str(exc))
                 return
             raise dramatiq.Retry(str(exc), delay=int(1000 * 2**attempt)) from exc
+        deps.metrics.ai_turns.labels(outcome.status).inc()
+        if outcome.status in ("replied", "silent"):
+            deps.metrics.ai_turn_seconds.observe(time.perf_counter() - started)
         # "busy": the running turn re-reads pending messages when it ends and enqueues the next turn itself.
         if outcome.status == "debounce":  # the lead is still typing: look again when the window closes
             holder["dispatcher"].request_ai_turn(uuid.UUID(talk_id), delay=outcome.delay)
@@ -107,6 +120,10 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
             dispatcher.request_ai_turn(uuid.UUID(talk_id))
 
     def send_message(message_id: str) -> None:
+        with log_context(message_id=message_id):
+            _send_message(message_id)
+
+    def _send_message(message_id: str) -> None:
         outcome = deliver_outbound(
             deps.uow_factory,
             deps.evolution,
@@ -117,6 +134,8 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
             max_wait_seconds=settings.send_max_wait_seconds,
             pacer=deps.pacer,
         )
+        if outcome.status in ("sent", "retry", "failed"):
+            deps.metrics.sends.labels(outcome.status, str(outcome.attempts)).inc()
         if outcome.settled and outcome.next_message_id is not None:
             holder["dispatcher"].request_send(outcome.next_message_id)  # the talk's next reply, in order
         if outcome.status == "paced":

@@ -86,7 +86,8 @@ def _server_url(value: str | None) -> str | None:
     return value.rstrip("/")
 
 
-def create_agent(uow_factory: UnitOfWorkFactory, org_id: uuid.UUID, body: dict[str, Any]) -> uuid.UUID:
+def parse_agent(body: dict[str, Any]) -> tuple[dict[str, Any], uuid.UUID | None]:
+    """The agent columns an admin body asks for (validated, 422 naming the field) and its tree flow id."""
     name = _text(body, "name", "name", required=True)
     prompt = _text(body, "prompt", "prompt", required=False, max_len=20_000)
     active = _bool(body, "active", "active", True)
@@ -116,6 +117,24 @@ def create_agent(uow_factory: UnitOfWorkFactory, org_id: uuid.UUID, body: dict[s
             flow_id = uuid.UUID(str(raw_flow))
         except ValueError as exc:
             raise ValidationError("treeFlowId", "must be a tree flow id") from exc
+    columns = {
+        "name": name,
+        "prompt": prompt,
+        "active": active,
+        "whatsapp_instance_name": instance,
+        "whatsapp_phone": phone,
+        "whatsapp_server_url": server_url,
+        "whatsapp_api_key": api_key,
+        "whatsapp_active": whatsapp_active,
+        "whatsapp_webhook_token": webhook_token,
+        "whatsapp_metadata": metadata,
+    }
+    return columns, flow_id
+
+
+def create_agent(uow_factory: UnitOfWorkFactory, org_id: uuid.UUID, body: dict[str, Any]) -> uuid.UUID:
+    columns, flow_id = parse_agent(body)
+    instance = columns["whatsapp_instance_name"]
     with uow_factory() as uow:
         _require_org(uow, org_id)
         if flow_id is not None:
@@ -124,21 +143,7 @@ def create_agent(uow_factory: UnitOfWorkFactory, org_id: uuid.UUID, body: dict[s
                 raise ValidationError("treeFlowId", "no such tree flow in this organization")
         if instance is not None and uow.repo.agent_by_instance(instance) is not None:
             raise Conflict(f"whatsapp.instanceName {instance!r} is already used by another agent")
-        agent = Agent(
-            id=uuid7(),
-            organization_id=org_id,
-            tree_flow_id=flow_id,
-            name=name,
-            prompt=prompt,
-            active=active,
-            whatsapp_instance_name=instance,
-            whatsapp_phone=phone,
-            whatsapp_server_url=server_url,
-            whatsapp_api_key=api_key,
-            whatsapp_active=whatsapp_active,
-            whatsapp_webhook_token=webhook_token,
-            whatsapp_metadata=metadata,
-        )
+        agent = Agent(id=uuid7(), organization_id=org_id, tree_flow_id=flow_id, **columns)
         uow.repo.add(agent)
         try:
             uow.commit()

@@ -228,10 +228,18 @@ class FakeEvolutionApi(HttpBase):
         headers = {str(k): str(v) for k, v in (hook.get("headers") or {}).items()}
 
         def deliver() -> None:
-            try:
-                self.post_webhook(url, payload, headers=headers)
-            except Exception:
-                self.emitted_failures += 1
+            # Evolution retries 5xx, 429 and transport errors with backoff (reference §1.6), not other 4xx;
+            # the delays here are short so tests stay quick.
+            for attempt in range(6):
+                try:
+                    status, _ = self.post_webhook(url, payload, headers=headers)
+                except Exception:
+                    status = 0
+                if status != 0 and (status < 300 or (400 <= status < 500 and status not in (408, 429))):
+                    return
+                if not self.pause(0.1 * 2**attempt):
+                    return
+            self.emitted_failures += 1
 
         thread = threading.Thread(target=deliver, name=f"fake-evolution-emit-{event}", daemon=True)
         thread.start()

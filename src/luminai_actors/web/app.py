@@ -49,6 +49,7 @@ def routes() -> list[Route]:
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/ops/actors", ops.actors, methods=["GET"]),
+        Route("/metrics", ops.metrics, methods=["GET"]),
     ]
 
 

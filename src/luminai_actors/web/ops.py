@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -56,3 +57,10 @@ async def actors(request: Request) -> Response:
             },
         }
     )
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition: webhooks, actors, AI turns, sends and Dramatiq's message metrics."""
+    container: Container = request.app.state.container
+    body = await asyncio.to_thread(container.metrics.exposition)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

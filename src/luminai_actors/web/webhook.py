@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from luminai_actors.bootstrap import Container
-from luminai_actors.errors import ConversationBusy, PayloadError, Unavailable
+from luminai_actors.errors import ConversationBusy, LuminaiError, PayloadError, Unavailable
 from luminai_actors.evolution.webhook import (
     ConnectionUpdate,
     InstanceGone,
@@ -103,14 +104,44 @@ def _rate_limited(limiter: RateLimiter, key: str, what: str) -> Response | None:
     return response
 
 
+def _event_label(event: WebhookEvent) -> str:
+    return getattr(event, "event", None) or {
+        MessageBatch: "messages.upsert",
+        MessageStatusUpdate: "messages.update",
+        StatusUpdates: "messages.update",
+        ConnectionUpdate: "connection.update",
+        QrCodeUpdate: "qrcode.updated",
+    }.get(type(event), "other")
+
+
 async def evolution_webhook(request: Request) -> Response:
+    """Count and time every webhook by event and outcome (`luminai_webhooks`, `luminai_webhook_seconds`)."""
     container: Container = request.app.state.container
+    started = time.perf_counter()
+    request.state.event, request.state.outcome = "unparsed", "error"
+    try:
+        response = await _receive(request, container)
+        request.state.outcome = (
+            request.state.outcome if response.status_code < 300 else str(response.status_code)
+        )
+        return response
+    except LuminaiError as exc:
+        request.state.outcome = type(exc).__name__
+        raise
+    finally:
+        metrics = container.metrics
+        metrics.webhooks.labels(request.state.event, request.state.outcome).inc()
+        metrics.webhook_seconds.labels(request.state.event).observe(time.perf_counter() - started)
+
+
+async def _receive(request: Request, container: Container) -> Response:
     client_ip = request.client.host if request.client else "unknown"
     limited = _rate_limited(request.app.state.ip_limiter, client_ip, f"client {client_ip}")
     if limited is not None:
         return limited
     payload = await read_json_body(request, container.settings.max_webhook_bytes)
     event = parse_webhook(payload, request.path_params.get("event_slug"))
+    request.state.event = _event_label(event)
     limited = _rate_limited(
         request.app.state.instance_limiter, event.instance, f"instance {event.instance!r}"
     )
@@ -119,16 +150,18 @@ async def evolution_webhook(request: Request) -> Response:
     agent = await run_in_threadpool(container.directory.lookup, event.instance)
     if agent is not None and not webhook_authorized(agent.webhook_token, request.headers):
         return error_response(401, f"missing or wrong webhook secret for instance {event.instance!r}")
-    return await _dispatch(container, event)
+    return await _dispatch(request, container, event)
 
 
-async def _dispatch(container: Container, event: WebhookEvent) -> Response:
+async def _dispatch(request: Request, container: Container, event: WebhookEvent) -> Response:
+    request.state.outcome = "processed"
     if isinstance(event, MessageBatch):
         outcomes = [await _one(container, message) for message in event.messages]
         stored = sum(1 for o in outcomes if o.status == "stored")
         return _processed(stored=stored, received=len(outcomes))
     if isinstance(event, MessageUpsert):
         outcome = await _one(container, event)
+        request.state.outcome = outcome.status
         if outcome.status == "ignored":
             return _processed(ignored=outcome.reason)
         response = _processed(duplicate=True) if outcome.status == "duplicate" else _processed()
@@ -151,6 +184,7 @@ async def _dispatch(container: Container, event: WebhookEvent) -> Response:
     if isinstance(event, QrCodeUpdate):
         await run_in_threadpool(record_qrcode, container.uow, event)
         return _processed()
+    request.state.outcome = "ignored"
     return _processed(ignored=event.reason)
 
 
