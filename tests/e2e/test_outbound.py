@@ -260,6 +260,19 @@ def test_operator_actions_test_connection_and_configure_webhook(
     assert '"status": "connected"' in cli.stdout
     assert db.one("SELECT whatsapp_status FROM agent")["whatsapp_status"] == "connected"
 
+    actors = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "actors", "--url", service.url],
+        env=service.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert actors.returncode == 0, actors.stderr
+    assert "conversation actors:" in actors.stdout
+    assert "queues: ai " in actors.stdout
+    assert "maxConversationActors=2000" in actors.stdout
+
     evolution.stop()
     with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
         down = client.post(f"/api/admin/agents/{agent}/whatsapp/test-connection")

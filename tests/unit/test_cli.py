@@ -38,7 +38,7 @@ def test_top_level_help_lists_the_commands() -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: run.py")
-    for command in ("migrate", "serve", "worker", "test"):
+    for command in ("migrate", "serve", "worker", "test", "demo", "import", "actors", "whatsapp"):
         assert command in result.stdout
 
 
@@ -49,6 +49,10 @@ def test_top_level_help_lists_the_commands() -> None:
         ("serve", ("--host", "--port")),
         ("worker", ("--processes", "--threads", "--queues")),
         ("test", ("pytest_args",)),
+        ("demo", ("--openai",)),
+        ("import", ("file",)),
+        ("actors", ("--url", "--json")),
+        ("whatsapp", ("status", "set-webhook", "--url")),
     ],
 )
 def test_each_command_has_help(tmp_path: Path, command: str, options: tuple[str, ...]) -> None:
