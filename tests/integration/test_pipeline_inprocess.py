@@ -151,6 +151,9 @@ def test_two_failures_then_success_is_sent_on_the_third_attempt(
     assert reply.meta["whatsappSent"] is True
     assert len(evolution.sendtext_attempts()) == 3
     assert len(evolution.sent_messages()) == 1
+    ops = client.get("/ops/actors", headers=AUTH).json()
+    assert ops["deliveries"]["sent"] == 1
+    assert ops["deliveries"]["retrying"] == 0
 
 
 def test_a_non_retryable_error_fails_after_exactly_one_attempt(
@@ -251,5 +254,28 @@ def test_admin_api_refuses_everything_without_a_configured_token(clean_pg: str) 
             response = client.post("/api/admin/organizations", json={"name": "x"}, headers=AUTH)
             assert response.status_code == 401
             assert "LUMINAI_ADMIN_TOKEN" in response.json()["error"]
+    finally:
+        container.close()
+
+
+def test_ops_counts_a_reply_waiting_for_its_retry(clean_pg: str, evolution: FakeEvolutionApi) -> None:
+    container = bootstrap.build(settings_for(clean_pg, send_backoff_seconds=(30.0,)))
+    container.start(recovery=False)
+    try:
+        with TestClient(create_app(container=container)) as client:
+            setup_agent(client, evolution, "acme")
+            evolution.fail_next(1, status=500)
+            client.post(WEBHOOK, json=webhook("acme"))
+            wait_for(
+                lambda: [
+                    m for m in outbound(container) if m.send_attempts == 1 and m.send_status == "pending"
+                ]
+            )
+
+            ops = client.get("/ops/actors", headers=AUTH).json()
+
+            # The delayed retry sits in a worker's memory, not in a queue: the database is what knows.
+            assert ops["deliveries"]["retrying"] == 1
+            assert ops["deliveries"]["sent"] == 0
     finally:
         container.close()

@@ -34,3 +34,28 @@ def find_stalled_work(
             uow.repo.talks_awaiting_ai(before, at, limit),
             uow.repo.messages_awaiting_send(before, at, limit),
         )
+
+
+def delivery_counts(uow_factory: UnitOfWorkFactory) -> dict[str, int]:
+    """Outbound replies by delivery state, from the database, so every worker process is counted:
+    `retrying` have failed at least once and wait for their next attempt."""
+    from sqlalchemy import case, func, select
+
+    from luminai_actors.persistence.tables import SEND_PENDING, TalkMessage
+    from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork
+
+    with uow_factory() as uow:
+        assert isinstance(uow, SqlAlchemyUnitOfWork)
+        assert uow.session is not None
+        state = case(
+            ((TalkMessage.send_status == SEND_PENDING) & (TalkMessage.send_attempts > 0), "retrying"),
+            else_=TalkMessage.send_status,
+        )
+        rows = uow.session.execute(
+            select(state, func.count())
+            .where(TalkMessage.direction == "outbound", TalkMessage.send_status.is_not(None))
+            .group_by(state)
+        ).all()
+    counts = {"pending": 0, "retrying": 0, "sending": 0, "sent": 0, "failed": 0}
+    counts.update({str(name): int(total) for name, total in rows})
+    return counts

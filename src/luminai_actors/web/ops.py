@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from luminai_actors.bootstrap import Container
+from luminai_actors.services.recovery import delivery_counts
 from luminai_actors.web.admin import require_operator
 
 
@@ -32,6 +33,7 @@ async def actors(request: Request) -> Response:
     settings = container.settings
     router = container.router
     depths = await asyncio.to_thread(container.queue_depths)
+    deliveries = await asyncio.to_thread(delivery_counts, container.uow)
     return JSONResponse(
         {
             "conversations": {
@@ -44,6 +46,7 @@ async def actors(request: Request) -> Response:
                 "actors": router.snapshot(),
             },
             "queues": depths,
+            "deliveries": deliveries,
             "concurrency": {
                 "broker": "memory" if settings.uses_memory_broker else "redis",
                 "embeddedWorkerThreads": settings.worker_threads if container.worker is not None else 0,
