@@ -1,0 +1,163 @@
+"""Open-loop, fixed-arrival-rate HTTP load generator (asyncio + httpx) that records every request's latency.
+
+Request i is *scheduled* at t0 + i/rate whatever happened to earlier ones (open loop: a slow server does not
+slow the arrivals down, unlike wrk's closed loop). Latency is measured from the scheduled time, so any lag
+of the generator itself is charged to the result, never hidden; `lateness` (actual start - scheduled) tells
+whether the generator kept up: if its p99 is small and the achieved rate equals the asked one, the figures
+describe the server.
+
+    .venv/bin/python bench/loadgen.py --url http://127.0.0.1:8000/api/webhooks/whatsapp/evolution \
+        --rate 300 --duration 15 --instance bench-instance --phones 500 --out /tmp/run.json
+
+Bodies are Evolution 2.3 `messages.upsert` webhooks with a unique data.key.id ("L<tag><index>") from a
+pool of `--phones` lead numbers; they are all encoded before the clock starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import percentile, summary_ms, webhook_body  # noqa: E402
+
+
+@dataclass
+class Record:
+    index: int
+    scheduled: float  # time.monotonic() the request was due
+    started: float  # time.monotonic() just before the POST was issued
+    ended: float  # time.monotonic() when the response (or the error) came back
+    status: int  # 0 on a transport error
+    message_id: str | None  # X-Luminai-Message-Id of a 200
+    error: str | None = None
+
+    @property
+    def latency(self) -> float:
+        return self.ended - self.scheduled
+
+    @property
+    def service_time(self) -> float:
+        return self.ended - self.started
+
+
+def phone_for(index: int, phones: int, base: int = 0) -> str:
+    return f"551198{(base + (index * 31) % phones):07d}"
+
+
+def make_bodies(count: int, instance: str, tag: str, phones: int, base: int = 0) -> list[bytes]:
+    return [
+        json.dumps(
+            webhook_body(instance, phone_for(i, phones, base), f"Oi, quero saber mais ({i})", f"L{tag}{i:09d}")
+        ).encode()
+        for i in range(count)
+    ]
+
+
+async def open_loop(
+    url: str,
+    bodies: Sequence[bytes],
+    rate: float,
+    *,
+    connections: int = 64,
+    timeout: float = 30.0,
+    on_start: Callable[[int, float], None] | None = None,
+    drain_timeout: float = 60.0,
+) -> list[Record]:
+    """POST bodies[i] at t0 + i/rate; return one Record per request (in index order)."""
+    records: list[Record | None] = [None] * len(bodies)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    headers = {"Content-Type": "application/json"}
+    async with httpx.AsyncClient(limits=limits, timeout=timeout, headers=headers) as client:
+
+        async def fire(i: int, due: float) -> None:
+            started = time.monotonic()
+            if on_start is not None:
+                on_start(i, started)
+            try:
+                response = await client.post(url, content=bodies[i])
+                status, error = response.status_code, None
+                message_id = response.headers.get("x-luminai-message-id") if status == 200 else None
+            except httpx.HTTPError as exc:
+                status, error, message_id = 0, f"{type(exc).__name__}: {exc}", None
+            records[i] = Record(i, due, started, time.monotonic(), status, message_id, error)
+
+        # Warm the pool so the first scheduled requests do not pay for connection set-up.
+        await asyncio.gather(*(client.get(url.split("/api/")[0] + "/readyz") for _ in range(min(8, connections))),
+                             return_exceptions=True)
+        tasks: set[asyncio.Task[None]] = set()
+        t0 = time.monotonic() + 0.05
+        for i in range(len(bodies)):
+            due = t0 + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(fire(i, due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.wait(tasks, timeout=drain_timeout)
+            for task in tasks:
+                task.cancel()
+    return [r for r in records if r is not None]
+
+
+def summarize(records: list[Record], rate: float) -> dict[str, Any]:
+    ok = [r for r in records if r.status == 200]
+    starts = [r.started for r in records]
+    span = (max(starts) - min(starts)) if len(starts) > 1 else 0.0
+    lateness = [r.started - r.scheduled for r in records]
+    codes: dict[str, int] = {}
+    for r in records:
+        codes[str(r.status)] = codes.get(str(r.status), 0) + 1
+    return {
+        "asked_rate": rate,
+        "requests": len(records),
+        "achieved_start_rate": round((len(records) - 1) / span, 1) if span else None,
+        "codes": codes,
+        "latency_from_schedule": summary_ms([r.latency for r in ok]),
+        "service_time": summary_ms([r.service_time for r in ok]),
+        "generator_lateness": {
+            "p50_ms": round((percentile(lateness, 50) or 0) * 1000, 2),
+            "p99_ms": round((percentile(lateness, 99) or 0) * 1000, 2),
+            "max_ms": round(max(lateness, default=0) * 1000, 2),
+        },
+        "errors": sorted({r.error for r in records if r.error})[:5],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--rate", type=float, required=True, help="requests per second (fixed arrivals)")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds of arrivals")
+    parser.add_argument("--instance", default="bench-instance")
+    parser.add_argument("--phones", type=int, default=500, help="distinct lead numbers in the pool")
+    parser.add_argument("--phone-base", type=int, default=0)
+    parser.add_argument("--tag", default="LG", help="makes data.key.id unique across runs")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--out", help="write the summary and every request's record here (JSON)")
+    args = parser.parse_args(argv)
+    count = int(args.rate * args.duration)
+    bodies = make_bodies(count, args.instance, args.tag, args.phones, args.phone_base)
+    records = asyncio.run(open_loop(args.url, bodies, args.rate, connections=args.connections))
+    summary = summarize(records, args.rate)
+    print(json.dumps(summary, indent=2))
+    if args.out:
+        Path(args.out).write_text(
+            json.dumps({"summary": summary, "records": [asdict(r) for r in records]}) + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
