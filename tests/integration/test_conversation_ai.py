@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from luminai_actors import bootstrap
 from luminai_actors.bootstrap import Container
 from luminai_actors.persistence.tables import Contact, Talk, TalkMessage
 from luminai_actors.testing import FakeEvolutionApi, FakeOpenAI
-from luminai_actors.web.app import create_app
-from tests.integration.test_pipeline_inprocess import AUTH, WEBHOOK, settings_for, wait_for
+from tests.integration.test_pipeline_inprocess import AUTH, WEBHOOK, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,36 +51,6 @@ SCRIPT = {
         "qualified": {"message": "Great fit! A colleague will call you."},
     },
 }
-
-
-@pytest.fixture
-def evolution() -> Iterator[FakeEvolutionApi]:
-    with FakeEvolutionApi() as fake:
-        yield fake
-
-
-@pytest.fixture
-def openai_server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(api_key="sk-test", model="fake-gpt") as fake:
-        yield fake
-
-
-@pytest.fixture
-def make_app(clean_pg: str) -> Iterator[Callable[..., tuple[Container, TestClient]]]:
-    opened: list[tuple[Container, TestClient]] = []
-
-    def make(**overrides: Any) -> tuple[Container, TestClient]:
-        container = bootstrap.build(settings_for(clean_pg, send_rate_per_instance=0, **overrides))
-        container.start(recovery=False)
-        client = TestClient(create_app(container=container))
-        client.__enter__()
-        opened.append((container, client))
-        return container, client
-
-    yield make
-    for container, client in opened:
-        client.__exit__(None, None, None)
-        container.close()
 
 
 def setup(client: TestClient, evolution: FakeEvolutionApi, script: dict[str, Any] | None = None) -> str:

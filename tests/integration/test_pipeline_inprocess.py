@@ -37,14 +37,9 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
         worker_poll_ms=20,
         recovery_interval_seconds=0.3,
         ai_debounce_seconds=0.0,
+        send_rate_per_instance=0.0,
     )
     return base.with_overrides(**overrides) if overrides else base
-
-
-@pytest.fixture
-def evolution() -> Iterator[FakeEvolutionApi]:
-    with FakeEvolutionApi() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -10,50 +10,24 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from luminai_actors import bootstrap
 from luminai_actors.bootstrap import Container
 from luminai_actors.persistence.tables import Agent, Contact, Talk, TalkMessage
 from luminai_actors.testing import FakeEvolutionApi
-from luminai_actors.web.app import create_app
 from luminai_actors.web.auth import sign_jwt_hs256
-from tests.integration.test_pipeline_inprocess import AUTH, WEBHOOK, settings_for, wait_for
+from tests.integration.test_pipeline_inprocess import AUTH, WEBHOOK, wait_for
 
 pytestmark = pytest.mark.integration
 
 INSTANCE = "acme-support"
 PN = "5511987654321@s.whatsapp.net"
 LID = "103899771998284@lid"
-
-
-@pytest.fixture
-def evolution() -> Iterator[FakeEvolutionApi]:
-    with FakeEvolutionApi() as fake:
-        yield fake
-
-
-@pytest.fixture
-def make_app(clean_pg: str) -> Iterator[Callable[..., tuple[Container, TestClient]]]:
-    opened: list[tuple[Container, TestClient]] = []
-
-    def make(**overrides: Any) -> tuple[Container, TestClient]:
-        container = bootstrap.build(settings_for(clean_pg, **overrides))
-        container.start(recovery=False)
-        client = TestClient(create_app(container=container))
-        client.__enter__()
-        opened.append((container, client))
-        return container, client
-
-    yield make
-    for container, client in opened:
-        client.__exit__(None, None, None)
-        container.close()
 
 
 def add_agent(
