@@ -31,8 +31,11 @@ REQUIRED_MODULES = (
     "httpx",
     "openai",
     "phonenumbers",
+    "prometheus_client",
+    "yaml",
+    "jinja2",
 )
-DEV_MODULES = ("pytest", "ruff", "mypy", "pytest_timeout")
+DEV_MODULES = ("pytest", "ruff", "mypy", "pytest_timeout", "hypothesis", "selenium")
 
 
 def _venv_python() -> Path:

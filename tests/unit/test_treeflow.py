@@ -328,3 +328,14 @@ def test_ordinary_messages_are_not_opt_outs(text: str) -> None:
 def test_the_confirmation_follows_the_leads_language() -> None:
     assert confirmation_for("PARE") == CONFIRM_PT
     assert confirmation_for("stop") == CONFIRM_EN
+
+
+def test_a_validated_definition_validates_again_when_its_steps_only_have_fields() -> None:
+    document = {"name": "Q", "steps": [{"id": "s", "fields": [{"name": "email", "type": "email"}]}]}
+    once = validate_definition(document)
+    assert once["steps"][0]["questions"] == []
+    assert validate_definition(once) == once
+    assert normalize_definition(once)["steps"]  # not silently emptied at AI-turn time
+    _, action = advance(once, initial_state("tf", once), {}, [], NOW)
+    assert action.kind == "ask"
+    assert action.question == "What is your email?"

@@ -118,9 +118,11 @@ def validate_definition(document: object) -> dict[str, Any]:
                 raise ValidationError(f"{path}.{key}", "must be a string")
         question = _text(step.get("question"), f"{path}.question", required=False)
         questions = step.get("questions")
+        # An empty list is what validation itself stores for a step whose fields carry the questions, so a
+        # validated definition validates again (it is re-checked when an AI turn loads it).
         if questions is not None and (
             not isinstance(questions, list)
-            or not questions
+            or (not questions and not step.get("fields"))
             or not all(isinstance(q, str) and q.strip() for q in questions)
         ):
             raise ValidationError(f"{path}.questions", "must be a non-empty list of non-empty strings")

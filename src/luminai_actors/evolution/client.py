@@ -1,4 +1,5 @@
-"""HTTP client of Evolution API v2 (httpx): sendText, connection state, webhook set/find, typed errors.
+"""HTTP client of Evolution API v2 (httpx): sendText, connection state, connect (QR code), webhook set/find,
+typed errors.
 
 Evolution answers errors as `{status, error, response: {message}}` (reference §4). They are mapped once,
 here: connection errors, timeouts, 5xx and 429 become `EvolutionTransientError` (worth a retry); 400 (schema
@@ -153,6 +154,17 @@ class EvolutionClient:
         if not isinstance(state, str):
             raise EvolutionError("connectionState answer has no instance.state", body=payload)
         return state
+
+    def connect(self, server_url: str, api_key: str, instance: str) -> dict[str, Any]:
+        """GET /instance/connect/{instance}: starts pairing a closed instance.
+
+        v2 answers `{"pairingCode", "code", "base64"?, "count"}` (the QR code as a data URL when it has one),
+        or `{"instance": {"instanceName", "state": "open"}}` when the instance is already connected.
+        """
+        payload = _json(self._request("GET", self._url(server_url, "instance/connect", instance), api_key))
+        if not isinstance(payload, dict):
+            raise EvolutionError("instance/connect answer is not a JSON object", body=payload)
+        return payload
 
     def set_webhook(
         self,

@@ -1,4 +1,5 @@
-"""Local fake of Evolution API v2 (2.3.x): sendText, connectionState and webhook set/find, plus faults.
+"""Local fake of Evolution API v2 (2.3.x): sendText, connectionState, connect (QR code) and webhook set/find,
+plus faults.
 
 Status codes, guard order and error envelopes follow /work/shared/reference/evolution-api.md sections 4-5,
 so the service's Evolution client can be tested against real HTTP. `post_webhook` plays the other
@@ -19,6 +20,7 @@ from urllib.parse import unquote
 
 import httpx
 
+from luminai_actors.testing.fake_qr import qr_data_url
 from luminai_actors.testing.http import Fault, HttpBase, JsonResponse, RecordedRequest
 
 __all__ = ["WEBHOOK_EVENTS", "FakeEvolutionApi"]
@@ -64,6 +66,7 @@ class FakeEvolutionApi(HttpBase):
         self._sent: list[dict[str, Any]] = []
         self._state_lock = threading.Lock()
         self.emitted_failures = 0
+        self._qr_counts: dict[str, int] = {}
 
     def add_instance(self, name: str, api_key: str, state: str = "open") -> None:
         _check_state(state)
@@ -148,6 +151,8 @@ class FakeEvolutionApi(HttpBase):
                 return self._send_text(request, name)
             if route == ("GET", "instance", "connectionState"):
                 return self._guard(request, name) or self._connection_state(name)
+            if route == ("GET", "instance", "connect"):
+                return self._guard(request, name) or self._connect(name)
             if route == ("POST", "webhook", "set"):
                 return self._guard(request, name) or self._set_webhook(request, name)
             if route == ("GET", "webhook", "find"):
@@ -249,6 +254,20 @@ class FakeEvolutionApi(HttpBase):
         with self._state_lock:
             state = self._instances[name].state
         return JsonResponse(200, {"instance": {"instanceName": name, "state": state}})
+
+    def _connect(self, name: str) -> JsonResponse:
+        """instance.controller connectToWhatsapp: an open instance answers its state; any other starts
+        pairing (state `connecting`) and answers the QR code, also sent as `qrcode.updated`."""
+        with self._state_lock:
+            instance = self._instances[name]
+            if instance.state == "open":
+                return JsonResponse(200, {"instance": {"instanceName": name, "state": "open"}})
+            instance.state = "connecting"
+            count = self._qr_counts[name] = self._qr_counts.get(name, 0) + 1
+        code = f"2@{secrets.token_urlsafe(24)},{instance.instance_id},{count}"
+        qrcode = {"pairingCode": None, "code": code, "base64": qr_data_url(code), "count": count}
+        self.emit(name, "qrcode.updated", {"qrcode": {"instance": name, **qrcode}})
+        return JsonResponse(200, qrcode)
 
     def _set_webhook(self, request: RecordedRequest, name: str) -> JsonResponse:
         errors = _webhook_errors(request.json)

@@ -123,14 +123,16 @@ def _container(request: Request) -> Container:
 @require_operator
 async def create_organization(request: Request) -> Response:
     body = await _json_object(request)
-    org_id = admin_service.create_organization(_container(request).uow, body)
+    org_id = await run_in_threadpool(admin_service.create_organization, _container(request).uow, body)
     return JSONResponse({"id": str(org_id)}, status_code=201)
 
 
 @require_admin
 async def create_tree_flow(request: Request) -> Response:
     body = await _json_object(request)
-    flow_id = admin_service.create_tree_flow(_container(request).uow, _org(request), body)
+    flow_id = await run_in_threadpool(
+        admin_service.create_tree_flow, _container(request).uow, _org(request), body
+    )
     return JSONResponse({"id": str(flow_id)}, status_code=201)
 
 
@@ -138,7 +140,7 @@ async def create_tree_flow(request: Request) -> Response:
 async def create_agent(request: Request) -> Response:
     body = await _json_object(request)
     container = _container(request)
-    agent_id = admin_service.create_agent(container.uow, _org(request), body)
+    agent_id = await run_in_threadpool(admin_service.create_agent, container.uow, _org(request), body)
     container.directory.forget()  # an instance cached as unknown now has an owner
     return JSONResponse({"id": str(agent_id)}, status_code=201)
 
@@ -146,14 +148,18 @@ async def create_agent(request: Request) -> Response:
 @require_admin
 async def list_contacts(request: Request) -> Response:
     limit, offset = _paging(request)
-    rows = admin_service.list_contacts(_container(request).uow, _org(request), limit, offset)
+    rows = await run_in_threadpool(
+        admin_service.list_contacts, _container(request).uow, _org(request), limit, offset
+    )
     return JSONResponse([contact_json(row) for row in rows])
 
 
 @require_admin
 async def list_talks(request: Request) -> Response:
     limit, offset = _paging(request)
-    rows = admin_service.list_talks(_container(request).uow, _org(request), limit, offset)
+    rows = await run_in_threadpool(
+        admin_service.list_talks, _container(request).uow, _org(request), limit, offset
+    )
     return JSONResponse([talk_json(talk, agents) for talk, agents in rows])
 
 
@@ -167,14 +173,17 @@ async def _talk_id(request: Request) -> uuid.UUID:
 @require_admin
 async def get_talk(request: Request) -> Response:
     talk_id = await _talk_id(request)
-    talk, agents = admin_service.get_talk(_container(request).uow, talk_id)
+    talk, agents = await run_in_threadpool(admin_service.get_talk, _container(request).uow, talk_id)
     return JSONResponse(talk_json(talk, agents))
 
 
 @require_admin
 async def list_messages(request: Request) -> Response:
     limit, offset = _paging(request)
-    rows = admin_service.list_messages(_container(request).uow, await _talk_id(request), limit, offset)
+    talk_id = await _talk_id(request)
+    rows = await run_in_threadpool(
+        admin_service.list_messages, _container(request).uow, talk_id, limit, offset
+    )
     return JSONResponse([message_json(row) for row in rows])
 
 

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from luminai_actors import bootstrap
 from luminai_actors.bootstrap import Container
 from luminai_actors.config import Settings
 from luminai_actors.errors import LuminaiError
-from luminai_actors.web import admin, ops, webhook
+from luminai_actors.web import admin, console, ops, webhook
 from luminai_actors.web.errors import handle_error
 from luminai_actors.web.openapi import openapi_document
 from luminai_actors.web.ratelimit import RateLimiter
@@ -26,7 +26,7 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
 
 
-def routes() -> list[Route]:
+def routes() -> list[BaseRoute]:
     org = "/api/admin/organizations/{org_id}"
     return [
         Route(WEBHOOK_PATH, webhook.evolution_webhook, methods=["POST"]),
@@ -50,6 +50,7 @@ def routes() -> list[Route]:
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/ops/actors", ops.actors, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
+        *console.routes(),  # the operator console at /console
     ]
 
 
