@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import percentile, summary_ms, webhook_body  # noqa: E402
+from _common import percentile, summary_ms, webhook_body
 
 
 @dataclass
@@ -57,7 +57,9 @@ def phone_for(index: int, phones: int, base: int = 0) -> str:
 def make_bodies(count: int, instance: str, tag: str, phones: int, base: int = 0) -> list[bytes]:
     return [
         json.dumps(
-            webhook_body(instance, phone_for(i, phones, base), f"Oi, quero saber mais ({i})", f"L{tag}{i:09d}")
+            webhook_body(
+                instance, phone_for(i, phones, base), f"Oi, quero saber mais ({i})", f"L{tag}{i:09d}"
+            )
         ).encode()
         for i in range(count)
     ]
@@ -92,8 +94,10 @@ async def open_loop(
             records[i] = Record(i, due, started, time.monotonic(), status, message_id, error)
 
         # Warm the pool so the first scheduled requests do not pay for connection set-up.
-        await asyncio.gather(*(client.get(url.split("/api/")[0] + "/readyz") for _ in range(min(8, connections))),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(client.get(url.split("/api/")[0] + "/readyz") for _ in range(min(8, connections))),
+            return_exceptions=True,
+        )
         tasks: set[asyncio.Task[None]] = set()
         t0 = time.monotonic() + 0.05
         for i in range(len(bodies)):
@@ -136,7 +140,9 @@ def summarize(records: list[Record], rate: float) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", required=True)
     parser.add_argument("--rate", type=float, required=True, help="requests per second (fixed arrivals)")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of arrivals")
