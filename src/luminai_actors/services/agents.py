@@ -37,12 +37,19 @@ class AgentDirectory:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, AgentInfo | None]] = {}
 
+    def cached(self, instance: str) -> tuple[bool, AgentInfo | None]:
+        """(True, info) when a fresh answer is cached, without touching the database; else (False, None)."""
+        with self._lock:
+            entry = self._cache.get(instance)
+        if entry is not None and self._clock() - entry[0] < self._ttl:
+            return True, entry[1]
+        return False, None
+
     def lookup(self, instance: str) -> AgentInfo | None:
         now = self._clock()
-        with self._lock:
-            cached = self._cache.get(instance)
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
+        hit, info = self.cached(instance)
+        if hit:
+            return info
         with self._uow_factory() as uow:
             agent = uow.repo.agent_by_instance(instance)
             info = (

@@ -147,7 +147,9 @@ async def _receive(request: Request, container: Container) -> Response:
     )
     if limited is not None:
         return limited
-    agent = await run_in_threadpool(container.directory.lookup, event.instance)
+    hit, agent = container.directory.cached(event.instance)
+    if not hit:  # only a miss queries the database, off the event loop
+        agent = await run_in_threadpool(container.directory.lookup, event.instance)
     if agent is not None and not webhook_authorized(agent.webhook_token, request.headers):
         return error_response(401, f"missing or wrong webhook secret for instance {event.instance!r}")
     return await _dispatch(request, container, event)
