@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -41,9 +42,11 @@ from luminai_actors.evolution.webhook import MessageUpsert
 from luminai_actors.logs import log_context
 from luminai_actors.metrics import DramatiqMetrics, LiveCollector, Metrics
 from luminai_actors.persistence.database import create_db_engine, make_session_factory
+from luminai_actors.persistence.group_commit import GroupCommitWriter
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork
 from luminai_actors.services.agents import AgentDirectory
-from luminai_actors.services.inbound import InboundOutcome, record_inbound
+from luminai_actors.services.inbound import InboundOutcome, conversation_key, record_inbound
+from luminai_actors.services.inbound_fast import FAST_INSERT, FastInbound, TurnRequests
 from luminai_actors.services.pacing import MemoryPacer, NoPacing, Pacer, RedisPacer
 from luminai_actors.services.recovery import find_stalled_work
 
@@ -110,6 +113,8 @@ class Container:
     directory: AgentDirectory = field(init=False)
     metrics: Metrics = field(default_factory=Metrics)
     worker: dramatiq.Worker | None = None
+    fast_inbound: FastInbound | None = None  # PostgreSQL only: known conversations' messages, group-committed
+    turn_requests: TurnRequests = field(default_factory=TurnRequests)
     _recovery_stop: threading.Event = field(default_factory=threading.Event)
     _recovery_thread: threading.Thread | None = None
 
@@ -154,19 +159,36 @@ class Container:
             return outcome
 
     def _handle_inbound(self, event: MessageUpsert) -> InboundOutcome:
-        outcome = record_inbound(
-            self.uow,
-            event,
-            ignored_chats=self.settings.ignored_chat_kinds,
-            talk_expiry=timedelta(hours=self.settings.talk_expiry_hours),
-        )
+        fast = self.fast_inbound
+        key = conversation_key(event) if fast is not None else ""
+        outcome = fast.try_record(key, event) if fast is not None else None
+        self.metrics.inbound_path.labels("fast" if outcome is not None else "slow").inc()
+        if outcome is None:
+            outcome = record_inbound(
+                self.uow,
+                event,
+                ignored_chats=self.settings.ignored_chat_kinds,
+                talk_expiry=timedelta(hours=self.settings.talk_expiry_hours),
+            )
+            if fast is not None:
+                fast.remember(key, outcome)
         if outcome.needs_ai_turn and outcome.talk_id is not None:
-            try:
-                self.dispatcher.request_ai_turn(outcome.talk_id, delay=self.settings.ai_debounce_seconds)
-            except BrokerUnavailable as exc:
-                # The message is committed; the recovery sweep enqueues its turn once the broker is back.
-                log.warning("AI turn for talk %s not enqueued: %s", outcome.talk_id, exc)
+            self._request_ai_turn(outcome.talk_id)
         return outcome
+
+    def _request_ai_turn(self, talk_id: uuid.UUID) -> None:
+        """Enqueue the talk's AI turn unless one requested earlier in this burst will answer it."""
+        debounce = self.settings.ai_debounce_seconds
+        if self.turn_requests.covered(talk_id, debounce):
+            return
+        requested_at = self.turn_requests.now()
+        try:
+            self.dispatcher.request_ai_turn(talk_id, delay=debounce)
+        except BrokerUnavailable as exc:
+            # The message is committed; the recovery sweep enqueues its turn once the broker is back.
+            log.warning("AI turn for talk %s not enqueued: %s", talk_id, exc)
+            return
+        self.turn_requests.mark(talk_id, requested_at, debounce)
 
     def resume_agent_sends(self, instance: str) -> int:
         """Enqueue the replies that waited for this instance to reconnect; returns how many."""
@@ -178,6 +200,8 @@ class Container:
         return len(waiting)
 
     def start(self, *, embedded_worker: bool | None = None, recovery: bool = True) -> None:
+        if self.fast_inbound is not None:
+            self.fast_inbound.writer.start()
         self.router.start()
         run_worker = self.settings.uses_memory_broker if embedded_worker is None else embedded_worker
         if run_worker and self.worker is None:
@@ -279,6 +303,8 @@ class Container:
             self._recovery_thread.join(5)
             self._recovery_thread = None
         self.router.stop()
+        if self.fast_inbound is not None:  # after the actors: what they queued is committed first
+            self.fast_inbound.writer.stop()
         if self.worker is not None:
             self.worker.stop(timeout=10_000)
             self.worker = None
@@ -330,5 +356,16 @@ def build(settings: Settings) -> Container:
     container = Container(
         settings, engine, session_factory, broker, dispatcher, evolution, brain, router, metrics
     )
+    if engine.dialect.name == "postgresql" and settings.fast_ingest:
+        container.fast_inbound = FastInbound(
+            GroupCommitWriter(
+                engine.raw_connection,
+                FAST_INSERT,
+                name="inbound-group-commit",
+                on_batch=lambda size, ok: metrics.ingest_batch_size.observe(size),
+            ),
+            talk_expiry=timedelta(hours=settings.talk_expiry_hours),
+            capacity=max(10_000, 2 * settings.max_conversation_actors),
+        )
     holder["container"] = container
     return container

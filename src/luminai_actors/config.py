@@ -78,6 +78,10 @@ class Settings:
     """LUMINAI_WORKER_POLL_MS: Dramatiq worker_timeout; the most an idle Redis worker waits to see a task."""
     db_pool_size: int = 10
     """LUMINAI_DB_POOL_SIZE: connections per process in the SQLAlchemy pool (PostgreSQL)."""
+    fast_ingest: bool = True
+    """LUMINAI_FAST_INGEST: on PostgreSQL, store a known conversation's next messages with one statement each,
+    many conversations sharing one transaction (group commit); `false` sends every message through the
+    full lookup transaction."""
     recovery_interval_seconds: float = 30.0
     """LUMINAI_RECOVERY_INTERVAL_SECONDS: how often the server re-enqueues AI turns that never ran."""
     log_level: str = "INFO"
@@ -160,6 +164,7 @@ class Settings:
         flag("LUMINAI_IGNORE_GROUPS", "ignore_groups")
         flag("LUMINAI_IGNORE_BROADCASTS", "ignore_broadcasts")
         flag("LUMINAI_IGNORE_NEWSLETTERS", "ignore_newsletters")
+        flag("LUMINAI_FAST_INGEST", "fast_ingest")
         text("LUMINAI_DATABASE_URL", "database_url")
         text("LUMINAI_BROKER_URL", "broker_url")
         text("LUMINAI_ADMIN_TOKEN", "admin_token")

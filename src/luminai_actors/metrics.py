@@ -32,6 +32,18 @@ class Metrics:
         self.webhook_seconds = Histogram(
             "luminai_webhook_seconds", "Webhook handling time", ["event"], buckets=LATENCY_BUCKETS, registry=r
         )
+        self.inbound_path = Counter(
+            "luminai_inbound_path",
+            "Lead messages handled by the known-conversation fast path or the full lookup (slow)",
+            ["path"],
+            registry=r,
+        )
+        self.ingest_batch_size = Histogram(
+            "luminai_ingest_batch_size",
+            "Inbound messages committed together by one group commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 500),
+            registry=r,
+        )
         self.ai_turns = Counter("luminai_ai_turns", "AI turns by status", ["status"], registry=r)
         self.ai_turn_seconds = Histogram(
             "luminai_ai_turn_seconds",

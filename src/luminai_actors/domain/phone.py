@@ -10,6 +10,7 @@ spelling arrives, and `canonical_phone` picks one spelling so that all of them m
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import phonenumbers
 
@@ -31,6 +32,7 @@ def is_lid_jid(jid: str | None) -> bool:
     return bool(jid) and str(jid).endswith(LID_SUFFIX)
 
 
+@lru_cache(maxsize=65_536)  # pure, and parsing a number costs ~25 µs: every webhook of a lead repeats it
 def normalize_phone(raw: str) -> str | None:
     """E.164 (`+5511987654321`) from a JID, digits with country code, or a formatted international number.
 

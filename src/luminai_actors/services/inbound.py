@@ -36,6 +36,19 @@ from luminai_actors.services.identity import (
 
 
 @dataclass(frozen=True, slots=True)
+class KnownConversation:
+    """What storing a lead's message learned: enough to store the next one without looking anything up."""
+
+    agent_id: uuid.UUID
+    organization_id: uuid.UUID
+    agent_updated_at: datetime
+    contact_id: uuid.UUID
+    phone: str | None
+    lid: str | None
+    talk_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
 class InboundOutcome:
     status: str  # "stored" | "duplicate" | "ignored"
     reason: str | None = None
@@ -44,6 +57,8 @@ class InboundOutcome:
     contact_id: uuid.UUID | None = None
     from_business: bool = False  # typed on the business phone, or our own send echoed back
     shared_chat: bool = False  # a group, broadcast or newsletter: recorded, never answered by the bot
+    known: KnownConversation | None = None  # set when a lead's message was stored (see services.inbound_fast)
+    fast: bool = False  # stored by the known-conversation fast path
 
     @property
     def needs_ai_turn(self) -> bool:
@@ -157,15 +172,24 @@ def _record(
             direction="inbound",
             channel="whatsapp",
             body=event.content.text,
-            message_type=_message_type(event),
+            message_type=message_type(event),
             whatsapp_message_id=event.message_id,
-            meta=_inbound_metadata(event),
+            meta=inbound_metadata(event),
             sent_at=event.sent_at or now,
             created_at=now,
         )
         uow.repo.add(message)
         uow.commit()
-        return InboundOutcome("stored", None, talk.id, message.id, contact.id)
+        known = KnownConversation(
+            agent.id,
+            agent.organization_id,
+            agent.updated_at,
+            contact.id,
+            contact.phone,
+            contact.whatsapp_lid,
+            talk.id,
+        )
+        return InboundOutcome("stored", None, talk.id, message.id, contact.id, known=known)
 
 
 def _record_shared_chat(uow: UnitOfWork, agent: Agent, event: MessageUpsert, now: datetime) -> InboundOutcome:
@@ -203,9 +227,9 @@ def _record_shared_chat(uow: UnitOfWork, agent: Agent, event: MessageUpsert, now
         direction="outbound" if _is_ours(event) else "inbound",
         channel="whatsapp",
         body=event.content.text,
-        message_type=_message_type(event),
+        message_type=message_type(event),
         whatsapp_message_id=event.message_id,
-        meta={**_inbound_metadata(event), "chatKind": event.chat_kind, "participant": event.participant_jid},
+        meta={**inbound_metadata(event), "chatKind": event.chat_kind, "participant": event.participant_jid},
         sent_at=event.sent_at or now,
         processed_at=now,  # nothing for the bot to answer: keeps it out of AI turns and the recovery sweep
         created_at=now,
@@ -246,10 +270,10 @@ def _record_business_message(
         direction="outbound",
         channel="whatsapp",
         body=event.content.text,
-        message_type=_message_type(event),
+        message_type=message_type(event),
         whatsapp_message_id=event.message_id,
         meta={
-            **_inbound_metadata(event),
+            **inbound_metadata(event),
             "human": True,
             "sentVia": "api" if event.event == "send.message" else "phone",
         },
@@ -270,12 +294,12 @@ def _record_business_message(
     return InboundOutcome("stored", None, talk.id, message.id, contact.id, from_business=True)
 
 
-def _message_type(event: MessageUpsert) -> str:
+def message_type(event: MessageUpsert) -> str:
     kind = event.content.kind
     return "text" if kind == "text" else event.content.message_type
 
 
-def _inbound_metadata(event: MessageUpsert) -> dict[str, object]:
+def inbound_metadata(event: MessageUpsert) -> dict[str, object]:
     meta: dict[str, object] = {
         "whatsappMessageId": event.message_id,
         "instanceName": event.instance,

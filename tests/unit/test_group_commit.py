@@ -1,0 +1,180 @@
+"""GroupCommitWriter on a scripted connection: batching while a commit is in flight, one row per caller, a
+failed batch failing every caller in it (and only it), reconnecting after a broken connection; and the
+AI-turn request coalescing of TurnRequests."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import pytest
+
+from luminai_actors.persistence.group_commit import GroupCommitFailed, GroupCommitWriter
+from luminai_actors.services.inbound_fast import TurnRequests
+
+
+class ScriptedCursor:
+    def __init__(self, conn: ScriptedConnection) -> None:
+        self.conn = conn
+        self.rows: list[tuple[Any, ...]] = []
+
+    def __enter__(self) -> ScriptedCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def executemany(self, statement: str, params: list[dict[str, Any]], returning: bool) -> None:
+        assert returning
+        self.conn.entered.set()
+        self.conn.release.wait(10)
+        if self.conn.fail_next:
+            self.conn.fail_next = False
+            if self.conn.break_on_fail:
+                self.conn.closed = True
+            raise RuntimeError("statement failed")
+        self.conn.batches.append([p["n"] for p in params])
+        self.rows = [(p["n"] * 10,) for p in params]
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.rows.pop(0)
+
+    def nextset(self) -> bool | None:
+        return True if self.rows else None
+
+
+class ScriptedConnection:
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.commits = 0
+        self.rollbacks = 0
+        self.closed = False
+        self.fail_next = False
+        self.break_on_fail = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def cursor(self) -> ScriptedCursor:
+        return ScriptedCursor(self)
+
+    def commit(self) -> None:
+        self.commits += 1
+
+    def rollback(self) -> None:
+        self.rollbacks += 1
+        if self.closed:
+            raise RuntimeError("connection is closed")
+
+
+class Pooled:
+    def __init__(self, conn: ScriptedConnection, log: list[str]) -> None:
+        self.driver_connection = conn
+        self.log = log
+
+    def invalidate(self, e: BaseException | None = None) -> None:
+        self.log.append("invalidate")
+
+    def close(self) -> None:
+        self.log.append("close")
+
+
+@pytest.fixture
+def conns() -> list[ScriptedConnection]:
+    return []
+
+
+def make_writer(conns: list[ScriptedConnection], log: list[str]) -> GroupCommitWriter:
+    def connect() -> Pooled:
+        conns.append(ScriptedConnection())
+        return Pooled(conns[-1], log)
+
+    writer = GroupCommitWriter(connect, "INSERT ...")
+    writer.start()
+    return writer
+
+
+def test_writes_queued_during_a_commit_share_the_next_one(conns: list[ScriptedConnection]) -> None:
+    writer = make_writer(conns, [])
+    assert writer.write({"n": 1}) == (10,)
+    conn = conns[0]
+    conn.release.clear()
+    conn.entered.clear()
+    results: dict[int, Any] = {}
+    first = threading.Thread(target=lambda: results.update({2: writer.write({"n": 2})}))
+    first.start()
+    assert conn.entered.wait(5)  # write 2 is being executed; the next five queue up meanwhile
+    others = [
+        threading.Thread(target=lambda n=n: results.update({n: writer.write({"n": n})})) for n in range(3, 8)
+    ]
+    for t in others:
+        t.start()
+    while writer._queue.qsize() < 5:  # all five are waiting for the writer
+        threading.Event().wait(0.005)
+    conn.release.set()
+    for t in [first, *others]:
+        t.join(5)
+    writer.stop()
+
+    assert conn.batches[:2] == [[1], [2]]
+    assert sorted(conn.batches[2]) == [3, 4, 5, 6, 7]
+    assert results == {n: (n * 10,) for n in range(2, 8)}  # each caller gets its own row
+    assert conn.commits == 3
+    assert writer.stats.largest_batch == 5
+
+
+def test_a_failed_batch_fails_its_callers_and_the_writer_goes_on(conns: list[ScriptedConnection]) -> None:
+    log: list[str] = []
+    writer = make_writer(conns, log)
+    writer.write({"n": 1})
+    conns[0].fail_next = True
+    with pytest.raises(GroupCommitFailed):
+        writer.write({"n": 2})
+    assert writer.write({"n": 3}) == (30,)
+    writer.stop()
+    assert conns[0].rollbacks == 1
+    assert conns[0].batches == [[1], [3]]  # same healthy connection, nothing of the failed batch kept
+    assert writer.stats.failed_batches == 1
+
+
+def test_a_broken_connection_is_discarded_and_replaced(conns: list[ScriptedConnection]) -> None:
+    log: list[str] = []
+    writer = make_writer(conns, log)
+    writer.write({"n": 1})
+    conns[0].fail_next = True
+    conns[0].break_on_fail = True
+    with pytest.raises(GroupCommitFailed):
+        writer.write({"n": 2})
+    assert writer.write({"n": 3}) == (30,)
+    writer.stop()
+    assert len(conns) == 2
+    assert log[:2] == ["invalidate", "close"]
+    assert conns[1].batches == [[3]]
+
+
+def test_a_stopped_writer_refuses_instead_of_blocking(conns: list[ScriptedConnection]) -> None:
+    writer = make_writer(conns, [])
+    writer.stop()
+    with pytest.raises(GroupCommitFailed):
+        writer.write({"n": 1})
+
+
+def test_turn_requests_cover_the_first_half_of_the_debounce_window() -> None:
+    now = [1000.0]
+    turns = TurnRequests(clock=lambda: now[0])
+    talk, other = uuid.uuid4(), uuid.uuid4()
+    assert not turns.covered(talk, 2.0)
+    turns.mark(talk, 1000.0, 2.0)
+    now[0] = 1000.9
+    assert turns.covered(talk, 2.0)
+    assert not turns.covered(other, 2.0)
+    now[0] = 1001.0  # the requested turn may now run before a message stored from here on: request again
+    assert not turns.covered(talk, 2.0)
+
+
+def test_without_debounce_every_message_requests_its_turn() -> None:
+    turns = TurnRequests(clock=lambda: 5.0)
+    talk = uuid.uuid4()
+    turns.mark(talk, 5.0, 0.0)
+    assert not turns.covered(talk, 0.0)
