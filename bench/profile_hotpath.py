@@ -9,6 +9,10 @@ contacts and talks) and then 2,000 messages from those 500 known leads, sequenti
 wall time, CPU time of the thread, SQL statements sent (SQLAlchemy `before_cursor_execute`), and a cProfile
 (stdlib) of the steady-state part (bench/results/profile_hotpath.pstats.txt). This splits the serve
 process's CPU per webhook (bench/ingest.py) into "the actor's work" and "everything around it".
+
+The worker side (300 AI turns of new talks, then the 300 sends) is measured the same way, once plainly and
+once more on 300 other talks under cProfile (bench/results/profile_hotpath_worker.pstats.txt). With
+`--worker-only` only that part runs (about 10 s; results go to profile_hotpath_worker.json) — for iterating.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ INSTANCE = "bench-hotpath"
 
 
 def main() -> int:
+    worker_only = "--worker-only" in sys.argv[1:]
     figures: dict[str, Any] = {}
     with Bench("hotpath", time_limit=240) as bench:
         bench.create_database()
@@ -101,8 +106,20 @@ def main() -> int:
 
         meter = CpuMeter({}, bench.db_name)
         meter.start()
+        if worker_only:
+            figures.update(_worker_side(container, statements, "T"))
+            worker_profile = cProfile.Profile()
+            figures["under_cprofile"] = _worker_side(container, statements, "U", worker_profile)
+            figures["cpu"] = meter.stop()
+            _write_worker_profile(worker_profile)
+            print(json.dumps(figures, indent=1))
+            write_results("profile_hotpath_worker", figures)
+            return 0
         figures["first_message_of_500_new_leads"] = feed(500, "N")
-        figures.update(_worker_side(container, statements))
+        figures.update(_worker_side(container, statements, "T"))
+        worker_profile = cProfile.Profile()
+        figures["worker_side_under_cprofile"] = _worker_side(container, statements, "U", worker_profile)
+        _write_worker_profile(worker_profile)
         figures["known_leads_2000_messages"] = feed(2000, "K")
         profile = cProfile.Profile()
         figures["known_leads_1000_messages_under_cprofile"] = feed(1000, "P", profile)
@@ -121,32 +138,57 @@ def main() -> int:
     return 0
 
 
-def _worker_side(container: bootstrap.Container, statements: Counter[str]) -> dict[str, Any]:
+def _write_worker_profile(profile: cProfile.Profile) -> None:
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out)
+    stats.sort_stats("cumulative").print_stats(60)
+    stats.sort_stats("tottime").print_stats(40)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "profile_hotpath_worker.pstats.txt").write_text(
+        "cProfile of 300 ai_turn calls (new talks) then 300 send_message calls, sequential, one thread\n"
+        + out.getvalue().replace(str(Path(__file__).resolve().parents[1]) + "/", "")
+    )
+
+
+def _worker_side(
+    container: bootstrap.Container,
+    statements: Counter[str],
+    tag: str,
+    profile: cProfile.Profile | None = None,
+) -> dict[str, Any]:
     """300 new leads, then the AI turn of each talk, then the send of each reply: what a worker thread runs,
-    called synchronously (Dramatiq actors are plain callables), against a FakeEvolutionApi in this process."""
+    called synchronously (Dramatiq actors are plain callables), against a FakeEvolutionApi in this process.
+    With `profile`, only the task calls run under it."""
     out: dict[str, Any] = {}
     talks = []
+    phone_base = {"T": 0, "U": 300}.get(tag, 0)
     for i in range(300):
-        payload = webhook_body(INSTANCE, f"551199{i:07d}", "Oi, quero saber mais", f"HT{i:08d}")
+        payload = webhook_body(
+            INSTANCE, f"551199{phone_base + i:07d}", "Oi, quero saber mais", f"H{tag}{i:08d}"
+        )
         talks.append(container.handle_inbound(parse_webhook(payload)).talk_id)
     for label, fn, ids in (
         ("ai_turn_one_new_talk", container.dispatcher.ai_actor, talks),
         ("send_message_one_reply", container.dispatcher.send_actor, None),
     ):
         if ids is None:
-            ids = [
-                r[0]
-                for r in container.engine.connect()
-                .exec_driver_sql(
-                    "SELECT id FROM talk_message WHERE direction = 'outbound' AND send_status IS DISTINCT FROM 'sent'"
-                )
-                .all()
-            ]
+            with container.engine.connect() as connection:
+                ids = [
+                    r[0]
+                    for r in connection.exec_driver_sql(
+                        "SELECT id FROM talk_message WHERE direction = 'outbound' "
+                        "AND send_status IS DISTINCT FROM 'sent'"
+                    ).all()
+                ]
         statements.clear()
         walls, cpus = [], []
         for ident in ids:
             w0, c0 = time.perf_counter(), time.thread_time()
+            if profile is not None:
+                profile.enable()
             fn(str(ident))
+            if profile is not None:
+                profile.disable()
             cpus.append(time.thread_time() - c0)
             walls.append(time.perf_counter() - w0)
         n = max(len(ids), 1)

@@ -25,6 +25,7 @@ from dramatiq.middleware import CurrentMessage
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from luminai_actors.actors.broker import WakingRedisBroker
 from luminai_actors.actors.conversation import ConversationRouter
 from luminai_actors.actors.tasks import (
     AI_QUEUE,
@@ -61,7 +62,7 @@ def build_broker(settings: Settings, metrics: Metrics | None = None) -> dramatiq
     if settings.uses_memory_broker:
         broker = StubBroker()
     else:
-        broker = RedisBroker(  # type: ignore[no-untyped-call]  # dramatiq leaves __init__ unannotated
+        broker = WakingRedisBroker(  # type: ignore[no-untyped-call]  # dramatiq leaves __init__ unannotated
             url=settings.broker_url,
             heartbeat_timeout=REDIS_HEARTBEAT_TIMEOUT_MS,
             maintenance_chance=REDIS_MAINTENANCE_CHANCE,
@@ -152,10 +153,16 @@ class Container:
     def handle_inbound(self, event: MessageUpsert) -> InboundOutcome:
         with log_context(instance=event.instance, whatsapp_message_id=event.message_id):
             outcome = self._handle_inbound(event)
-            with log_context(
-                talk_id=outcome.talk_id, message_id=outcome.message_id, contact_id=outcome.contact_id
-            ):
-                log.info("inbound %s%s", outcome.status, f": {outcome.reason}" if outcome.reason else "")
+            # One more message of a known conversation is logged at DEBUG (uvicorn's access line already
+            # records the webhook); new conversations, duplicates, ignored ones and fallbacks at INFO.
+            level = logging.DEBUG if outcome.fast else logging.INFO
+            if log.isEnabledFor(level):
+                with log_context(
+                    talk_id=outcome.talk_id, message_id=outcome.message_id, contact_id=outcome.contact_id
+                ):
+                    log.log(
+                        level, "inbound %s%s", outcome.status, f": {outcome.reason}" if outcome.reason else ""
+                    )
             return outcome
 
     def _handle_inbound(self, event: MessageUpsert) -> InboundOutcome:

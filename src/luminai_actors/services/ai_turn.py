@@ -3,12 +3,17 @@
 Phases, so that no database transaction stays open while an LLM thinks:
 1. `_prepare` (one transaction): wait out the debounce window, claim the talk (a lease on
    `talk.ai_lease_until` taken with a conditional UPDATE, so two workers never run turns of one talk at
-   once), read the pending inbound messages, the TalkFlow and the context;
+   once), read the pending inbound messages, the TalkFlow and the context. The recent history is read
+   first; when it holds the whole talk (fewer than `HISTORY_LIMIT` messages) the pending messages are
+   taken from it instead of a second query;
 2. outside any transaction: opt-out check, `brain.extract` (fields of the script), `talkflow.advance`
    (deterministic step logic), `brain.compose` (the reply);
 3. `_store` (one transaction): write the reply (split into parts when the agent wants it), mark exactly the
-   messages it answered as processed, save the TalkFlow, apply opt-out or hand-off, release the lease.
-Messages that arrive meanwhile stay pending and are answered by the next turn (`more_pending`).
+   messages it answered as processed (those still pending, read in one query under the talk's lock), save
+   the TalkFlow, apply opt-out or hand-off, release the lease.
+Messages that arrive meanwhile stay pending and are answered by the next turn (`more_pending`): seen in
+`_store`'s query, or looked for once more after its commit (a message committed between the two would
+otherwise wait for the recovery sweep, because its own turn found the lease taken and stood down).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from luminai_actors.persistence.tables import SEND_PENDING, Agent, Contact, Talk
 from luminai_actors.persistence.uow import UnitOfWorkFactory
 
 HISTORY_LIMIT = 20
+_EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 def split_reply(text: str) -> list[str]:
@@ -108,7 +114,9 @@ def _prepare(
             return TurnOutcome("missing")
         if talk.paused:
             return TurnOutcome("paused")
-        pending = uow.repo.pending_inbound(talk_id)
+        recent = uow.repo.recent_messages(talk_id, HISTORY_LIMIT)
+        whole_talk = len(recent) < HISTORY_LIMIT
+        pending = _pending_among(recent) if whole_talk else uow.repo.pending_inbound(talk_id)
         if not pending:
             return TurnOutcome("nothing_pending")
         newest = max(m.created_at for m in pending)
@@ -134,9 +142,7 @@ def _prepare(
             state=talk.talk_flow,
             pending=[(m.id, m.body) for m in pending],
             history=[
-                HistoryLine("lead" if m.direction == "inbound" else "agent", m.body)
-                for m in uow.repo.recent_messages(talk_id, HISTORY_LIMIT)
-                if m.body
+                HistoryLine("lead" if m.direction == "inbound" else "agent", m.body) for m in recent if m.body
             ],
             lead_first_name=contact.first_name if contact else None,
             region=region_of(contact.phone if contact else None),
@@ -145,6 +151,13 @@ def _prepare(
         )
         uow.commit()
         return prepared
+
+
+def _pending_among(messages: list[TalkMessage]) -> list[TalkMessage]:
+    """`Repository.pending_inbound` over messages already read: the lead's unprocessed messages, in its
+    order (sent_at with NULL last as PostgreSQL sorts it, then created_at, then id)."""
+    pending = [m for m in messages if m.direction == "inbound" and m.processed_at is None]
+    return sorted(pending, key=lambda m: (m.sent_at is None, m.sent_at or _EPOCH, m.created_at, m.id))
 
 
 def _usage_meta(brain: Brain, reply: BrainReply | None, extraction: Extraction | None) -> dict[str, Any]:
@@ -236,10 +249,13 @@ def _store(
             talk.ai_lease_until = None
             uow.commit()
             return TurnOutcome("paused")
-        for message_id, _ in prepared.pending:
-            message = uow.repo.get(TalkMessage, message_id)
-            if message is not None and message.processed_at is None:
+        answered = {message_id for message_id, _ in prepared.pending}
+        arrived_meanwhile = False
+        for message in uow.repo.pending_inbound(talk_id):  # one query instead of one per answered message
+            if message.id in answered:
                 message.processed_at = at
+            else:
+                arrived_meanwhile = True
         per_char = prepared.channel_options.get("timePerCharMs") or 0
         replies = []
         for index, part in enumerate(decision.replies):
@@ -281,7 +297,7 @@ def _store(
         talk.ai_lease_until = None
         talk.date_last_message = at
         uow.commit()
-        more = bool(uow.repo.pending_inbound(talk_id))
+        more = arrived_meanwhile or bool(uow.repo.pending_inbound(talk_id))
         if not replies:
             return TurnOutcome("silent", None, more)
         return TurnOutcome("replied", replies[0].id, more)
