@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -102,7 +103,7 @@ class Settings:
     rate_limit_per_ip: float = 500.0
     """LUMINAI_RATE_LIMIT_PER_IP: webhooks per second per client IP (burst 4x); 0 disables; over: 429."""
 
-    @property
+    @cached_property  # read on every webhook
     def ignored_chat_kinds(self) -> frozenset[str]:
         flags = (("group", self.ignore_groups), ("broadcast", self.ignore_broadcasts))
         return frozenset(
