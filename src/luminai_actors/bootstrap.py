@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
@@ -26,7 +26,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from luminai_actors.actors.broker import WakingRedisBroker
-from luminai_actors.actors.conversation import ConversationRouter
+from luminai_actors.actors.conversation import ConversationRouter, Deferred
 from luminai_actors.actors.tasks import (
     AI_QUEUE,
     SEND_QUEUE,
@@ -47,7 +47,7 @@ from luminai_actors.persistence.group_commit import GroupCommitWriter
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork
 from luminai_actors.services.agents import AgentDirectory
 from luminai_actors.services.inbound import InboundOutcome, conversation_key, record_inbound
-from luminai_actors.services.inbound_fast import FAST_INSERT, FastInbound, TurnRequests
+from luminai_actors.services.inbound_fast import FastInbound, SlowInbound, TurnRequests, insert_known_messages
 from luminai_actors.services.pacing import MemoryPacer, NoPacing, Pacer, RedisPacer
 from luminai_actors.services.recovery import find_stalled_work
 
@@ -110,7 +110,7 @@ class Container:
     dispatcher: DramatiqDispatcher
     evolution: EvolutionClient
     brain: Brain
-    router: ConversationRouter[MessageUpsert, InboundOutcome]
+    router: ConversationRouter[MessageUpsert | SlowInbound, InboundOutcome | Deferred]
     directory: AgentDirectory = field(init=False)
     metrics: Metrics = field(default_factory=Metrics)
     worker: dramatiq.Worker | None = None
@@ -150,38 +150,76 @@ class Container:
         return SqlAlchemyUnitOfWork(self.session_factory)
 
     # runs on a conversation actor's thread
-    def handle_inbound(self, event: MessageUpsert) -> InboundOutcome:
-        with log_context(instance=event.instance, whatsapp_message_id=event.message_id):
-            outcome = self._handle_inbound(event)
-            # One more message of a known conversation is logged at DEBUG (uvicorn's access line already
-            # records the webhook); new conversations, duplicates, ignored ones and fallbacks at INFO.
-            level = logging.DEBUG if outcome.fast else logging.INFO
-            if log.isEnabledFor(level):
-                with log_context(
-                    talk_id=outcome.talk_id, message_id=outcome.message_id, contact_id=outcome.contact_id
-                ):
-                    log.log(
-                        level, "inbound %s%s", outcome.status, f": {outcome.reason}" if outcome.reason else ""
-                    )
-            return outcome
+    def handle_inbound(self, event: MessageUpsert | SlowInbound) -> InboundOutcome | Deferred:
+        """The conversation actor's handler: the outcome, or a Deferred the group-commit writer resolves.
 
-    def _handle_inbound(self, event: MessageUpsert) -> InboundOutcome:
+        A message of a known conversation is handed to the writer and the actor goes on (the writer commits
+        in the order the actors handed over). Should the writer not store it, it comes back to this actor as
+        a SlowInbound and takes the full lookup, keeping the time it arrived.
+        """
+        if isinstance(event, SlowInbound):
+            return self._record_slow(event.event, event.key, event.arrived_at)
         fast = self.fast_inbound
-        key = conversation_key(event) if fast is not None else ""
-        outcome = fast.try_record(key, event) if fast is not None else None
-        self.metrics.inbound_path.labels("fast" if outcome is not None else "slow").inc()
-        if outcome is None:
-            outcome = record_inbound(
-                self.uow,
-                event,
-                ignored_chats=self.settings.ignored_chat_kinds,
-                talk_expiry=timedelta(hours=self.settings.talk_expiry_hours),
-            )
-            if fast is not None:
-                fast.remember(key, outcome)
+        if fast is None:
+            return self._record_slow(event, "", None)
+        key = conversation_key(event)
+        deferred = Deferred()
+
+        def finished(outcome: InboundOutcome | None, arrived_at: datetime) -> None:  # on the writer's thread
+            if outcome is not None:
+                self._after_record(event, outcome)
+                deferred.resolve(outcome)
+                return
+            fast.forget(key)
+            try:
+                self.router.tell(key, SlowInbound(event, key, arrived_at), deferred.resolve)
+            except Exception as exc:  # the actor system refused: the webhook answers 503, Evolution retries
+                deferred.resolve(exc)
+
+        if fast.submit(key, event, finished):
+            return deferred
+        return self._record_slow(event, key, None)
+
+    def handle_inbound_now(self, event: MessageUpsert) -> InboundOutcome:
+        """`handle_inbound` for callers outside the actor system: waits for a deferred outcome."""
+        result = self.handle_inbound(event)
+        if isinstance(result, Deferred):
+            result = result.wait(self.settings.webhook_timeout_seconds)
+        if isinstance(result, BaseException):
+            raise result
+        assert isinstance(result, InboundOutcome)
+        return result
+
+    def _record_slow(self, event: MessageUpsert, key: str, arrived_at: datetime | None) -> InboundOutcome:
+        outcome = record_inbound(
+            self.uow,
+            event,
+            (lambda: arrived_at) if arrived_at is not None else None,
+            ignored_chats=self.settings.ignored_chat_kinds,
+            talk_expiry=timedelta(hours=self.settings.talk_expiry_hours),
+        )
+        if self.fast_inbound is not None:
+            self.fast_inbound.remember(key, outcome)
+        self._after_record(event, outcome)
+        return outcome
+
+    def _after_record(self, event: MessageUpsert, outcome: InboundOutcome) -> None:
+        self.metrics.inbound_path.labels("fast" if outcome.fast else "slow").inc()
         if outcome.needs_ai_turn and outcome.talk_id is not None:
             self._request_ai_turn(outcome.talk_id)
-        return outcome
+        # One more message of a known conversation is logged at DEBUG (uvicorn's access line already records
+        # the webhook); new conversations, duplicates, ignored messages and fallbacks at INFO.
+        level = logging.DEBUG if outcome.fast else logging.INFO
+        if log.isEnabledFor(level):
+            with log_context(
+                instance=event.instance,
+                whatsapp_message_id=event.message_id,
+                talk_id=outcome.talk_id,
+                message_id=outcome.message_id,
+                contact_id=outcome.contact_id,
+            ):
+                reason = f": {outcome.reason}" if outcome.reason else ""
+                log.log(level, "inbound %s%s", outcome.status, reason)
 
     def _request_ai_turn(self, talk_id: uuid.UUID) -> None:
         """Enqueue the talk's AI turn unless one requested earlier in this burst will answer it."""
@@ -347,17 +385,18 @@ def build(settings: Settings) -> Container:
     brain = build_brain(settings)
 
     def uow_factory() -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(session_factory)
+        # The task actors' blocks wait on nothing between their transactions: one connection each.
+        return SqlAlchemyUnitOfWork(session_factory, hold_connection=True)
 
     dispatcher = declare_task_actors(
         broker, TaskDeps(settings, uow_factory, brain, evolution, build_pacer(settings, broker), metrics)
     )
     holder: dict[str, Container] = {}
 
-    def handle(event: MessageUpsert) -> InboundOutcome:
+    def handle(event: MessageUpsert | SlowInbound) -> InboundOutcome | Deferred:
         return holder["container"].handle_inbound(event)
 
-    router: ConversationRouter[MessageUpsert, InboundOutcome] = ConversationRouter(
+    router: ConversationRouter[MessageUpsert | SlowInbound, InboundOutcome | Deferred] = ConversationRouter(
         handle, max_actors=settings.max_conversation_actors, idle_seconds=settings.conversation_idle_seconds
     )
     container = Container(
@@ -367,7 +406,7 @@ def build(settings: Settings) -> Container:
         container.fast_inbound = FastInbound(
             GroupCommitWriter(
                 engine.raw_connection,
-                FAST_INSERT,
+                insert_known_messages,
                 name="inbound-group-commit",
                 on_batch=lambda size, ok: metrics.ingest_batch_size.observe(size),
             ),

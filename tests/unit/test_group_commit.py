@@ -14,36 +14,6 @@ from luminai_actors.persistence.group_commit import GroupCommitFailed, GroupComm
 from luminai_actors.services.inbound_fast import TurnRequests
 
 
-class ScriptedCursor:
-    def __init__(self, conn: ScriptedConnection) -> None:
-        self.conn = conn
-        self.rows: list[tuple[Any, ...]] = []
-
-    def __enter__(self) -> ScriptedCursor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def executemany(self, statement: str, params: list[dict[str, Any]], returning: bool) -> None:
-        assert returning
-        self.conn.entered.set()
-        self.conn.release.wait(10)
-        if self.conn.fail_next:
-            self.conn.fail_next = False
-            if self.conn.break_on_fail:
-                self.conn.closed = True
-            raise RuntimeError("statement failed")
-        self.conn.batches.append([p["n"] for p in params])
-        self.rows = [(p["n"] * 10,) for p in params]
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        return self.rows.pop(0)
-
-    def nextset(self) -> bool | None:
-        return True if self.rows else None
-
-
 class ScriptedConnection:
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
@@ -56,8 +26,16 @@ class ScriptedConnection:
         self.release = threading.Event()
         self.release.set()
 
-    def cursor(self) -> ScriptedCursor:
-        return ScriptedCursor(self)
+    def run(self, params: list[dict[str, Any]]) -> list[tuple[int]]:
+        self.entered.set()
+        self.release.wait(10)
+        if self.fail_next:
+            self.fail_next = False
+            if self.break_on_fail:
+                self.closed = True
+            raise RuntimeError("statement failed")
+        self.batches.append([p["n"] for p in params])
+        return [(p["n"] * 10,) for p in params]
 
     def commit(self) -> None:
         self.commits += 1
@@ -90,7 +68,10 @@ def make_writer(conns: list[ScriptedConnection], log: list[str]) -> GroupCommitW
         conns.append(ScriptedConnection())
         return Pooled(conns[-1], log)
 
-    writer = GroupCommitWriter(connect, "INSERT ...")
+    def run_batch(conn: ScriptedConnection, params: Any) -> list[tuple[int]]:
+        return conn.run(list(params))
+
+    writer = GroupCommitWriter(connect, run_batch)
     writer.start()
     return writer
 

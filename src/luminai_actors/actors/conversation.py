@@ -10,6 +10,11 @@ retries) instead of growing threads without bound.
 Replies cross back to asyncio through a callback the caller supplies (typically `loop.call_soon_threadsafe`),
 never by awaiting a pykka future, which would block the event loop. A handler's exception is passed to the
 callback; it never escapes `on_receive`, so it cannot kill the actor or drop its queued messages.
+
+A handler may answer `Deferred`: it has handed the event to someone that finishes it on another thread (the
+group-commit writer) in the order the actor decided. The actor goes on with its next event; the event stays
+"in flight" (so the actor is neither reaped nor evicted, and `wait_idle` waits for it) until the deferred is
+resolved, which delivers the reply.
 """
 
 from __future__ import annotations
@@ -40,6 +45,42 @@ def _inbox(ref: pykka.ActorRef[Any]) -> queue.Queue[Any]:
     return inbox
 
 
+class Deferred:
+    """A result that arrives later, from another thread; `resolve` may come before or after `attach`."""
+
+    __slots__ = ("_has_result", "_lock", "_result", "_then")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._has_result = False
+        self._result: Any = None
+        self._then: Callable[[Any], None] | None = None
+
+    def attach(self, then: Callable[[Any], None]) -> None:
+        with self._lock:
+            if not self._has_result:
+                self._then = then
+                return
+        then(self._result)
+
+    def resolve(self, result: Any) -> None:
+        with self._lock:
+            if self._has_result:
+                return
+            self._has_result, self._result = True, result
+            then = self._then
+        if then is not None:
+            then(result)
+
+    def wait(self, timeout: float) -> Any:
+        """Block until resolved (for synchronous callers outside the actor system)."""
+        arrived = threading.Event()
+        self.attach(lambda _result: arrived.set())
+        if not arrived.wait(timeout):
+            raise TimeoutError("the deferred result did not arrive in time")
+        return self._result
+
+
 @dataclass(frozen=True, slots=True)
 class Handle(Generic[E]):
     """Work for the actor: handle `event`, then call `reply` with the result or the exception."""
@@ -64,15 +105,21 @@ class ConversationActor(pykka.ThreadingActor, Generic[E, R]):
         except Exception as exc:
             log.exception("conversation %s failed to handle an event", self.key)
             result = exc
-        finally:
-            # Idle from here on. Should the reaper stop it now, pykka still runs the rest of this call (the
-            # reply below) before it handles the stop message.
-            self._on_done(self.key)
+        if isinstance(result, Deferred):
+            reply = message.reply
+            result.attach(lambda final: self._finish(reply, final))
+            return None
+        self._finish(message.reply, result)
+        return None
+
+    def _finish(self, reply: Reply, result: Any) -> None:
+        # Idle from here on. Should the reaper stop the actor now, pykka still runs the rest of this call (the
+        # reply below) before it handles the stop message.
+        self._on_done(self.key)
         try:
-            message.reply(result)
+            reply(result)
         except Exception:
             log.exception("conversation %s could not deliver its reply", self.key)
-        return None
 
 
 @dataclass(slots=True)

@@ -1,8 +1,9 @@
-"""Group commit: many callers' single-statement writes share one PostgreSQL transaction and one WAL flush.
+"""Group commit: many callers' writes share one PostgreSQL transaction and one WAL flush.
 
-A caller (a conversation actor) submits the parameters of one statement and blocks until the transaction
-holding it has committed; meanwhile the writer thread takes everything queued, sends it in one pipelined
-`executemany` (one network round trip), commits once and hands every caller the row its statement returned.
+A caller (a conversation actor) submits the parameters of one write and blocks until the transaction
+holding it has committed; meanwhile the writer thread takes everything queued, hands the whole batch to its
+`run_batch` function (typically one set-based statement over arrays: one round trip, one plan), commits once
+and gives every caller the result `run_batch` produced for it.
 Whatever arrives while a commit is in flight forms the next batch, so batches grow with the load without any
 timer: one webhook alone waits for one commit, a thousand concurrent ones share a few.
 
@@ -19,7 +20,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -38,15 +39,30 @@ class RawConnection(Protocol):
     def close(self) -> None: ...
 
 
+Done = Callable[[Any, BaseException | None], None]
+"""Called once from the writer thread: (result, None) after the commit, or (None, error) when it failed."""
+
+
 @dataclass(slots=True)
 class _Write:
     params: Mapping[str, Any]
-    done: threading.Lock = field(default_factory=threading.Lock)
-    row: tuple[Any, ...] | None = None
-    error: BaseException | None = None
+    done: Done
 
-    def __post_init__(self) -> None:
-        self.done.acquire()  # released by the writer once the batch committed or failed
+
+class _Waiter:
+    """Turns the callback into a blocking wait for `write()`."""
+
+    __slots__ = ("error", "lock", "result")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()  # released by the callback
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def __call__(self, result: Any, error: BaseException | None) -> None:
+        self.result, self.error = result, error
+        self.lock.release()
 
 
 @dataclass
@@ -57,20 +73,24 @@ class GroupCommitStats:
     largest_batch: int = 0
 
 
+RunBatch = Callable[[Any, Sequence[Mapping[str, Any]]], Sequence[Any]]
+"""(psycopg connection, the batch's params in submission order) -> one result per params, same order."""
+
+
 class GroupCommitWriter:
-    """One thread, one connection, one statement: `write(params)` returns that statement's first row."""
+    """One thread, one connection: `write(params)` returns what `run_batch` produced for those params."""
 
     def __init__(
         self,
         connect: Callable[[], RawConnection],
-        statement: str,
+        run_batch: RunBatch,
         *,
         max_batch: int = 500,
         name: str = "group-commit",
         on_batch: Callable[[int, bool], None] | None = None,
     ) -> None:
         self._connect = connect
-        self._statement = statement
+        self._run_batch = run_batch
         self._max_batch = max_batch
         self._name = name
         self._on_batch = on_batch
@@ -101,22 +121,30 @@ class GroupCommitWriter:
         return self._thread is not None and self._thread.is_alive()
 
     # callers ---------------------------------------------------------------------------------------------
-    def write(self, params: Mapping[str, Any], timeout: float = 30.0) -> tuple[Any, ...] | None:
-        """Run the statement with `params` in the next group transaction; block until it committed.
+    def submit(self, params: Mapping[str, Any], done: Done) -> None:
+        """Queue `params` for the next group transaction; `done` is called once it committed or failed.
 
-        Returns the statement's first row (None when it returned none). Raises GroupCommitFailed when the
-        batch was rolled back, the writer is stopped, or no commit came within `timeout`.
+        `done` runs on the writer thread (or at once, on the caller's, with GroupCommitFailed when the
+        writer is not running), so it must be quick and must not block on another write.
         """
         if self._closed or not self.running:
-            raise GroupCommitFailed("the group-commit writer is not running")
-        item = _Write(params)
-        self._queue.put(item)
-        if not item.done.acquire(timeout=timeout):
-            # The write may still commit later; the caller's fallback is idempotent, so that is harmless.
+            done(None, GroupCommitFailed("the group-commit writer is not running"))
+            return
+        self._queue.put(_Write(params, done))
+
+    def write(self, params: Mapping[str, Any], timeout: float = 30.0) -> Any:
+        """`submit` and block until the commit: returns `run_batch`'s result for these params.
+
+        Raises GroupCommitFailed when the batch was rolled back, the writer is stopped, or no commit came
+        within `timeout` (the write may still commit later; callers' fallbacks are idempotent).
+        """
+        waiter = _Waiter()
+        self.submit(params, waiter)
+        if not waiter.lock.acquire(timeout=timeout):
             raise GroupCommitFailed(f"no group commit within {timeout} s")
-        if item.error is not None:
-            raise GroupCommitFailed(str(item.error)) from item.error
-        return item.row
+        if waiter.error is not None:
+            raise GroupCommitFailed(str(waiter.error)) from waiter.error
+        return waiter.result
 
     # the writer thread -----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -140,47 +168,43 @@ class GroupCommitWriter:
                 return
 
     def _commit(self, batch: Sequence[_Write]) -> None:
-        ok = False
+        results: Sequence[Any] = ()
+        error: BaseException | None = None
         try:
-            rows = self._execute(batch)
-            for item, row in zip(batch, rows, strict=True):
-                item.row = row
-            ok = True
+            results = self._execute(batch)
         except Exception as exc:
             log.warning("group commit of %d writes failed; each falls back: %s", len(batch), exc)
-            for item in batch:
-                item.error = exc
-        finally:
-            self.stats.batches += 1
-            self.stats.writes += len(batch)
-            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-            if not ok:
-                self.stats.failed_batches += 1
-            for item in batch:
-                item.done.release()
-            if self._on_batch is not None:
-                try:
-                    self._on_batch(len(batch), ok)
-                except Exception:
-                    log.exception("group commit batch observer failed")
+            error = GroupCommitFailed(str(exc))
+            error.__cause__ = exc
+        self.stats.batches += 1
+        self.stats.writes += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        if error is not None:
+            self.stats.failed_batches += 1
+        for index, item in enumerate(batch):
+            try:
+                item.done(results[index] if error is None else None, error)
+            except Exception:
+                log.exception("a group commit callback failed")
+        if self._on_batch is not None:
+            try:
+                self._on_batch(len(batch), error is None)
+            except Exception:
+                log.exception("group commit batch observer failed")
 
-    def _execute(self, batch: Sequence[_Write]) -> list[tuple[Any, ...] | None]:
+    def _execute(self, batch: Sequence[_Write]) -> Sequence[Any]:
         if self._connection is None:
             self._connection = self._connect()
         conn = self._connection.driver_connection
         try:
-            with conn.cursor() as cursor:
-                cursor.executemany(self._statement, [item.params for item in batch], returning=True)
-                rows: list[tuple[Any, ...] | None] = []
-                while True:
-                    rows.append(cursor.fetchone())
-                    if not cursor.nextset():
-                        break
+            results = self._run_batch(conn, [item.params for item in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"run_batch gave {len(results)} results for {len(batch)} writes")
             conn.commit()
         except Exception:
             self._rollback_or_drop()
             raise
-        return rows
+        return results
 
     def _rollback_or_drop(self) -> None:
         if self._connection is None:

@@ -3,8 +3,8 @@
 The first message of a conversation goes through `services.inbound.record_inbound` (locks, contact and talk
 lookup or creation, one ORM transaction). What it learned — agent, contact, open talk, the identities the
 contact is known by — is remembered under the conversation key. A later lead message of that conversation,
-handled by the same conversation actor, is then one statement that re-checks everything the slow path would
-have decided differently and inserts only when nothing changed:
+handled by the same conversation actor, is then inserted only if a check of everything the slow path would
+have decided differently passes:
 
 * the talk is still this contact's and this agent's, open (active, not archived, not closed) and not idle
   past the expiry;
@@ -13,9 +13,10 @@ have decided differently and inserts only when nothing changed:
 * the message is new (`ON CONFLICT DO NOTHING` on the (agent, WhatsApp id) unique key).
 
 It also touches the talk (`date_last_message`, the reply JID) and the contact (`last_contact_date`) like the
-slow path. The statements of many conversations share one transaction through `GroupCommitWriter`. When the
-statement inserts nothing (a duplicate, a closed/expired/moved talk, a changed agent) or its batch fails,
-the message goes through the slow path in its own transaction, which decides it exactly as before; the fast
+slow path. The messages of all conversations waiting at that moment are one set-based statement over arrays
+in one transaction (`GroupCommitWriter`). A message the statement does not insert (a duplicate; a closed,
+expired or moved talk; a changed agent), or any message of a failed batch, goes through the slow path in
+its own transaction, which decides it exactly as before; the fast
 path never answers "duplicate" itself.
 
 `TurnRequests` keeps the AI-turn requests of a debounced burst to one: a turn requested at T with the
@@ -26,54 +27,74 @@ covers a request that is lost anyway).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.domain.phone import canonical_phone, jid_user, phone_from_jid
 from luminai_actors.evolution.webhook import MessageUpsert
-from luminai_actors.persistence.group_commit import GroupCommitFailed, GroupCommitWriter
+from luminai_actors.persistence.group_commit import GroupCommitWriter
 from luminai_actors.persistence.tables import TALK_ACTIVE
 from luminai_actors.services.inbound import InboundOutcome, KnownConversation, inbound_metadata, message_type
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# talk.status = 0 is TALK_ACTIVE (asserted below); the statement is a constant, values are all bound.
-FAST_INSERT = """
-WITH t AS (
-    SELECT talk.id FROM talk JOIN agent ON agent.id = talk.agent_id
-    WHERE talk.id = %(talk_id)s AND talk.contact_id = %(contact_id)s AND talk.agent_id = %(agent_id)s
-      AND talk.status = 0 AND NOT talk.archived AND talk.closed_at IS NULL
-      AND (talk.date_last_message IS NULL OR talk.date_last_message >= %(fresh_after)s)
-      AND agent.active AND agent.whatsapp_active AND agent.updated_at = %(agent_updated_at)s
+# One statement per group commit over a JSON array (one document to encode and send, parsed by PostgreSQL in
+# C): each element is one message with what its conversation was known as. talk.status = 0 is TALK_ACTIVE
+# (asserted below); the statement is a constant and the batch is one bound value.
+FAST_INSERT_BATCH = """
+WITH input AS (
+    SELECT * FROM jsonb_to_recordset(%(batch)s::jsonb) AS i(
+        n int, id uuid, organization_id uuid, talk_id uuid, agent_id uuid, contact_id uuid,
+        agent_updated_at timestamptz, fresh_after timestamptz, body text, message_type text,
+        whatsapp_message_id text, metadata jsonb, sent_at timestamptz, now timestamptz, reply_jid text)
+), allowed AS (
+    SELECT i.* FROM input i
+    JOIN talk ON talk.id = i.talk_id AND talk.contact_id = i.contact_id AND talk.agent_id = i.agent_id
+    JOIN agent ON agent.id = i.agent_id
+    WHERE talk.status = 0 AND NOT talk.archived AND talk.closed_at IS NULL
+      AND (talk.date_last_message IS NULL OR talk.date_last_message >= i.fresh_after)
+      AND agent.active AND agent.whatsapp_active AND agent.updated_at = i.agent_updated_at
     FOR UPDATE OF talk
 ), ins AS (
     INSERT INTO talk_message (id, organization_id, talk_id, agent_id, from_contact_id, direction, channel,
                               body, message_type, whatsapp_message_id, metadata, send_attempts, sent_at,
                               created_at)
-    SELECT %(id)s, %(organization_id)s, t.id, %(agent_id)s, %(contact_id)s, 'inbound', 'whatsapp',
-           %(body)s, %(message_type)s, %(whatsapp_message_id)s, %(metadata)s, 0, %(sent_at)s, %(now)s
-    FROM t
+    SELECT id, organization_id, talk_id, agent_id, contact_id, 'inbound', 'whatsapp',
+           body, message_type, whatsapp_message_id, metadata, 0, sent_at, now
+    FROM allowed ORDER BY n
     ON CONFLICT (agent_id, whatsapp_message_id) DO NOTHING
     RETURNING id
 ), touch_talk AS (
-    UPDATE talk SET date_last_message = %(now)s, whatsapp_remote_jid = %(reply_jid)s, updated_at = %(now)s
-    WHERE talk.id = %(talk_id)s AND EXISTS (SELECT 1 FROM ins)
+    UPDATE talk SET date_last_message = last.now, whatsapp_remote_jid = last.reply_jid, updated_at = last.now
+    FROM (SELECT DISTINCT ON (a.talk_id) a.talk_id, a.now, a.reply_jid
+          FROM allowed a JOIN ins ON ins.id = a.id ORDER BY a.talk_id, a.n DESC) AS last
+    WHERE talk.id = last.talk_id
 ), touch_contact AS (
-    UPDATE contact SET last_contact_date = %(now)s, updated_at = %(now)s
-    WHERE contact.id = %(contact_id)s AND EXISTS (SELECT 1 FROM ins)
+    UPDATE contact SET last_contact_date = last.now, updated_at = last.now
+    FROM (SELECT a.contact_id, max(a.now) AS now
+          FROM allowed a JOIN ins ON ins.id = a.id GROUP BY a.contact_id) AS last
+    WHERE contact.id = last.contact_id
 )
-SELECT (SELECT id FROM ins)
+SELECT id FROM ins
 """
-assert TALK_ACTIVE == 0, "FAST_INSERT spells the active status as 0"
+assert TALK_ACTIVE == 0, "FAST_INSERT_BATCH spells the active status as 0"
+
+
+def insert_known_messages(connection: Any, batch: Sequence[Mapping[str, Any]]) -> list[bool]:
+    """The group writer's batch: which of the messages were inserted (False: the slow path must decide)."""
+    document = json.dumps([{**params, "n": n} for n, params in enumerate(batch)], default=str)
+    with connection.cursor() as cursor:
+        cursor.execute(FAST_INSERT_BATCH, {"batch": document})
+        inserted = {str(row[0]) for row in cursor.fetchall()}
+    return [str(params["id"]) in inserted for params in batch]
 
 
 def fast_path_applies(event: MessageUpsert, known: KnownConversation) -> bool:
@@ -129,11 +150,17 @@ class FastInbound:
         with self._lock:
             return self._known.get(key)
 
-    def try_record(self, key: str, event: MessageUpsert) -> InboundOutcome | None:
-        """The stored outcome, or None when the slow path must decide this message."""
+    def submit(
+        self, key: str, event: MessageUpsert, finished: Callable[[InboundOutcome | None, datetime], None]
+    ) -> bool:
+        """Hand a known conversation's message to the group writer; False when the fast path does not apply.
+
+        `finished(outcome, arrived_at)` is called once, on the writer's thread: with the stored outcome after
+        the commit, or with None when the slow path must decide the message (it keeps `arrived_at`).
+        """
         known = self.known(key)
         if known is None or not fast_path_applies(event, known):
-            return None
+            return False
         now = self._clock()
         message_id = uuid7()
         params: dict[str, Any] = {
@@ -147,23 +174,34 @@ class FastInbound:
             "body": event.content.text,
             "message_type": message_type(event),
             "whatsapp_message_id": event.message_id,
-            "metadata": Jsonb(inbound_metadata(event)),
+            "metadata": inbound_metadata(event),
             "sent_at": event.sent_at or now,
             "now": now,
             "reply_jid": event.reply_jid,
         }
-        try:
-            row = self.writer.write(params)
-        except GroupCommitFailed:
-            self.fell_back += 1
-            return None
-        if row is None or row[0] is None:
-            self.fell_back += 1
-            return None
-        self.stored += 1
-        return InboundOutcome(
-            "stored", None, known.talk_id, message_id, known.contact_id, known=known, fast=True
-        )
+
+        def done(inserted: Any, error: BaseException | None) -> None:
+            if error is None and inserted:
+                self.stored += 1
+                stored = InboundOutcome(
+                    "stored", None, known.talk_id, message_id, known.contact_id, known=known, fast=True
+                )
+                finished(stored, now)
+            else:
+                self.fell_back += 1
+                finished(None, now)
+
+        self.writer.submit(params, done)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class SlowInbound:
+    """A message the fast path handed back: decided by the full lookup, dated when it first arrived."""
+
+    event: MessageUpsert
+    key: str
+    arrived_at: datetime
 
 
 @dataclass
