@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from luminai_actors.actors.conversation import ConversationRouter
+from luminai_actors.actors.conversation import ConversationRouter, Deferred
 from luminai_actors.errors import ConversationBusy, Unavailable
 from luminai_actors.evolution.webhook import MessageUpsert, parse_webhook
 from luminai_actors.services.inbound import InboundOutcome, conversation_key
@@ -639,3 +639,47 @@ def test_handle_message_answers_conversation_busy_when_the_actor_is_too_slow(har
     with pytest.raises(ConversationBusy):
         asyncio.run(scenario())
     gate.set()  # the late reply must not break anything (the loop is closed by then)
+
+
+def test_a_deferred_result_frees_the_actor_but_keeps_the_event_in_flight_until_resolved(
+    harness: Harness,
+) -> None:
+    deferred: dict[int, Deferred] = {}
+    handled: list[int] = []
+
+    def handler(n: int) -> Any:
+        handled.append(n)
+        if n == 0:
+            deferred[n] = Deferred()
+            return deferred[n]
+        return f"done {n}"
+
+    clock = FakeClock()
+    router = harness.router(handler, idle_seconds=5.0, clock=clock)
+    replies = Replies()
+    router.tell("k", 0, replies)
+    router.tell("k", 1, replies)
+
+    assert replies.wait(1) == ["done 1"]  # the actor went on while event 0 is still pending
+    assert handled == [0, 1]
+    assert not router.idle()
+    assert router.snapshot()[0]["inFlight"] == 1
+    clock.now += 60
+    assert router.reap_idle() == 0  # an actor with a pending event is not reaped
+    assert not router.wait_idle(0.05)
+
+    deferred[0].resolve("done 0")
+
+    assert replies.wait(2) == ["done 1", "done 0"]
+    assert router.wait_idle(WAIT)
+    assert router.snapshot()[0]["inFlight"] == 0
+
+
+def test_a_deferred_resolved_before_the_actor_attaches_still_replies_once() -> None:
+    early = Deferred()
+    early.resolve("first")
+    early.resolve("ignored")
+    got: list[Any] = []
+    early.attach(got.append)
+    assert got == ["first"]
+    assert early.wait(1) == "first"
