@@ -6,8 +6,9 @@ One run, same load generator, side by side:
   * bare: bench/bare_app.py (parses the JSON body, answers 200) under uvicorn, served like `run.py serve`;
   * service: `run.py serve` on a fresh PostgreSQL database with the Redis broker (db 14), LUMINAI_ADMIN_TOKEN
     set, an agent on the instance the webhooks name, rate limits off (LUMINAI_RATE_LIMIT_PER_INSTANCE=0,
-    LUMINAI_RATE_LIMIT_PER_IP=0), LUMINAI_AI_DEBOUNCE_SECONDS=0, LUMINAI_SEND_RATE_PER_INSTANCE=0, plus one
-    `run.py worker --threads 4` doing the AI turns and sends against an in-process FakeEvolutionApi.
+    LUMINAI_RATE_LIMIT_PER_IP=0), LUMINAI_SEND_RATE_PER_INSTANCE=0, the AI debounce at the service's default
+    (2 s; `--debounce 0` makes every message request its own AI turn), plus one `run.py worker --threads 4`
+    doing the AI turns and sends against an in-process FakeEvolutionApi.
 
 Phases: (1) wrk closed loop `-t2 -c32 -d15s --latency` (bench/webhook.lua: unique data.key.id per request,
 500 lead numbers), after a 3 s warm-up that creates the 500 contacts/talks, against bare then service;
@@ -53,7 +54,6 @@ from luminai_actors.testing import FakeEvolutionApi
 SERVICE_ENV = {
     "LUMINAI_RATE_LIMIT_PER_INSTANCE": "0",
     "LUMINAI_RATE_LIMIT_PER_IP": "0",
-    "LUMINAI_AI_DEBOUNCE_SECONDS": "0",
     "LUMINAI_SEND_RATE_PER_INSTANCE": "0",
 }
 
@@ -151,7 +151,13 @@ def main() -> int:
     parser.add_argument(
         "--pool-size", type=int, help="LUMINAI_DB_POOL_SIZE for serve and worker (default: 10)"
     )
+    parser.add_argument("--warmup", type=int, default=10, help="seconds of wrk before each measured run")
+    parser.add_argument(
+        "--debounce", help="LUMINAI_AI_DEBOUNCE_SECONDS for serve and worker (default: the service's, 2 s)"
+    )
     args = parser.parse_args()
+    if args.debounce is not None:
+        SERVICE_ENV["LUMINAI_AI_DEBOUNCE_SECONDS"] = args.debounce
     if args.pool_size:
         SERVICE_ENV["LUMINAI_DB_POOL_SIZE"] = str(args.pool_size)
     ensure_tools(need_wrk=True)
@@ -178,11 +184,16 @@ def main() -> int:
         urls = {"bare": bare_url, "service": service_url}
         print(f"bare {bare_url} (pid {bare.pid}); service {service_url} (pid {serve.pid}); tag {tag}")
 
-        # (1) wrk, closed loop, side by side, -t2 -c32 after a 3 s warm-up (which creates the 500 contacts)
+        # (1) wrk, closed loop, side by side, -t2 -c32 after a warm-up (which creates the 500 contacts)
         results: dict[str, Any] = {}
         for label in ("bare", "service"):
             prefix = f"{tag}{label[0].upper()}"
-            warm = run_wrk(bench, urls[label], prefix + "W", 3, args.threads, args.connections, args.phones)
+            warm = run_wrk(
+                bench, urls[label], prefix + "W", args.warmup, args.threads, args.connections, args.phones
+            )
+            known_before = bench.sql(
+                "SELECT (SELECT count(*) FROM contact) AS contacts, (SELECT count(*) FROM talk) AS talks"
+            )[0]
             s0 = sessions.read()
             meter.start()
             pg.start()
@@ -197,6 +208,8 @@ def main() -> int:
             )
             measured["cpu"] = meter.stop()
             measured["warmup"] = {k: warm[k] for k in ("requests", "rps", "codes", "latency_ms")}
+            if label == "service":
+                measured["warmup"]["contacts_and_talks_before_measuring"] = known_before
             results[label] = measured
             if label == "service":
                 checks += [
@@ -318,6 +331,8 @@ def main() -> int:
         figures["settings"] = {
             **SERVICE_ENV,
             "worker": "none" if worker is None else "run.py worker --threads 4 (Redis db 14)",
+            "LUMINAI_AI_DEBOUNCE_SECONDS": SERVICE_ENV.get("LUMINAI_AI_DEBOUNCE_SECONDS", "2 (default)"),
+            "warmup_seconds": args.warmup,
             "logging": "serve: LUMINAI_LOG_LEVEL default (INFO, JSON lines); uvicorn access log on both servers",
             "phones": args.phones,
             "LUMINAI_DB_POOL_SIZE": SERVICE_ENV.get("LUMINAI_DB_POOL_SIZE", "10 (default)"),
