@@ -6,8 +6,11 @@ Real `run.py serve` + one `run.py worker --threads 4` on a fresh PostgreSQL data
 (db 14), offline brain (instant), LUMINAI_AI_DEBOUNCE_SECONDS=0, LUMINAI_SEND_RATE_PER_INSTANCE=0, and
 LUMINAI_WORKER_POLL_MS = 100, then 10 (the service and worker are restarted for each). Per setting: 10
 warm-up messages, then 300 messages, one every 50 ms (open loop, bench/loadgen.py), each from a distinct
-lead. The FakeEvolutionApi runs in this process, so latency = its `received_at` (time.monotonic) of the
-sendText for that lead - the time.monotonic() just before that lead's webhook POST started.
+lead: each is a new contact and talk. With `--known-leads` every lead first writes once and is answered, and
+the measured message is its second (a known conversation: the inbound fast path; the reply is the second
+sendText to that number); results go to end_to_end_known_leads.json. The FakeEvolutionApi runs in this
+process, so latency = its `received_at` (time.monotonic) of the sendText for that lead - the
+time.monotonic() just before that lead's webhook POST started.
 
 Where the time goes is read back from PostgreSQL (wall clock of the same machine, converted to this
 process's monotonic clock): inbound `created_at` (the conversation actor started recording), the 200
@@ -48,9 +51,19 @@ def digits(number: str) -> str:
     return "".join(ch for ch in number.split("@", 1)[0] if ch.isdigit())
 
 
+def replies_by_number(evolution: FakeEvolutionApi, wanted: set[str]) -> dict[str, list[float]]:
+    """The receipt times of the sendTexts to each wanted number, oldest first."""
+    got: dict[str, list[float]] = {}
+    for r in evolution.sendtext_attempts(INSTANCE):
+        number = digits(str((r.json or {}).get("number", "")))
+        if number in wanted:
+            got.setdefault(number, []).append(r.received_at)
+    return got
+
+
 def run_setting(
     bench: Bench, evolution: FakeEvolutionApi, poll_ms: int, count: int, interval: float, base: int, tag: str,
-    agent_ready: bool,
+    agent_ready: bool, known_leads: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     env = {
         "LUMINAI_AI_DEBOUNCE_SECONDS": "0",
@@ -73,6 +86,19 @@ def run_setting(
         bodies = make_bodies(count, INSTANCE, f"{tag}M", count, base)
         phones = [phone_for(i, count, base) for i in range(count)]
         assert len(set(phones)) == count, "leads must be distinct"
+        wanted = set(phones)
+        seen_before: dict[str, int] = {}
+        if known_leads:  # every lead writes once and is answered; the measured message is its second one
+            first = make_bodies(count, INSTANCE, f"{tag}F", count, base)
+            asyncio.run(open_loop(url + WEBHOOK, first, 1 / interval, connections=16))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                seen_before = {n: len(v) for n, v in replies_by_number(evolution, wanted).items()}
+                if len(seen_before) == count:
+                    break
+                time.sleep(0.1)
+            assert len(seen_before) == count, f"only {len(seen_before)} of {count} leads got a first reply"
+            time.sleep(1.0)
         starts: dict[int, float] = {}
         offset = time.time() - time.monotonic()  # wall -> monotonic, for the database timestamps
         meter = CpuMeter({"serve": serve.pid, "worker": worker.pid}, bench.db_name)
@@ -87,13 +113,12 @@ def run_setting(
             )
         )
         deadline = time.monotonic() + 60
-        wanted = set(phones)
         got: dict[str, float] = {}
         while time.monotonic() < deadline and len(got) < count:
-            for r in evolution.sendtext_attempts(INSTANCE):
-                number = digits(str((r.json or {}).get("number", "")))
-                if number in wanted and number not in got:
-                    got[number] = r.received_at
+            for number, times in replies_by_number(evolution, wanted).items():
+                skip = seen_before.get(number, 0)  # the replies to the first message of a known lead
+                if len(times) > skip:
+                    got[number] = times[skip]
             if len(got) < count:
                 time.sleep(0.05)
         cpu = meter.stop()
@@ -104,6 +129,9 @@ def run_setting(
         stages = breakdown(bench, phones, starts, records, got, offset, f"L{tag}M")
         return {
             "worker_poll_ms": poll_ms,
+            "leads": "known (measured message is the lead's second)"
+            if known_leads
+            else "new (first message)",
             "messages": count,
             "interval_ms": interval * 1000,
             "webhook_codes": codes,
@@ -128,7 +156,7 @@ def breakdown(
                r.metadata->>'whatsappLastAttemptAt' AS attempt_at, r.sent_at AS sent_at
         FROM talk_message i
         JOIN LATERAL (SELECT * FROM talk_message o WHERE o.talk_id = i.talk_id AND o.direction = 'outbound'
-                      ORDER BY o.created_at LIMIT 1) r ON true
+                      AND o.created_at >= i.created_at ORDER BY o.created_at LIMIT 1) r ON true
         WHERE i.direction = 'inbound' AND i.whatsapp_message_id LIKE :p
         """,
         p=prefix + "%",
@@ -183,16 +211,22 @@ def main() -> int:
         help="set TCP_NODELAY on the fake's sockets (removes its ~40 ms delayed-ACK stall per response); "
         "results go to end_to_end_fake_nodelay.json",
     )
+    parser.add_argument(
+        "--known-leads",
+        action="store_true",
+        help="each lead first writes once and is answered; the latency measured is that of its second "
+        "message (a known conversation); results go to end_to_end_known_leads.json",
+    )
     args = parser.parse_args()
     set_fake_evolution_nodelay(args.fake_nodelay)
     tag = unique_tag()
     figures: dict[str, Any] = {"settings": {}}
-    with Bench("e2e", time_limit=300) as bench, FakeEvolutionApi() as evolution:
+    with Bench("e2e", time_limit=480) as bench, FakeEvolutionApi() as evolution:
         bench.create_database()
         for n, poll in enumerate(int(p) for p in args.poll_ms.split(",")):
             result = run_setting(
                 bench, evolution, poll, args.messages, args.interval_ms / 1000, 100_000 * (n + 1),
-                f"{tag}{n}", agent_ready=n > 0,
+                f"{tag}{n}", agent_ready=n > 0, known_leads=args.known_leads,
             )  # fmt: skip
             figures[f"worker_poll_ms_{poll}"] = result
             lat = result["latency_webhook_start_to_sendtext"]
@@ -218,9 +252,13 @@ def main() -> int:
             "worker": "run.py worker --threads 4",
             "broker": "redis db 14",
             "fake_evolution_tcp_nodelay": args.fake_nodelay,
+            "leads": "known: each lead's second message is measured"
+            if args.known_leads
+            else "new: first messages",
         }
         print(json.dumps(figures["targets_met"]))
-        write_results("end_to_end_fake_nodelay" if args.fake_nodelay else "end_to_end", figures)
+        name = "end_to_end_fake_nodelay" if args.fake_nodelay else "end_to_end"
+        write_results(name + ("_known_leads" if args.known_leads else ""), figures)
     return 0
 
 
