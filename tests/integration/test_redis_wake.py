@@ -1,6 +1,7 @@
 """Wake-on-enqueue (`actors/broker.py`) on a real Redis: an idle consumer is woken by an enqueue, tokens stay
-bounded, a token left while nobody waits costs one extra fetch, and a lost Redis surfaces as Dramatiq's
-ConnectionClosed, as it does with Dramatiq's own consumer.
+bounded, a token left while nobody waits costs one extra fetch, a message delayed by a second or more pushes
+no token and is fetched by the poll, and a lost Redis surfaces as Dramatiq's ConnectionClosed, as it does
+with Dramatiq's own consumer.
 
 The consumers here wait with `worker_timeout` = 60 s and start "long idle" (their next wait is 30-60 s), so a
 message can only arrive within the bounded waits below if the enqueue woke the consumer; the bounds only keep
@@ -24,7 +25,13 @@ import redis
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
-from luminai_actors.actors.broker import WAKE_TOKENS_MAX, WakingRedisBroker, WakingRedisConsumer, wake_key
+from luminai_actors.actors.broker import (
+    WAKE_DELAY_BELOW_MS,
+    WAKE_TOKENS_MAX,
+    WakingRedisBroker,
+    WakingRedisConsumer,
+    wake_key,
+)
 from luminai_actors.testing.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -160,12 +167,38 @@ def test_each_enqueue_leaves_one_token_on_its_own_queue_and_the_list_stays_bound
     producer = brokers.make()
     for i in range(WAKE_TOKENS_MAX * 3):
         producer.enqueue(message("q", str(i)))
-    producer.enqueue(message("q"), delay=60_000)
+    producer.enqueue(message("q"), delay=WAKE_DELAY_BELOW_MS - 1)  # a short delay still wakes
 
     assert brokers.admin.llen(wake_key(brokers.namespace, "q")) == WAKE_TOKENS_MAX
     assert brokers.admin.llen(wake_key(brokers.namespace, "q.DQ")) == 1
     assert brokers.admin.llen(f"{brokers.namespace}:q") == WAKE_TOKENS_MAX * 3  # every message enqueued
     assert brokers.admin.llen(f"{brokers.namespace}:q.DQ") == 1
+
+
+@pytest.mark.parametrize("delay", [WAKE_DELAY_BELOW_MS, 2_000, 60_000])
+def test_a_message_delayed_by_a_second_or_more_pushes_no_token_and_the_poll_still_fetches_it(
+    brokers: Brokers, delay: int
+) -> None:
+    """The delay queue's consumer, polling every 100 ms (the default `worker_timeout`), finds the message
+    without a token; the worker then holds it until its eta (Dramatiq's delay queue), so the missing token
+    never makes it late."""
+    producer, consumer_broker = brokers.make(), brokers.make(cls=WakingRedisBroker)
+    consumer = consumer_broker.consume("q.DQ", prefetch=1, timeout=100)
+    stop = threading.Event()
+    thread, out = in_thread(lambda: next_message(consumer, stop))
+    try:
+        brokers.wait_blocked(consumer_broker)  # idle, between two polls
+        sent = producer.enqueue(message("q", "later"), delay=delay)
+        assert brokers.admin.llen(wake_key(brokers.namespace, "q.DQ")) == 0  # no wake-up pushed
+        thread.join(BOUND_S)
+    finally:
+        stop.set()
+        thread.join(BOUND_S)
+    assert sent.queue_name == "q.DQ"
+    assert out.get("value") is not None, out
+    assert out["value"].message_id == sent.message_id
+    assert out["value"].options["eta"] == sent.options["eta"]
+    assert brokers.admin.llen(wake_key(brokers.namespace, "q.DQ")) == 0
 
 
 def test_a_token_left_while_nobody_waited_only_ends_the_next_wait_early(brokers: Brokers) -> None:

@@ -15,7 +15,12 @@ BLPOP on that list with the same timeout instead of a sleep. So:
   heartbeats and queue maintenance keep at least their old pace; without a token it behaves as before.
   One BLPOP blocks at most `max_wait_ms` (2 s): redis-py gives its connections a 5 s socket timeout by
   default, which a longer BLPOP would run into; a longer backoff is then cut short (one more fetch), which
-  only matters for `worker_timeout` above 2 s.
+  only matters for `worker_timeout` above 2 s;
+- a message delayed by `WAKE_DELAY_BELOW_MS` (1 s) or more pushes no token (the push is half the CPU of an
+  enqueue in the web server): the delay queue's consumer fetches it at its next poll, at most one idle wait
+  (`worker_timeout`, 100 ms by default) after the enqueue, long before it is due, and Dramatiq releases a
+  delayed message at the first turn of that consumer's loop after its time either way (retries of 2 s and
+  4 s, debounce windows). Immediate and short-delay enqueues still wake a consumer.
 
 Everything else (fetch, ack, nack, requeue, prefetch accounting, heartbeats, the Lua scripts) is Dramatiq's.
 Only the consumer's `__next__` is written again here, because the sleep sits in the middle of it.
@@ -42,6 +47,9 @@ log = logging.getLogger(__name__)
 #: several idle processes each find one after a burst nobody waited for. A surplus token costs an empty fetch.
 WAKE_TOKENS_MAX = 8
 
+#: Messages delayed by at least this many milliseconds push no wake token (see the module's docstring).
+WAKE_DELAY_BELOW_MS = 1_000
+
 
 def wake_key(namespace: str, queue_name: str) -> str:
     """The wake list of one queue (its actual name: `ai`, or the delay queue `ai.DQ`)."""
@@ -57,7 +65,8 @@ class WakingRedisBroker(RedisBroker):
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         enqueued: Message[Any] = super().enqueue(message, delay=delay)
-        self.wake(str(enqueued.queue_name))  # the queue it went to: `X`, or `X.DQ` when delayed
+        if not delay or delay < WAKE_DELAY_BELOW_MS:  # a longer delay is fetched by the next poll in time
+            self.wake(str(enqueued.queue_name))  # the queue it went to: `X`, or `X.DQ` when delayed
         return enqueued
 
     def wake(self, queue_name: str) -> None:

@@ -2,6 +2,9 @@
 
 `Repository` is what services see; `SqlAlchemyRepository` implements it on a Session. Objects are the ORM
 models of `tables.py` (plain Python objects until added to a session), so the fake stores the same classes.
+The worker's hot path (AI turn, send) has its own methods, in SQLAlchemy Core (`hot_path.py`): they return
+plain rows, and the claims among them report "not done" (None) when they cannot do their whole job in one
+statement, leaving the general path to the service.
 """
 
 from __future__ import annotations
@@ -9,11 +12,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy import Connection, Select, and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from luminai_actors.persistence import hot_path
+from luminai_actors.persistence.hot_path import ClaimedSend, ClaimedTurn, MessageView
 from luminai_actors.persistence.tables import (
     CHANNEL_WHATSAPP,
     SEND_PENDING,
@@ -31,6 +36,7 @@ from luminai_actors.persistence.tables import (
 )
 
 M = TypeVar("M", bound=Base)
+_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
 
 class Repository(Protocol):
@@ -68,12 +74,51 @@ class Repository(Protocol):
     def messages_of_talk(self, talk_id: uuid.UUID) -> list[TalkMessage]: ...
     def messages_from_contact(self, contact_id: uuid.UUID) -> list[TalkMessage]: ...
 
+    # The worker's hot path (see `hot_path.py`).
+    def claim_turn(self, talk_id: uuid.UUID, now: datetime, until: datetime) -> ClaimedTurn | None: ...
+    def message_views(self, talk_id: uuid.UUID, limit: int) -> list[MessageView]: ...
+    def pending_views(self, talk_id: uuid.UUID) -> list[MessageView]: ...
+    def has_pending_inbound(self, talk_id: uuid.UUID) -> bool: ...
+    def finish_turn(
+        self,
+        talk_id: uuid.UUID,
+        *,
+        at: datetime,
+        talk_flow: dict[str, Any] | None,
+        handoff: bool,
+        opt_out: bool,
+        answered: Sequence[uuid.UUID],
+        replies: Sequence[TalkMessage],
+    ) -> bool: ...
+    def claim_send(
+        self,
+        message_id: uuid.UUID,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        attempt_at: str,
+        max_attempts: int,
+    ) -> ClaimedSend | None: ...
+    def record_sent(
+        self, message_id: uuid.UUID, *, at: datetime, whatsapp_id: str | None, meta_patch: dict[str, Any]
+    ) -> tuple[uuid.UUID, datetime] | None: ...
+    def next_unsettled_outbound_id(
+        self, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID
+    ) -> uuid.UUID | None: ...
+
 
 class SqlAlchemyRepository:
     """Repository on a SQLAlchemy Session (PostgreSQL or SQLite)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._postgres: bool | None = None
+
+    @property
+    def postgres(self) -> bool:
+        if self._postgres is None:
+            self._postgres = self.session.get_bind().dialect.name == "postgresql"
+        return self._postgres
 
     def add(self, obj: Base) -> None:
         self.session.add(obj)
@@ -314,3 +359,83 @@ class SqlAlchemyRepository:
                 .limit(limit)
             )
         )
+
+    # --- the worker's hot path: Core statements on the session's connection (`hot_path.py`) ---------------
+
+    def claim_turn(self, talk_id: uuid.UUID, now: datetime, until: datetime) -> ClaimedTurn | None:
+        """PostgreSQL only (one `UPDATE … FROM … RETURNING`); elsewhere None: the caller's general path."""
+        return hot_path.claim_turn(self.session.connection(), talk_id, now, until) if self.postgres else None
+
+    def message_views(self, talk_id: uuid.UUID, limit: int) -> list[MessageView]:
+        return hot_path.message_views(self.session.connection(), talk_id, limit)
+
+    def pending_views(self, talk_id: uuid.UUID) -> list[MessageView]:
+        return hot_path.pending_views(self.session.connection(), talk_id)
+
+    def _reader(self) -> Connection:
+        """The connection for a single read. Outside a transaction (the worker's look after its commit) on
+        PostgreSQL it runs in autocommit: no BEGIN and ROLLBACK round trips around one SELECT."""
+        if self.postgres and not self.session.in_transaction():
+            return self.session.connection(execution_options=_AUTOCOMMIT)
+        return self.session.connection()
+
+    def has_pending_inbound(self, talk_id: uuid.UUID) -> bool:
+        return hot_path.has_pending(self._reader(), talk_id)
+
+    def finish_turn(
+        self,
+        talk_id: uuid.UUID,
+        *,
+        at: datetime,
+        talk_flow: dict[str, Any] | None,
+        handoff: bool,
+        opt_out: bool,
+        answered: Sequence[uuid.UUID],
+        replies: Sequence[TalkMessage],
+    ) -> bool:
+        return hot_path.finish_turn(
+            self.session.connection(),
+            talk_id,
+            at=at,
+            talk_flow=talk_flow,
+            handoff=handoff,
+            opt_out=opt_out,
+            answered=answered,
+            replies=replies,
+        )
+
+    def claim_send(
+        self,
+        message_id: uuid.UUID,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        attempt_at: str,
+        max_attempts: int,
+    ) -> ClaimedSend | None:
+        """PostgreSQL only (one `UPDATE … FROM … RETURNING`); elsewhere None: the caller's general path."""
+        if not self.postgres:
+            return None
+        return hot_path.claim_send(
+            self.session.connection(),
+            message_id,
+            now=now,
+            lease_until=lease_until,
+            attempt_at=attempt_at,
+            max_attempts=max_attempts,
+        )
+
+    def record_sent(
+        self, message_id: uuid.UUID, *, at: datetime, whatsapp_id: str | None, meta_patch: dict[str, Any]
+    ) -> tuple[uuid.UUID, datetime] | None:
+        """PostgreSQL only (the metadata is merged in SQL); elsewhere None: the caller's general path."""
+        if not self.postgres:
+            return None
+        return hot_path.record_sent(
+            self.session.connection(), message_id, at=at, whatsapp_id=whatsapp_id, meta_patch=meta_patch
+        )
+
+    def next_unsettled_outbound_id(
+        self, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID
+    ) -> uuid.UUID | None:
+        return hot_path.next_unsettled_id(self._reader(), talk_id, created_at, message_id)

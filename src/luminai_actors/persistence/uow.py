@@ -5,6 +5,12 @@ A unique-constraint violation surfaces as `Conflict` (the service decides whethe
 resolve by reading again); a lost or refused connection as `DatabaseUnavailable` (the web layer answers 503
 and Evolution delivers the webhook again). `lock(key)` serialises one key across processes until the end of
 the transaction (PostgreSQL advisory lock; SQLite already serialises writers with BEGIN IMMEDIATE).
+
+A session gets a pooled connection for each transaction (checked out, and pre-pinged on PostgreSQL, at its
+first statement; given back at commit). `SqlAlchemyUnitOfWork(..., hold_connection=True)` instead checks out
+one connection when the block starts and keeps it to the end, so a read after `commit()` (the worker's
+"anything more to do?") needs no second checkout. Only for blocks that wait on nothing else between their
+transactions: a connection held across a long wait would not be pinged before its next use.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol, Self
 
+from sqlalchemy import Connection, func, select
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from luminai_actors.errors import Conflict, DatabaseUnavailable
@@ -56,12 +62,27 @@ def translate_db_error(exc: BaseException) -> BaseException:
 
 
 class SqlAlchemyUnitOfWork:
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], *, hold_connection: bool = False) -> None:
         self._session_factory = session_factory
+        self._hold_connection = hold_connection
+        self._connection: Connection | None = None
         self.session: Session | None = None
 
     def __enter__(self) -> Self:
-        self.session = self._session_factory()
+        if self._hold_connection:
+            engine = self._session_factory.kw["bind"]
+            try:
+                self._connection = engine.connect()
+            except sa_exc.SQLAlchemyError as exc:
+                translated = translate_db_error(exc)
+                if translated is not exc:
+                    raise translated from exc
+                raise
+            # Bound to a connection it did not open, the session commits and rolls back its own
+            # transactions on it and leaves the connection open at commit and close.
+            self.session = self._session_factory(bind=self._connection)
+        else:
+            self.session = self._session_factory()
         self.repo: Repository = SqlAlchemyRepository(self.session)
         return self
 
@@ -75,6 +96,12 @@ class SqlAlchemyUnitOfWork:
             self.session.close()
         except sa_exc.SQLAlchemyError:
             log.warning("closing a database session failed; its connection is discarded", exc_info=True)
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            try:
+                connection.close()  # back to the pool
+            except sa_exc.SQLAlchemyError:
+                log.warning("returning a database connection failed; it is discarded", exc_info=True)
         if exc is not None:
             translated = translate_db_error(exc)
             if translated is not exc:

@@ -1,19 +1,22 @@
 """run_ai_turn: the lead's unanswered messages of one talk become one TreeFlow step and one reply.
 
 Phases, so that no database transaction stays open while an LLM thinks:
-1. `_prepare` (one transaction): wait out the debounce window, claim the talk (a lease on
-   `talk.ai_lease_until` taken with a conditional UPDATE, so two workers never run turns of one talk at
-   once), read the pending inbound messages, the TalkFlow and the context. The recent history is read
-   first; when it holds the whole talk (fewer than `HISTORY_LIMIT` messages) the pending messages are
-   taken from it instead of a second query;
+1. `_prepare` (one transaction): claim the talk (a lease on `talk.ai_lease_until` taken with a conditional
+   UPDATE, so two workers never run turns of one talk at once) and read its TalkFlow and context in the same
+   statement (`Repository.claim_turn`), then its recent history; when that holds the whole talk (fewer than
+   `HISTORY_LIMIT` messages) the pending inbound messages are taken from it instead of a second query. With
+   nothing pending, or a burst still arriving (debounce), the transaction is rolled back: no lease is kept.
+   When the one-statement claim does not apply (talk missing or paused, lease taken, agent missing, or a
+   database without it) `_prepare_general` decides with ORM reads in the order that names the outcome;
 2. outside any transaction: opt-out check, `brain.extract` (fields of the script), `talkflow.advance`
    (deterministic step logic), `brain.compose` (the reply);
-3. `_store` (one transaction): write the reply (split into parts when the agent wants it), mark exactly the
-   messages it answered as processed (those still pending, read in one query under the talk's lock), save
-   the TalkFlow, apply opt-out or hand-off, release the lease.
-Messages that arrive meanwhile stay pending and are answered by the next turn (`more_pending`): seen in
-`_store`'s query, or looked for once more after its commit (a message committed between the two would
-otherwise wait for the recovery sweep, because its own turn found the lease taken and stood down).
+3. `_store` (one transaction, `Repository.finish_turn`): save the TalkFlow, apply hand-off, release the
+   lease (one UPDATE of the talk, only if it is not paused; a talk paused meanwhile keeps no lease and gets
+   no reply), apply opt-out, mark exactly the messages it answered as processed (one UPDATE of those still
+   pending), write the reply (split into parts when the agent wants it).
+Messages that arrive meanwhile stay pending and are answered by the next turn (`more_pending`), looked for
+after `_store`'s commit: a message committed before that commit whose own turn found the lease taken and
+stood down would otherwise wait for the recovery sweep.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from luminai_actors.domain.fields import region_of
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.domain.optout import confirmation_for, is_opt_out
 from luminai_actors.domain.treeflow import normalize_definition, step_by_id
+from luminai_actors.persistence.hot_path import ClaimedTurn, MessageView
 from luminai_actors.persistence.tables import SEND_PENDING, Agent, Contact, Talk, TalkMessage, TreeFlow
-from luminai_actors.persistence.uow import UnitOfWorkFactory
+from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory
 
 HISTORY_LIMIT = 20
 _EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -108,52 +112,98 @@ def run_ai_turn(
 def _prepare(
     uow_factory: UnitOfWorkFactory, talk_id: uuid.UUID, at: datetime, lease_seconds: float, debounce: float
 ) -> _Prepared | TurnOutcome:
+    until = at + timedelta(seconds=lease_seconds)
     with uow_factory() as uow:
-        talk = uow.repo.get(Talk, talk_id)
-        if talk is None:
-            return TurnOutcome("missing")
-        if talk.paused:
-            return TurnOutcome("paused")
-        recent = uow.repo.recent_messages(talk_id, HISTORY_LIMIT)
-        whole_talk = len(recent) < HISTORY_LIMIT
-        pending = _pending_among(recent) if whole_talk else uow.repo.pending_inbound(talk_id)
-        if not pending:
-            return TurnOutcome("nothing_pending")
-        newest = max(m.created_at for m in pending)
-        quiet_for = (at - newest).total_seconds()
-        if quiet_for < debounce:  # a burst is still arriving: answer it once, when the lead pauses
-            return TurnOutcome("debounce", delay=debounce - quiet_for)
-        if not uow.repo.claim_ai_turn(talk_id, at, at + timedelta(seconds=lease_seconds)):
-            return TurnOutcome("busy")
-        agent = uow.repo.get(Agent, talk.agent_id) if talk.agent_id else None
-        if agent is None:
-            uow.rollback()
-            return TurnOutcome("missing")
-        tree_flow = uow.repo.get(TreeFlow, agent.tree_flow_id) if agent.tree_flow_id else None
-        contact = uow.repo.get(Contact, talk.contact_id)
-        prepared = _Prepared(
-            talk_id=talk_id,
-            agent_id=agent.id,
-            organization_id=agent.organization_id,
-            agent_name=agent.name,
-            agent_prompt=agent.prompt or "",
-            channel_options=dict(agent.whatsapp_metadata or {}),
-            definition=normalize_definition(tree_flow.definition if tree_flow else None),
-            state=talk.talk_flow,
-            pending=[(m.id, m.body) for m in pending],
-            history=[
-                HistoryLine("lead" if m.direction == "inbound" else "agent", m.body) for m in recent if m.body
-            ],
-            lead_first_name=contact.first_name if contact else None,
-            region=region_of(contact.phone if contact else None),
-            opted_out=bool(contact and contact.opted_out_at),
-            tree_flow_name=tree_flow.name if tree_flow else None,
-        )
+        claimed = uow.repo.claim_turn(talk_id, at, until)
+        if claimed is None:  # not claimable in one statement (or not on this database): find out why
+            return _prepare_general(uow, talk_id, at, until, debounce)
+        recent = uow.repo.message_views(talk_id, HISTORY_LIMIT)
+        pending = _pending_among(recent) if len(recent) < HISTORY_LIMIT else uow.repo.pending_views(talk_id)
+        not_yet = _not_yet(pending, at, debounce)
+        if not_yet is not None:
+            uow.rollback()  # gives the lease back: nothing was written
+            return not_yet
+        prepared = _prepared(talk_id, claimed, recent, pending)
         uow.commit()
         return prepared
 
 
-def _pending_among(messages: list[TalkMessage]) -> list[TalkMessage]:
+def _prepare_general(
+    uow: UnitOfWork, talk_id: uuid.UUID, at: datetime, until: datetime, debounce: float
+) -> _Prepared | TurnOutcome:
+    """The claim step by ORM reads, in the order that decides the outcome when the talk cannot be claimed:
+    missing, paused, nothing pending, debounce, busy, no agent."""
+    talk = uow.repo.get(Talk, talk_id)
+    if talk is None:
+        return TurnOutcome("missing")
+    if talk.paused:
+        return TurnOutcome("paused")
+    recent = uow.repo.message_views(talk_id, HISTORY_LIMIT)
+    pending = _pending_among(recent) if len(recent) < HISTORY_LIMIT else uow.repo.pending_views(talk_id)
+    not_yet = _not_yet(pending, at, debounce)
+    if not_yet is not None:
+        return not_yet
+    if not uow.repo.claim_ai_turn(talk_id, at, until):
+        return TurnOutcome("busy")
+    agent = uow.repo.get(Agent, talk.agent_id) if talk.agent_id else None
+    if agent is None:
+        uow.rollback()
+        return TurnOutcome("missing")
+    tree_flow = uow.repo.get(TreeFlow, agent.tree_flow_id) if agent.tree_flow_id else None
+    contact = uow.repo.get(Contact, talk.contact_id)
+    claimed = ClaimedTurn(
+        talk_flow=talk.talk_flow,
+        agent_id=agent.id,
+        organization_id=agent.organization_id,
+        agent_name=agent.name,
+        agent_prompt=agent.prompt,
+        agent_metadata=agent.whatsapp_metadata,
+        tree_flow_definition=tree_flow.definition if tree_flow else None,
+        tree_flow_name=tree_flow.name if tree_flow else None,
+        contact_first_name=contact.first_name if contact else None,
+        contact_phone=contact.phone if contact else None,
+        contact_opted_out=bool(contact and contact.opted_out_at),
+    )
+    prepared = _prepared(talk_id, claimed, recent, pending)
+    uow.commit()
+    return prepared
+
+
+def _not_yet(pending: list[MessageView], at: datetime, debounce: float) -> TurnOutcome | None:
+    """Why there is no turn to take now (nothing pending, or a burst still arriving), else None."""
+    if not pending:
+        return TurnOutcome("nothing_pending")
+    newest = max(m.created_at for m in pending)
+    quiet_for = (at - newest).total_seconds()
+    if quiet_for < debounce:  # a burst is still arriving: answer it once, when the lead pauses
+        return TurnOutcome("debounce", delay=debounce - quiet_for)
+    return None
+
+
+def _prepared(
+    talk_id: uuid.UUID, claimed: ClaimedTurn, recent: list[MessageView], pending: list[MessageView]
+) -> _Prepared:
+    return _Prepared(
+        talk_id=talk_id,
+        agent_id=claimed.agent_id,
+        organization_id=claimed.organization_id,
+        agent_name=claimed.agent_name,
+        agent_prompt=claimed.agent_prompt or "",
+        channel_options=dict(claimed.agent_metadata or {}),
+        definition=normalize_definition(claimed.tree_flow_definition),
+        state=claimed.talk_flow,
+        pending=[(m.id, m.body) for m in pending],
+        history=[
+            HistoryLine("lead" if m.direction == "inbound" else "agent", m.body) for m in recent if m.body
+        ],
+        lead_first_name=claimed.contact_first_name,
+        region=region_of(claimed.contact_phone),
+        opted_out=claimed.contact_opted_out,
+        tree_flow_name=claimed.tree_flow_name,
+    )
+
+
+def _pending_among(messages: list[MessageView]) -> list[MessageView]:
     """`Repository.pending_inbound` over messages already read: the lead's unprocessed messages, in its
     order (sent_at with NULL last as PostgreSQL sorts it, then created_at, then id)."""
     pending = [m for m in messages if m.direction == "inbound" and m.processed_at is None]
@@ -241,33 +291,53 @@ def _store(
     uow_factory: UnitOfWorkFactory, prepared: _Prepared, decision: _Decision, at: datetime
 ) -> TurnOutcome:
     talk_id = prepared.talk_id
+    talk_flow = decision.new_state
+    if decision.handoff:
+        talk_flow = {**(talk_flow or {}), "handoff": {"reason": decision.handoff, "at": at.isoformat()}}
+    replies = _replies(prepared, decision, at)
     with uow_factory() as uow:
-        talk = uow.repo.get_for_update(Talk, talk_id)
-        if talk is None:
-            return TurnOutcome("missing")
-        if talk.paused:  # paused while the brain was thinking: a human owns the talk now
-            talk.ai_lease_until = None
-            uow.commit()
-            return TurnOutcome("paused")
-        answered = {message_id for message_id, _ in prepared.pending}
-        arrived_meanwhile = False
-        for message in uow.repo.pending_inbound(talk_id):  # one query instead of one per answered message
-            if message.id in answered:
-                message.processed_at = at
-            else:
-                arrived_meanwhile = True
-        per_char = prepared.channel_options.get("timePerCharMs") or 0
-        replies = []
-        for index, part in enumerate(decision.replies):
-            meta: dict[str, Any] = dict(decision.meta)
-            if len(decision.replies) > 1:
-                meta["part"] = {"index": index + 1, "of": len(decision.replies)}
-            if isinstance(per_char, int | float) and per_char > 0:
-                meta["typingDelayMs"] = typing_delay_ms(part, per_char)
-            reply = TalkMessage(
+        # The talk's update comes first and only if the talk is not paused: its row lock orders this against
+        # other turns and inbound messages; the lease is released with it.
+        while not uow.repo.finish_turn(
+            talk_id,
+            at=at,
+            talk_flow=talk_flow,
+            handoff=decision.handoff is not None,
+            opt_out=decision.opt_out,
+            answered=[message_id for message_id, _ in prepared.pending],
+            replies=replies,
+        ):
+            talk = uow.repo.get_for_update(Talk, talk_id)
+            if talk is None:
+                return TurnOutcome("missing")
+            if talk.paused:  # paused while the brain was thinking: a human owns the talk now
+                talk.ai_lease_until = None
+                uow.commit()
+                return TurnOutcome("paused")
+            # resumed in the meantime: it is locked and not paused now, so the next attempt stores the turn
+        uow.commit()
+        # Messages that arrived meanwhile (or between the update and the commit, whose own turn found the
+        # lease taken and stood down) are still pending: the caller enqueues the next turn for them.
+        more = uow.repo.has_pending_inbound(talk_id)
+        if not replies:
+            return TurnOutcome("silent", None, more)
+        return TurnOutcome("replied", replies[0].id, more)
+
+
+def _replies(prepared: _Prepared, decision: _Decision, at: datetime) -> list[TalkMessage]:
+    per_char = prepared.channel_options.get("timePerCharMs") or 0
+    replies = []
+    for index, part in enumerate(decision.replies):
+        meta: dict[str, Any] = dict(decision.meta)
+        if len(decision.replies) > 1:
+            meta["part"] = {"index": index + 1, "of": len(decision.replies)}
+        if isinstance(per_char, int | float) and per_char > 0:
+            meta["typingDelayMs"] = typing_delay_ms(part, per_char)
+        replies.append(
+            TalkMessage(
                 id=uuid7(),
                 organization_id=prepared.organization_id,
-                talk_id=talk_id,
+                talk_id=prepared.talk_id,
                 agent_id=prepared.agent_id,
                 from_agent_id=prepared.agent_id,
                 direction="outbound",
@@ -280,27 +350,8 @@ def _store(
                 # Parts keep their order through created_at, which orders the sender.
                 created_at=at + timedelta(microseconds=index),
             )
-            uow.repo.add(reply)
-            replies.append(reply)
-        talk.talk_flow = decision.new_state
-        if decision.opt_out:
-            contact = uow.repo.get(Contact, talk.contact_id)
-            if contact is not None and contact.opted_out_at is None:
-                contact.opted_out_at = at
-        if decision.handoff:
-            talk.paused = True
-            talk.needs_human = True
-            talk.talk_flow = {
-                **(talk.talk_flow or {}),
-                "handoff": {"reason": decision.handoff, "at": at.isoformat()},
-            }
-        talk.ai_lease_until = None
-        talk.date_last_message = at
-        uow.commit()
-        more = arrived_meanwhile or bool(uow.repo.pending_inbound(talk_id))
-        if not replies:
-            return TurnOutcome("silent", None, more)
-        return TurnOutcome("replied", replies[0].id, more)
+        )
+    return replies
 
 
 def _release(uow_factory: UnitOfWorkFactory, talk_id: uuid.UUID) -> None:

@@ -2,7 +2,9 @@
 
 An attempt is recorded (send_status `sending`, attempt count, a lease) and committed before Evolution is
 called, so a redelivered task never sends a message that is already sent or in flight; the result is
-committed after. The caller (the sender actor) turns `retry` into a Dramatiq retry with the configured wait;
+committed after. The usual case takes one statement each way (`Repository.claim_send`, `record_sent`); when
+the claim does not apply, `_claim_general` finds out why with ORM reads (already done, in flight, blocked,
+waiting, failed). The caller (the sender actor) turns `retry` into a Dramatiq retry with the configured wait;
 `failed` is final and is written to the message's metadata with the reason, never raised.
 """
 
@@ -27,7 +29,7 @@ from luminai_actors.persistence.tables import (
     Talk,
     TalkMessage,
 )
-from luminai_actors.persistence.uow import UnitOfWorkFactory
+from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory
 from luminai_actors.services.pacing import NoPacing, Pacer
 
 
@@ -124,45 +126,85 @@ def _claim(
     max_wait_seconds: float,
     pacer: Pacer,
 ) -> tuple[_Target, int] | DeliveryOutcome:
+    lease_until = at + timedelta(seconds=lease_seconds)
     with uow_factory() as uow:
-        message = uow.repo.get_for_update(TalkMessage, message_id)
-        if message is None or message.direction != "outbound":
-            return DeliveryOutcome("missing")
-        if message.send_status in (SEND_SENT, SEND_FAILED):
-            return DeliveryOutcome("already_done", message.send_attempts)
-        if message.send_status == SEND_SENDING and message.send_lease_until and message.send_lease_until > at:
-            return DeliveryOutcome("in_flight", message.send_attempts)
-        if uow.repo.earlier_unsettled_outbound(message.talk_id, message.created_at, message.id) is not None:
-            return DeliveryOutcome("blocked", message.send_attempts)
-        attempt = message.send_attempts + 1
-        talk = uow.repo.get(Talk, message.talk_id)
-        agent = uow.repo.get(Agent, message.agent_id or (talk.agent_id if talk else None) or uuid.UUID(int=0))
-        problem = _configuration_problem(agent)
-        target = None if problem or talk is None or agent is None else _target(uow, agent, talk, message)
-        if problem is None and target is None:
-            problem = "talk has no WhatsApp address to reply to"
-        unavailable = _unavailable_reason(agent) if agent is not None and problem is None else None
-        if unavailable is not None:
-            waited = (at - message.created_at).total_seconds()
-            if waited < max_wait_seconds:
-                return DeliveryOutcome("waiting", message.send_attempts, unavailable)
-            problem = f"{unavailable}; gave up after waiting {waited:.0f}s"
-        if problem is not None or target is None or attempt > max_attempts:
-            reason = problem or f"no attempts left ({message.send_attempts} of {max_attempts} used)"
-            _mark_failed(message, talk, message.send_attempts, reason, at)
-            uow.commit()
-            return DeliveryOutcome(
-                "failed", message.send_attempts, reason, next_message_id=_next_after(uow, message)
+        # The usual case in one statement: the attempt is recorded (and returned with what sendText needs)
+        # only for a reply that is next in its talk, has attempts left and an available, configured agent.
+        claimed = uow.repo.claim_send(
+            message_id, now=at, lease_until=lease_until, attempt_at=iso(at), max_attempts=max_attempts
+        )
+        if claimed is not None:
+            number = _number(
+                claimed.remote_jid, lambda: claimed.contact_mobile_phone or claimed.contact_phone
             )
-        wait = pacer.try_acquire(target.instance)
-        if wait > 0:
-            return DeliveryOutcome("paced", message.send_attempts, delay=wait)
-        message.send_status = SEND_SENDING
-        message.send_attempts = attempt
-        message.send_lease_until = at + timedelta(seconds=lease_seconds)
-        message.meta = {**message.meta, "whatsappAttempts": attempt, "whatsappLastAttemptAt": iso(at)}
+            if number:
+                target = _build_target(
+                    claimed.server_url,
+                    claimed.api_key,
+                    claimed.instance,
+                    claimed.agent_metadata,
+                    number,
+                    claimed.body,
+                    claimed.meta,
+                )
+                wait = pacer.try_acquire(target.instance)
+                if wait > 0:
+                    uow.rollback()  # the attempt is not made: nothing recorded
+                    return DeliveryOutcome("paced", claimed.attempt - 1, delay=wait)
+                uow.commit()
+                return target, claimed.attempt
+            uow.rollback()  # no address to reply to: the general path records that failure
+        return _claim_general(uow, message_id, max_attempts, lease_until, at, max_wait_seconds, pacer)
+
+
+def _claim_general(
+    uow: UnitOfWork,
+    message_id: uuid.UUID,
+    max_attempts: int,
+    lease_until: datetime,
+    at: datetime,
+    max_wait_seconds: float,
+    pacer: Pacer,
+) -> tuple[_Target, int] | DeliveryOutcome:
+    """The claim by ORM reads, in the order that names the outcome when the reply cannot be sent now."""
+    message = uow.repo.get_for_update(TalkMessage, message_id)
+    if message is None or message.direction != "outbound":
+        return DeliveryOutcome("missing")
+    if message.send_status in (SEND_SENT, SEND_FAILED):
+        return DeliveryOutcome("already_done", message.send_attempts)
+    if message.send_status == SEND_SENDING and message.send_lease_until and message.send_lease_until > at:
+        return DeliveryOutcome("in_flight", message.send_attempts)
+    if uow.repo.earlier_unsettled_outbound(message.talk_id, message.created_at, message.id) is not None:
+        return DeliveryOutcome("blocked", message.send_attempts)
+    attempt = message.send_attempts + 1
+    talk = uow.repo.get(Talk, message.talk_id)
+    agent = uow.repo.get(Agent, message.agent_id or (talk.agent_id if talk else None) or uuid.UUID(int=0))
+    problem = _configuration_problem(agent)
+    target = None if problem or talk is None or agent is None else _target(uow, agent, talk, message)
+    if problem is None and target is None:
+        problem = "talk has no WhatsApp address to reply to"
+    unavailable = _unavailable_reason(agent) if agent is not None and problem is None else None
+    if unavailable is not None:
+        waited = (at - message.created_at).total_seconds()
+        if waited < max_wait_seconds:
+            return DeliveryOutcome("waiting", message.send_attempts, unavailable)
+        problem = f"{unavailable}; gave up after waiting {waited:.0f}s"
+    if problem is not None or target is None or attempt > max_attempts:
+        reason = problem or f"no attempts left ({message.send_attempts} of {max_attempts} used)"
+        _mark_failed(message, talk, message.send_attempts, reason, at)
         uow.commit()
-        return target, attempt
+        return DeliveryOutcome(
+            "failed", message.send_attempts, reason, next_message_id=_next_after(uow, message)
+        )
+    wait = pacer.try_acquire(target.instance)
+    if wait > 0:
+        return DeliveryOutcome("paced", message.send_attempts, delay=wait)
+    message.send_status = SEND_SENDING
+    message.send_attempts = attempt
+    message.send_lease_until = lease_until
+    message.meta = {**message.meta, "whatsappAttempts": attempt, "whatsappLastAttemptAt": iso(at)}
+    uow.commit()
+    return target, attempt
 
 
 def _configuration_problem(agent: Agent | None) -> str | None:
@@ -180,62 +222,100 @@ def _configuration_problem(agent: Agent | None) -> str | None:
     return f"agent WhatsApp configuration lacks {', '.join(missing)}" if missing else None
 
 
-def _target(uow: Any, agent: Agent, talk: Talk, message: TalkMessage) -> _Target | None:
-    jid = talk.whatsapp_remote_jid
-    number: str | None = None
+def _number(jid: str | None, contact_phone: Callable[[], str | None]) -> str | None:
+    """Where to send: the chat's phone JID as digits, its LID JID as is (Evolution accepts it; no phone is
+    known for such a chat), else the contact's mobile or phone number."""
     if jid and is_phone_jid(jid):
-        number = digits_for_evolution(jid)
-    elif jid and is_lid_jid(jid):
-        number = jid  # Evolution accepts a LID JID as is; no phone is known for this chat
-    else:
+        return digits_for_evolution(jid)
+    if jid and is_lid_jid(jid):
+        return jid
+    phone = contact_phone()
+    return digits_for_evolution(phone) if phone else None
+
+
+def _target(uow: Any, agent: Agent, talk: Talk, message: TalkMessage) -> _Target | None:
+    def contact_phone() -> str | None:
         contact = uow.repo.get(Contact, talk.contact_id)
-        phone = contact.mobile_phone or contact.phone if contact else None
-        number = digits_for_evolution(phone) if phone else None
+        return contact.mobile_phone or contact.phone if contact else None
+
+    number = _number(talk.whatsapp_remote_jid, contact_phone)
     if not number:
         return None
-    metadata = agent.whatsapp_metadata or {}
+    return _build_target(
+        str(agent.whatsapp_server_url),
+        str(agent.whatsapp_api_key),
+        str(agent.whatsapp_instance_name),
+        agent.whatsapp_metadata,
+        number,
+        message.body,
+        message.meta,
+    )
+
+
+def _build_target(
+    server_url: str,
+    api_key: str,
+    instance: str,
+    agent_metadata: dict[str, Any] | None,
+    number: str,
+    text: str,
+    meta: dict[str, Any],
+) -> _Target:
+    metadata = agent_metadata or {}
     api_version = 1 if str(metadata.get("apiVersion", "2")).startswith("1") else 2
-    typing = message.meta.get("typingDelayMs")
+    typing = meta.get("typingDelayMs")
     return _Target(
-        server_url=str(agent.whatsapp_server_url),
-        api_key=str(agent.whatsapp_api_key),
-        instance=str(agent.whatsapp_instance_name),
+        server_url=server_url,
+        api_key=api_key,
+        instance=instance,
         number=number,
-        text=message.body,
+        text=text,
         api_version=api_version,
         delay_ms=int(typing) if isinstance(typing, int | float) and typing > 0 else None,
     )
 
 
 def _next_after(uow: Any, message: TalkMessage) -> uuid.UUID | None:
-    following = uow.repo.next_unsettled_outbound(message.talk_id, message.created_at, message.id)
-    return following.id if following is not None else None
+    return _next_of(uow, message.talk_id, message.created_at, message.id)
+
+
+def _next_of(uow: Any, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID) -> uuid.UUID | None:
+    following: uuid.UUID | None = uow.repo.next_unsettled_outbound_id(talk_id, created_at, message_id)
+    return following
 
 
 def _record_success(
     uow_factory: UnitOfWorkFactory, message_id: uuid.UUID, attempt: int, result: SendResult, at: datetime
 ) -> DeliveryOutcome:
+    patch = {
+        "whatsappSent": True,
+        "whatsappResponse": result.body,
+        "whatsappAttempts": attempt,
+        "whatsappMessageId": result.message_id,
+        "whatsappSentAt": iso(at),
+    }
     with uow_factory() as uow:
-        message = uow.repo.get_for_update(TalkMessage, message_id)
-        if message is None:
-            return DeliveryOutcome("missing")
-        message.send_status = SEND_SENT
-        message.send_lease_until = None
-        message.sent_at = at
-        message.delivered_at = at
-        if result.message_id:
-            message.whatsapp_message_id = result.message_id
-        meta = {k: v for k, v in message.meta.items() if k not in ("whatsappError", "whatsappFailedAt")}
-        message.meta = {
-            **meta,
-            "whatsappSent": True,
-            "whatsappResponse": result.body,
-            "whatsappAttempts": attempt,
-            "whatsappMessageId": result.message_id,
-            "whatsappSentAt": iso(at),
-        }
+        settled = uow.repo.record_sent(
+            message_id, at=at, whatsapp_id=result.message_id or None, meta_patch=patch
+        )
+        if settled is None:  # not in one statement on this database (or the message is gone)
+            message = uow.repo.get_for_update(TalkMessage, message_id)
+            if message is None:
+                return DeliveryOutcome("missing")
+            message.send_status = SEND_SENT
+            message.send_lease_until = None
+            message.sent_at = at
+            message.delivered_at = at
+            if result.message_id:
+                message.whatsapp_message_id = result.message_id
+            meta = {k: v for k, v in message.meta.items() if k not in ("whatsappError", "whatsappFailedAt")}
+            message.meta = {**meta, **patch}
+            settled = (message.talk_id, message.created_at)
         uow.commit()
-        return DeliveryOutcome("sent", attempt, next_message_id=_next_after(uow, message))
+        talk_id, created_at = settled
+        return DeliveryOutcome(
+            "sent", attempt, next_message_id=_next_of(uow, talk_id, created_at, message_id)
+        )
 
 
 def _mark_failed(message: TalkMessage, talk: Talk | None, attempts: int, reason: str, at: datetime) -> None:

@@ -3,9 +3,11 @@
 `FakeRepository` keeps lists of the ORM model objects of `persistence.tables` (plain Python objects outside a
 session) and answers every query of the `Repository` protocol with the semantics of `SqlAlchemyRepository`:
 the same filters and ordering (NULLs sort as PostgreSQL sorts them), the conditional-update claim of
-`claim_ai_turn`, `get_for_update` as `get`. Column defaults, which SQLAlchemy applies only on INSERT, are
-filled on `add`. The unique constraints services rely on (one WhatsApp message id per agent, one contact per
-phone/LID, one open talk per contact and agent, ...) are checked on `flush` and `commit` and raise `Conflict`.
+`claim_ai_turn`, `get_for_update` as `get`, and the worker's hot-path methods as on PostgreSQL (the claims
+and `finish_turn` do their whole job, or report that they did not and change nothing). Column defaults,
+which SQLAlchemy applies only on INSERT, are filled on `add`. The unique constraints services rely on (one
+WhatsApp message id per agent, one contact per phone/LID, one open talk per contact and agent, ...) are
+checked on `flush` and `commit` and raise `Conflict`.
 
 `FakeUnitOfWork` is a transaction over a shared repository: entering takes a snapshot, `commit()` keeps the
 changes, `rollback()` (and leaving without commit) drops the rows added and puts back the attributes changed
@@ -27,11 +29,13 @@ from sqlalchemy import inspect
 
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.errors import Conflict
+from luminai_actors.persistence.hot_path import ClaimedSend, ClaimedTurn, MessageView
 from luminai_actors.persistence.repository import Repository
 from luminai_actors.persistence.tables import (
     CHANNEL_WHATSAPP,
     SEND_PENDING,
     SEND_SENDING,
+    SEND_SENT,
     TALK_ACTIVE,
     Agent,
     Base,
@@ -41,6 +45,7 @@ from luminai_actors.persistence.tables import (
     TalkAgent,
     TalkMessage,
     TalkType,
+    TreeFlow,
     User,
 )
 from luminai_actors.persistence.uow import UnitOfWorkFactory
@@ -345,6 +350,153 @@ class FakeRepository:
 
     def messages_from_contact(self, contact_id: uuid.UUID) -> list[TalkMessage]:
         return self._where(TalkMessage, lambda m: m.from_contact_id == contact_id)
+
+    # --- the worker's hot path, with the semantics of `persistence/hot_path.py` on PostgreSQL ---------------
+
+    def claim_turn(self, talk_id: uuid.UUID, now: datetime, until: datetime) -> ClaimedTurn | None:
+        talk = self.get(Talk, talk_id)
+        if talk is None or talk.paused or not _lease_free(talk.ai_lease_until, now):
+            return None
+        agent = self.get(Agent, talk.agent_id) if talk.agent_id else None
+        contact = self.get(Contact, talk.contact_id)
+        if agent is None or contact is None:
+            return None
+        flow = self.get(TreeFlow, agent.tree_flow_id) if agent.tree_flow_id else None
+        talk.ai_lease_until = until
+        return ClaimedTurn(
+            talk_flow=copy.deepcopy(talk.talk_flow),
+            agent_id=agent.id,
+            organization_id=agent.organization_id,
+            agent_name=agent.name,
+            agent_prompt=agent.prompt,
+            agent_metadata=copy.deepcopy(agent.whatsapp_metadata),
+            tree_flow_definition=copy.deepcopy(flow.definition) if flow else None,
+            tree_flow_name=flow.name if flow else None,
+            contact_first_name=contact.first_name,
+            contact_phone=contact.phone,
+            contact_opted_out=contact.opted_out_at is not None,
+        )
+
+    @staticmethod
+    def _view(m: TalkMessage) -> MessageView:
+        return MessageView(m.id, m.direction, m.body, m.processed_at, m.sent_at, m.created_at)
+
+    def message_views(self, talk_id: uuid.UUID, limit: int) -> list[MessageView]:
+        return [self._view(m) for m in self.recent_messages(talk_id, limit)]
+
+    def pending_views(self, talk_id: uuid.UUID) -> list[MessageView]:
+        return [self._view(m) for m in self.pending_inbound(talk_id)]
+
+    def has_pending_inbound(self, talk_id: uuid.UUID) -> bool:
+        return bool(self.pending_inbound(talk_id))
+
+    def finish_turn(
+        self,
+        talk_id: uuid.UUID,
+        *,
+        at: datetime,
+        talk_flow: dict[str, Any] | None,
+        handoff: bool,
+        opt_out: bool,
+        answered: Sequence[uuid.UUID],
+        replies: Sequence[TalkMessage],
+    ) -> bool:
+        talk = self.get(Talk, talk_id)
+        if talk is None or talk.paused:
+            return False
+        talk.ai_lease_until = None
+        talk.date_last_message = at
+        if talk_flow is not None:
+            talk.talk_flow = copy.deepcopy(talk_flow)
+        if handoff:
+            talk.paused = True
+            talk.needs_human = True
+        contact = self.get(Contact, talk.contact_id) if opt_out else None
+        if contact is not None and contact.opted_out_at is None:
+            contact.opted_out_at = at
+        for message in self.pending_inbound(talk_id):
+            if message.id in answered:
+                message.processed_at = at
+        for reply in replies:
+            self.add(reply)
+        return True
+
+    def claim_send(
+        self,
+        message_id: uuid.UUID,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        attempt_at: str,
+        max_attempts: int,
+    ) -> ClaimedSend | None:
+        message = self.get(TalkMessage, message_id)
+        if message is None or message.direction != "outbound" or message.send_attempts >= max_attempts:
+            return None
+        claimable = message.send_status == SEND_PENDING or (
+            message.send_status == SEND_SENDING
+            and (message.send_lease_until is None or message.send_lease_until <= now)
+        )
+        if not claimable or self.earlier_unsettled_outbound(message.talk_id, message.created_at, message.id):
+            return None
+        talk = self.get(Talk, message.talk_id)
+        agent_id = message.agent_id or (talk.agent_id if talk else None)
+        agent = self.get(Agent, agent_id) if agent_id else None
+        contact = self.get(Contact, talk.contact_id) if talk else None
+        if talk is None or agent is None or contact is None:
+            return None
+        if not (agent.whatsapp_server_url and agent.whatsapp_api_key and agent.whatsapp_instance_name):
+            return None
+        if (
+            not agent.active
+            or not agent.whatsapp_active
+            or agent.whatsapp_status in ("disconnected", "refused")
+        ):
+            return None
+        message.send_status = SEND_SENDING
+        message.send_attempts += 1
+        message.send_lease_until = lease_until
+        message.meta = {
+            **message.meta,
+            "whatsappAttempts": message.send_attempts,
+            "whatsappLastAttemptAt": attempt_at,
+        }
+        return ClaimedSend(
+            talk_id=talk.id,
+            created_at=message.created_at,
+            body=message.body,
+            meta=copy.deepcopy(message.meta),
+            attempt=message.send_attempts,
+            remote_jid=talk.whatsapp_remote_jid,
+            contact_phone=contact.phone,
+            contact_mobile_phone=contact.mobile_phone,
+            server_url=agent.whatsapp_server_url,
+            api_key=agent.whatsapp_api_key,
+            instance=agent.whatsapp_instance_name,
+            agent_metadata=copy.deepcopy(agent.whatsapp_metadata),
+        )
+
+    def record_sent(
+        self, message_id: uuid.UUID, *, at: datetime, whatsapp_id: str | None, meta_patch: dict[str, Any]
+    ) -> tuple[uuid.UUID, datetime] | None:
+        message = self.get(TalkMessage, message_id)
+        if message is None:
+            return None
+        message.send_status = SEND_SENT
+        message.send_lease_until = None
+        message.sent_at = at
+        message.delivered_at = at
+        if whatsapp_id is not None:
+            message.whatsapp_message_id = whatsapp_id
+        kept = {k: v for k, v in message.meta.items() if k not in ("whatsappError", "whatsappFailedAt")}
+        message.meta = {**kept, **copy.deepcopy(meta_patch)}
+        return message.talk_id, message.created_at
+
+    def next_unsettled_outbound_id(
+        self, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID
+    ) -> uuid.UUID | None:
+        following = self.next_unsettled_outbound(talk_id, created_at, message_id)
+        return following.id if following is not None else None
 
 
 class FakeUnitOfWork:

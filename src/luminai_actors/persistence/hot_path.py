@@ -1,0 +1,416 @@
+"""The worker's hot path in few statements: SQLAlchemy Core on the session's connection, no ORM loading.
+
+An AI turn and a send each run a handful of statements per task; with the ORM they cost 12 and 8 statements
+and most of the worker's CPU (identity map, unit-of-work flush, one entity load per table). Here:
+
+- `claim_turn` (PostgreSQL): one `UPDATE talk … FROM agent, contact … RETURNING` takes the AI lease of a talk
+  that is not paused and returns everything the turn reads about it (TalkFlow state, agent, tree flow,
+  contact);
+- `message_views` / `pending_views`: the talk's recent (or pending) messages as plain rows;
+- `finish_turn` (portable): the talk's update with its lease released (only if it is not paused: the
+  statement's WHERE), the opt-out of its contact, one `UPDATE` marking the answered messages processed, and
+  the reply's INSERT;
+- `claim_send` (PostgreSQL): one `UPDATE talk_message … FROM talk, agent, contact … RETURNING` records a send
+  attempt (status `sending`, attempt count, lease, metadata) of a reply that is next in its talk's order,
+  has attempts left and whose agent is configured and available, and returns what sendText needs;
+- `record_sent` (PostgreSQL): one `UPDATE … RETURNING` that settles the send with its metadata merged in SQL.
+
+Every one of them either does its whole job or reports that it did not (`None` / `False`) with nothing
+written, and the service then takes its general path (the ORM code, which knows every reason: missing,
+paused, in flight, blocked, waiting, failed, …). The claims that need PostgreSQL's `UPDATE … FROM …
+RETURNING` of joined tables report "not done" on other databases (SQLite: the embedded default), which
+therefore run the general path, as before.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    Connection,
+    String,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from luminai_actors.persistence.tables import (
+    SEND_PENDING,
+    SEND_SENDING,
+    SEND_SENT,
+    Agent,
+    Contact,
+    Talk,
+    TalkMessage,
+    TreeFlow,
+)
+
+_talk = cast(Table, Talk.__table__)
+_agent = cast(Table, Agent.__table__)
+_contact = cast(Table, Contact.__table__)
+_flow = cast(Table, TreeFlow.__table__)
+_msg = cast(Table, TalkMessage.__table__)
+_earlier = _msg.alias("earlier")
+
+#: (attribute of TalkMessage, its column's key) for building INSERT parameters from a model object.
+_MESSAGE_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (attr.key, attr.columns[0].key) for attr in TalkMessage.__mapper__.column_attrs
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTurn:
+    """What an AI turn reads about its talk, returned by the statement that took the talk's lease."""
+
+    talk_flow: dict[str, Any] | None
+    agent_id: uuid.UUID
+    organization_id: uuid.UUID
+    agent_name: str
+    agent_prompt: str | None
+    agent_metadata: dict[str, Any] | None
+    tree_flow_definition: dict[str, Any] | None
+    tree_flow_name: str | None
+    contact_first_name: str | None
+    contact_phone: str | None
+    contact_opted_out: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    """A talk message as the AI turn reads it (a plain row, not an ORM object)."""
+
+    id: uuid.UUID
+    direction: str
+    body: str
+    processed_at: datetime | None
+    sent_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedSend:
+    """A reply whose send attempt was just recorded, with what sendText needs."""
+
+    talk_id: uuid.UUID
+    created_at: datetime
+    body: str
+    meta: dict[str, Any]
+    attempt: int
+    remote_jid: str | None
+    contact_phone: str | None
+    contact_mobile_phone: str | None
+    server_url: str
+    api_key: str
+    instance: str
+    agent_metadata: dict[str, Any] | None
+
+
+def _lease_free(column: Any, now: Any) -> Any:
+    return or_(column.is_(None), column < now)
+
+
+# --- AI turn ------------------------------------------------------------------------------------------------
+
+_CLAIM_TURN = (
+    update(_talk)
+    .where(
+        _talk.c.id == bindparam("talk_id"),
+        _talk.c.paused.is_(False),
+        _lease_free(_talk.c.ai_lease_until, bindparam("now")),
+        _agent.c.id == _talk.c.agent_id,
+        _contact.c.id == _talk.c.contact_id,
+    )
+    .values(ai_lease_until=bindparam("until"))
+    .returning(
+        _talk.c.talk_flow,
+        _agent.c.id,
+        _agent.c.organization_id,
+        _agent.c.name,
+        _agent.c.prompt,
+        _agent.c.whatsapp_metadata,
+        select(_flow.c.definition).where(_flow.c.id == _agent.c.tree_flow_id).scalar_subquery(),
+        select(_flow.c.name).where(_flow.c.id == _agent.c.tree_flow_id).scalar_subquery(),
+        _contact.c.first_name,
+        _contact.c.phone,
+        _contact.c.opted_out_at.is_not(None),
+    )
+)
+
+_VIEW_COLUMNS = (
+    _msg.c.id,
+    _msg.c.direction,
+    _msg.c.body,
+    _msg.c.processed_at,
+    _msg.c.sent_at,
+    _msg.c.created_at,
+)
+_RECENT = (
+    select(*_VIEW_COLUMNS)
+    .where(_msg.c.talk_id == bindparam("talk_id"))
+    .order_by(_msg.c.created_at.desc(), _msg.c.id.desc())
+    .limit(bindparam("limit"))
+)
+_PENDING_WHERE = (
+    _msg.c.talk_id == bindparam("talk_id"),
+    _msg.c.direction == "inbound",
+    _msg.c.processed_at.is_(None),
+)
+_PENDING = (
+    select(*_VIEW_COLUMNS).where(*_PENDING_WHERE).order_by(_msg.c.sent_at, _msg.c.created_at, _msg.c.id)
+)
+_ANY_PENDING = select(_msg.c.id).where(*_PENDING_WHERE).limit(1)
+_MARK_PROCESSED = (  # (an UPDATE may not name a bind parameter after one of its columns)
+    update(_msg)
+    .where(
+        _msg.c.talk_id == bindparam("the_talk"),
+        _msg.c.direction == "inbound",
+        _msg.c.processed_at.is_(None),
+        _msg.c.id.in_(bindparam("answered", expanding=True)),
+    )
+    .values(processed_at=bindparam("at"))
+)
+_OPT_OUT = (
+    update(_contact)
+    .where(
+        _contact.c.id
+        == select(_talk.c.contact_id).where(_talk.c.id == bindparam("talk_id")).scalar_subquery(),
+        _contact.c.opted_out_at.is_(None),
+    )
+    .values(opted_out_at=bindparam("at"))
+)
+_INSERT_MESSAGE = insert(_msg)
+
+
+def _finish_statement(with_flow: bool, handoff: bool) -> Any:
+    values: dict[str, Any] = {"ai_lease_until": None, "date_last_message": bindparam("at")}
+    if with_flow:  # a turn that leaves no state (an opted-out contact's, before any flow) leaves it alone
+        values["talk_flow"] = bindparam("new_flow", type_=_talk.c.talk_flow.type)
+    if handoff:
+        values.update(paused=True, needs_human=True)
+    return update(_talk).where(_talk.c.id == bindparam("talk_id"), _talk.c.paused.is_(False)).values(values)
+
+
+_FINISH = {
+    (flow, handoff): _finish_statement(flow, handoff) for flow in (False, True) for handoff in (False, True)
+}
+
+
+def claim_turn(
+    connection: Connection, talk_id: uuid.UUID, now: datetime, until: datetime
+) -> ClaimedTurn | None:
+    """PostgreSQL: take the AI lease of a talk that exists and is not paused, whose lease is free and whose
+    agent and contact exist, and read the turn's context in the same statement. None: nothing changed."""
+    row = connection.execute(_CLAIM_TURN, {"talk_id": talk_id, "now": now, "until": until}).first()
+    if row is None:
+        return None
+    return ClaimedTurn(*row)
+
+
+def message_views(connection: Connection, talk_id: uuid.UUID, limit: int) -> list[MessageView]:
+    """The talk's last `limit` messages, oldest first (`Repository.recent_messages` as plain rows)."""
+    rows = connection.execute(_RECENT, {"talk_id": talk_id, "limit": limit}).all()
+    return [MessageView(*row) for row in reversed(rows)]
+
+
+def pending_views(connection: Connection, talk_id: uuid.UUID) -> list[MessageView]:
+    """`Repository.pending_inbound` as plain rows."""
+    return [MessageView(*row) for row in connection.execute(_PENDING, {"talk_id": talk_id})]
+
+
+def has_pending(connection: Connection, talk_id: uuid.UUID) -> bool:
+    return connection.execute(_ANY_PENDING, {"talk_id": talk_id}).first() is not None
+
+
+def finish_turn(
+    connection: Connection,
+    talk_id: uuid.UUID,
+    *,
+    at: datetime,
+    talk_flow: dict[str, Any] | None,
+    handoff: bool,
+    opt_out: bool,
+    answered: Sequence[uuid.UUID],
+    replies: Sequence[TalkMessage],
+) -> bool:
+    """Store a turn's result, unless the talk is gone or paused (then False and nothing is written). The talk
+    is updated first (its row lock orders this against inbound messages and other turns, as before)."""
+    params: dict[str, Any] = {"talk_id": talk_id, "at": at, "new_flow": talk_flow}
+    done = connection.execute(_FINISH[(talk_flow is not None, handoff)], params)
+    if done.rowcount != 1:
+        return False
+    if opt_out:
+        connection.execute(_OPT_OUT, {"talk_id": talk_id, "at": at})
+    if answered:
+        connection.execute(_MARK_PROCESSED, {"the_talk": talk_id, "answered": list(answered), "at": at})
+    for reply in replies:
+        params = {
+            column: value for attr, column in _MESSAGE_COLUMNS if (value := getattr(reply, attr)) is not None
+        }
+        connection.execute(_INSERT_MESSAGE, params)
+    return True
+
+
+# --- Send ---------------------------------------------------------------------------------------------------
+
+_CLAIMABLE = or_(
+    _msg.c.send_status == SEND_PENDING,
+    and_(
+        _msg.c.send_status == SEND_SENDING,
+        or_(_msg.c.send_lease_until.is_(None), _msg.c.send_lease_until <= bindparam("now")),
+    ),
+)
+_EARLIER_UNSETTLED = exists().where(
+    _earlier.c.talk_id == _msg.c.talk_id,
+    _earlier.c.direction == "outbound",
+    _earlier.c.send_status.in_((SEND_PENDING, SEND_SENDING)),
+    or_(
+        _earlier.c.created_at < _msg.c.created_at,
+        and_(_earlier.c.created_at == _msg.c.created_at, _earlier.c.id < _msg.c.id),
+    ),
+)
+
+
+def _configured(column: Any) -> Any:
+    return func.coalesce(column, "") != ""
+
+
+_CLAIM_SEND = (
+    update(_msg)
+    .where(
+        _msg.c.id == bindparam("message_id"),
+        _msg.c.direction == "outbound",
+        _CLAIMABLE,
+        _msg.c.send_attempts < bindparam("max_attempts"),
+        ~_EARLIER_UNSETTLED,
+        _talk.c.id == _msg.c.talk_id,
+        _agent.c.id == func.coalesce(_msg.c.agent_id, _talk.c.agent_id),
+        _contact.c.id == _talk.c.contact_id,
+        _configured(_agent.c.whatsapp_server_url),
+        _configured(_agent.c.whatsapp_api_key),
+        _configured(_agent.c.whatsapp_instance_name),
+        _agent.c.active.is_(True),
+        _agent.c.whatsapp_active.is_(True),
+        or_(_agent.c.whatsapp_status.is_(None), _agent.c.whatsapp_status.not_in(("disconnected", "refused"))),
+    )
+    .values(
+        send_status=SEND_SENDING,
+        send_attempts=_msg.c.send_attempts + 1,
+        send_lease_until=bindparam("lease_until"),
+        metadata=_msg.c.metadata.op("||")(
+            func.jsonb_build_object(
+                literal("whatsappAttempts", String),
+                _msg.c.send_attempts + 1,
+                literal("whatsappLastAttemptAt", String),
+                bindparam("attempt_at", type_=String),
+            )
+        ),
+    )
+    .returning(
+        _msg.c.talk_id,
+        _msg.c.created_at,
+        _msg.c.body,
+        _msg.c.metadata,
+        _msg.c.send_attempts,
+        _talk.c.whatsapp_remote_jid,
+        _contact.c.phone,
+        _contact.c.mobile_phone,
+        _agent.c.whatsapp_server_url,
+        _agent.c.whatsapp_api_key,
+        _agent.c.whatsapp_instance_name,
+        _agent.c.whatsapp_metadata,
+    )
+)
+
+_RECORD_SENT = (
+    update(_msg)
+    .where(_msg.c.id == bindparam("message_id"))
+    .values(
+        send_status=SEND_SENT,
+        send_lease_until=None,
+        sent_at=bindparam("at"),
+        delivered_at=bindparam("at"),
+        whatsapp_message_id=func.coalesce(bindparam("whatsapp_id", type_=String), _msg.c.whatsapp_message_id),
+        metadata=_msg.c.metadata.op("-")(literal("whatsappError", String))
+        .op("-")(literal("whatsappFailedAt", String))
+        .op("||")(bindparam("patch", type_=JSONB)),
+    )
+    .returning(_msg.c.talk_id, _msg.c.created_at)
+)
+
+_NEXT_UNSETTLED = (
+    select(_msg.c.id)
+    .where(
+        _msg.c.talk_id == bindparam("talk_id"),
+        _msg.c.direction == "outbound",
+        _msg.c.send_status.in_((SEND_PENDING, SEND_SENDING)),
+        or_(
+            _msg.c.created_at > bindparam("created_at"),
+            and_(_msg.c.created_at == bindparam("created_at"), _msg.c.id > bindparam("message_id")),
+        ),
+    )
+    .order_by(_msg.c.created_at, _msg.c.id)
+    .limit(1)
+)
+
+
+def claim_send(
+    connection: Connection,
+    message_id: uuid.UUID,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    attempt_at: str,
+    max_attempts: int,
+) -> ClaimedSend | None:
+    """PostgreSQL: record the next attempt of a reply that can be sent now (see the module docstring) and
+    return it. None: nothing changed."""
+    row = connection.execute(
+        _CLAIM_SEND,
+        {
+            "message_id": message_id,
+            "now": now,
+            "lease_until": lease_until,
+            "attempt_at": attempt_at,
+            "max_attempts": max_attempts,
+        },
+    ).first()
+    if row is None:
+        return None
+    return ClaimedSend(*row)
+
+
+def record_sent(
+    connection: Connection,
+    message_id: uuid.UUID,
+    *,
+    at: datetime,
+    whatsapp_id: str | None,
+    meta_patch: dict[str, Any],
+) -> tuple[uuid.UUID, datetime] | None:
+    """PostgreSQL: settle a send as sent; its metadata loses `whatsappError`/`whatsappFailedAt` and gains
+    `meta_patch`. Returns the message's talk and creation time; None when the message does not exist."""
+    row = connection.execute(
+        _RECORD_SENT, {"message_id": message_id, "at": at, "whatsapp_id": whatsapp_id, "patch": meta_patch}
+    ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def next_unsettled_id(
+    connection: Connection, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID
+) -> uuid.UUID | None:
+    """`Repository.next_unsettled_outbound`, only its id."""
+    return connection.execute(
+        _NEXT_UNSETTLED, {"talk_id": talk_id, "created_at": created_at, "message_id": message_id}
+    ).scalar()
