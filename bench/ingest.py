@@ -153,6 +153,9 @@ def main() -> int:
     )
     parser.add_argument("--warmup", type=int, default=10, help="seconds of wrk before each measured run")
     parser.add_argument(
+        "--open-rates", default="", help="extra open-loop rates (req/s, comma separated) against the service"
+    )
+    parser.add_argument(
         "--debounce", help="LUMINAI_AI_DEBOUNCE_SECONDS for serve and worker (default: the service's, 2 s)"
     )
     args = parser.parse_args()
@@ -300,6 +303,28 @@ def main() -> int:
                 f"loadgen {label} @ {half:.0f}/s: achieved {lg[label]['achieved_start_rate']}/s, "
                 f"p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, codes {lg[label]['codes']}"
             )
+        # (3b) open loop at fixed rates against the service (the knee below the closed-loop maximum)
+        fixed: dict[str, Any] = {}
+        for n, rate in enumerate(float(r) for r in args.open_rates.split(",") if r.strip()):
+            meter.start()
+            prefix = f"{tag}R{n}"
+            fixed[f"{rate:.0f}/s"] = run_loadgen(
+                bench, urls["service"], rate, args.seconds, prefix, args.phones
+            )
+            fixed[f"{rate:.0f}/s"]["cpu"] = meter.stop()
+            checks.append(
+                (f"loadgen service @ {rate:.0f}/s", "L" + prefix, fixed[f"{rate:.0f}/s"]["_ids"], 0)
+            )
+            s = fixed[f"{rate:.0f}/s"]["latency_from_schedule"]
+            print(
+                f"loadgen service @ {rate:.0f}/s: achieved {fixed[f'{rate:.0f}/s']['achieved_start_rate']}/s, "
+                f"p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, generator lateness p99 "
+                f"{fixed[f'{rate:.0f}/s']['generator_lateness']['p99_ms']} ms"
+            )
+        if fixed:
+            figures["open_loop_fixed_rates"] = {
+                k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")} for k, v in fixed.items()
+            }
         p99 = lg["service"]["latency_from_schedule"]["p99_ms"]
         figures["open_loop_half_rate"] = {
             "rate": round(half, 1),

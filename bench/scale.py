@@ -16,8 +16,9 @@ the end). The recovery sweep of `serve` runs as configured by default (every 30 
     again (target: growth once idle <= 50 MB). PostgreSQL: 10,000 messages stored, no duplicates.
     With 32 senders and a bound of 1000 there is always an idle actor to evict, so no 503 is expected here.
 (b) one contact, 200 POSTs all at once (200 connections): all stored, one contact, one talk, no duplicates,
-    and stored in the order they reached the actor: the serve log's "inbound stored" lines (written by that
-    actor's thread, in mailbox order) give that order; it must equal the order of the rows' created_at and of
+    and stored in the order they reached the actor: the serve log's "inbound stored" lines (serve runs at DEBUG:
+    the first is written by the actor's thread, the rest by the group writer in the order the actor handed
+    them over) give that order; it must equal the order of the rows' created_at and of
     their ids (UUIDv7), with strictly increasing created_at.
 (c) back-pressure actually exercised: `serve` restarted with LUMINAI_MAX_CONVERSATION_ACTORS=16 and 1,000 new
     contacts from 64 concurrent senders (more conversations in flight than the bound): 503s counted and
@@ -360,7 +361,9 @@ def main() -> int:
     with Bench("scale", time_limit=420) as bench, FakeEvolutionApi() as evolution:
         bench.create_database()
         bench.flush_redis()
-        url, serve = bench.start_serve({**ENV, "LUMINAI_LOG_FORMAT": "json", "LUMINAI_LOG_LEVEL": "INFO"})
+        # DEBUG: a known conversation's message logs "inbound stored" at DEBUG (part b reads the actor's order
+        # from those lines; they are written in the order the actor handed the messages to the group writer)
+        url, serve = bench.start_serve({**ENV, "LUMINAI_LOG_FORMAT": "json", "LUMINAI_LOG_LEVEL": "DEBUG"})
         bench.setup_agent(url, evolution)
         time.sleep(1)
         meter = CpuMeter({"serve": serve.pid}, bench.db_name)
