@@ -72,10 +72,20 @@ def make_bodies(count: int, instance: str, tag: str, phones: int, base: int = 0)
 class _Pool:
     """Keep-alive HTTP/1.1 connections to one host: at most `size` open, idle ones reused (LIFO)."""
 
+    IDLE_LIMIT = 3.0  # seconds; uvicorn closes a keep-alive connection idle for 5 s
+
     def __init__(self, host: str, port: int, size: int, timeout: float) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.slots = asyncio.Semaphore(size)
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+
+    async def _take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        while self.idle:
+            reader, writer, since = self.idle.pop()
+            if time.monotonic() - since < self.IDLE_LIMIT and not reader.at_eof():
+                return reader, writer
+            writer.close()  # the server may have closed it already: never send on it
+        return await self._connect()
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection(self.host, self.port)
@@ -86,8 +96,7 @@ class _Pool:
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, dict[str, str]]:
         async with self.slots:
-            conn = self.idle.pop() if self.idle else await self._connect()
-            reader, writer = conn
+            reader, writer = await self._take()
             try:
                 head = (
                     f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
@@ -109,11 +118,11 @@ class _Pool:
             if headers.get("connection", "").lower() == "close":
                 writer.close()
             else:
-                self.idle.append(conn)
+                self.idle.append((reader, writer, time.monotonic()))
             return status, headers
 
     def close(self) -> None:
-        for _, writer in self.idle:
+        for _, writer, _ in self.idle:
             writer.close()
         self.idle.clear()
 

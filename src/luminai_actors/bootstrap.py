@@ -409,6 +409,7 @@ def build(settings: Settings) -> Container:
                 insert_known_messages,
                 name="inbound-group-commit",
                 on_batch=lambda size, ok: metrics.ingest_batch_size.observe(size),
+                single_statement=True,  # insert_known_messages is one statement: autocommit, one round trip
             ),
             talk_expiry=timedelta(hours=settings.talk_expiry_hours),
             capacity=max(10_000, 2 * settings.max_conversation_actors),

@@ -159,3 +159,27 @@ def test_without_debounce_every_message_requests_its_turn() -> None:
     talk = uuid.uuid4()
     turns.mark(talk, 5.0, 0.0)
     assert not turns.covered(talk, 0.0)
+
+
+def test_a_single_statement_writer_runs_in_autocommit_and_returns_the_connection_as_it_came(
+    conns: list[ScriptedConnection],
+) -> None:
+    seen: list[bool] = []
+
+    def connect() -> Pooled:
+        conns.append(ScriptedConnection())
+        conns[-1].autocommit = False  # type: ignore[attr-defined]
+        return Pooled(conns[-1], [])
+
+    def run_batch(conn: ScriptedConnection, params: Any) -> list[tuple[int]]:
+        seen.append(conn.autocommit)  # type: ignore[attr-defined]
+        return conn.run(list(params))
+
+    writer = GroupCommitWriter(connect, run_batch, single_statement=True)
+    writer.start()
+    assert writer.write({"n": 4}) == (40,)
+    writer.stop()
+
+    assert seen == [True]
+    assert conns[0].commits == 0  # PostgreSQL committed the one statement by itself
+    assert conns[0].autocommit is False  # type: ignore[attr-defined]

@@ -76,6 +76,10 @@ class GroupCommitStats:
 RunBatch = Callable[[Any, Sequence[Mapping[str, Any]]], Sequence[Any]]
 """(psycopg connection, the batch's params in submission order) -> one result per params, same order."""
 
+# single_statement=True: the writer's connection runs in autocommit, so `run_batch` must issue exactly one
+# writing statement, which PostgreSQL commits atomically by itself (one round trip instead of BEGIN, the
+# statement and COMMIT). The connection goes back to the pool with autocommit off.
+
 
 class GroupCommitWriter:
     """One thread, one connection: `write(params)` returns what `run_batch` produced for those params."""
@@ -88,12 +92,14 @@ class GroupCommitWriter:
         max_batch: int = 500,
         name: str = "group-commit",
         on_batch: Callable[[int, bool], None] | None = None,
+        single_statement: bool = False,
     ) -> None:
         self._connect = connect
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._name = name
         self._on_batch = on_batch
+        self._single_statement = single_statement
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._connection: RawConnection | None = None
@@ -195,12 +201,15 @@ class GroupCommitWriter:
     def _execute(self, batch: Sequence[_Write]) -> Sequence[Any]:
         if self._connection is None:
             self._connection = self._connect()
+            if self._single_statement:
+                self._connection.driver_connection.autocommit = True
         conn = self._connection.driver_connection
         try:
             results = self._run_batch(conn, [item.params for item in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"run_batch gave {len(results)} results for {len(batch)} writes")
-            conn.commit()
+            if not self._single_statement:
+                conn.commit()
         except Exception:
             self._rollback_or_drop()
             raise
@@ -222,6 +231,8 @@ class GroupCommitWriter:
         if connection is None:
             return
         try:
+            if self._single_statement and not invalidate:
+                connection.driver_connection.autocommit = False  # back to the pool as it came
             if invalidate:
                 connection.invalidate()
             connection.close()

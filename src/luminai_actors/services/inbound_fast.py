@@ -89,7 +89,9 @@ assert TALK_ACTIVE == 0, "FAST_INSERT_BATCH spells the active status as 0"
 
 
 def insert_known_messages(connection: Any, batch: Sequence[Mapping[str, Any]]) -> list[bool]:
-    """The group writer's batch: which of the messages were inserted (False: the slow path must decide)."""
+    """The group writer's batch: which of the messages were inserted (False: the slow path must decide).
+
+    One statement, so the writer runs it in autocommit: PostgreSQL commits it atomically by itself."""
     document = json.dumps([{**params, "n": n} for n, params in enumerate(batch)], default=str)
     with connection.cursor() as cursor:
         cursor.execute(FAST_INSERT_BATCH, {"batch": document})
