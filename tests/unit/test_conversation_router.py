@@ -683,3 +683,17 @@ def test_a_deferred_resolved_before_the_actor_attaches_still_replies_once() -> N
     early.attach(got.append)
     assert got == ["first"]
     assert early.wait(1) == "first"
+
+
+def test_after_stop_a_new_event_is_refused_instead_of_starting_an_actor(harness: Harness) -> None:
+    router = harness.router(Recorder())
+    replies = Replies()
+    router.tell("k", Ev("k", 0), replies)
+    replies.wait(1)
+    threads_before = set(actor_threads())
+    router.stop()
+
+    with pytest.raises(ConversationBusy):
+        router.tell("late", Ev("late", 0), replies)
+    assert not (set(actor_threads()) - threads_before)  # no actor was started for it
+    assert len(router) == 0

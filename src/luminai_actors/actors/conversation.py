@@ -184,7 +184,13 @@ class ConversationRouter(Generic[E, R]):
 
     # work ------------------------------------------------------------------------------------------------
     def tell(self, key: str, event: E, reply: Reply) -> None:
-        """Queue `event` on the actor for `key` (started on demand); `reply` is called from its thread."""
+        """Queue `event` on the actor for `key` (started on demand); `reply` is called from its thread.
+
+        Refused with ConversationBusy once `stop()` began: an actor started then would outlive the router
+        (pykka's threads are not daemons) and keep the process from exiting.
+        """
+        if self._stopping.is_set():
+            raise ConversationBusy("the conversation actors are shutting down")
         with self._lock:
             entry = self._actors.get(key)
             if entry is None or not entry.ref.is_alive():
