@@ -3,20 +3,17 @@
 SQLite is the embedded default: every transaction starts with BEGIN IMMEDIATE so concurrent writers queue on
 the busy timeout instead of failing with "database is locked" when a reader upgrades to a writer; WAL lets
 readers proceed meanwhile. PostgreSQL gets a pre-pinged pool so a restarted server costs one failed checkout,
-not a stream of errors (pinged on checkout once idle for a second, see `_ping_idle_connections`).
+not a stream of errors.
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,63 +34,14 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _configure_sqlite(engine)
         return engine
-    engine = create_engine(
+    return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
+        pool_pre_ping=True,
         pool_timeout=10,
         connect_args={"connect_timeout": 5},
     )
-    _ping_idle_connections(engine)
-    return engine
-
-
-PING_AFTER_IDLE_SECONDS = 1.0
-
-
-def _ping_idle_connections(engine: Engine) -> None:
-    """A pre-ping on checkout, but only for a connection idle in the pool for PING_AFTER_IDLE_SECONDS or more.
-
-    A connection used a moment ago is almost surely alive, and its ping is a round trip on every
-    transaction's critical path (the AI turn and the send each check out twice). One that sat idle is pinged
-    and, if the server went away (a restart), replaced before anyone uses it; a failure on a connection used
-    within the last second surfaces as DatabaseUnavailable (503 / a retried task), and SQLAlchemy then
-    invalidates the pool's older connections.
-    """
-
-    idle_seconds = PING_AFTER_IDLE_SECONDS
-
-    @event.listens_for(engine.pool, "connect")
-    def _on_connect(_dbapi_connection: Any, record: Any) -> None:
-        record.info["luminai_idle_since"] = time.monotonic()
-
-    @event.listens_for(engine.pool, "checkin")
-    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-        if record is not None:
-            record.info["luminai_idle_since"] = time.monotonic()
-
-    @event.listens_for(engine.pool, "checkout")
-    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        since = record.info.get("luminai_idle_since")
-        if since is not None and time.monotonic() - since < idle_seconds:
-            return
-        try:
-            _ping(dbapi_connection)
-        except Exception as exc:
-            raise sa_exc.DisconnectionError(f"stale pooled connection: {exc}") from exc
-
-
-def _ping(dbapi_connection: Any) -> None:
-    """`SELECT 1` in autocommit, so the ping leaves no transaction open; the caller's mode is restored."""
-    autocommit = dbapi_connection.autocommit
-    try:
-        dbapi_connection.autocommit = True
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    finally:
-        # a dead connection may refuse even this; it is being discarded anyway
-        with contextlib.suppress(Exception):
-            dbapi_connection.autocommit = autocommit
 
 
 def _configure_sqlite(engine: Engine) -> None:
