@@ -86,6 +86,23 @@ class ClaimedTurn:
     contact_phone: str | None
     contact_opted_out: bool
 
+    @classmethod
+    def of(cls, talk: Talk, agent: Agent, tree_flow: TreeFlow | None, contact: Contact | None) -> ClaimedTurn:
+        """The same fields read from loaded rows (the ORM path, and the fake repository)."""
+        return cls(
+            talk_flow=talk.talk_flow,
+            agent_id=agent.id,
+            organization_id=agent.organization_id,
+            agent_name=agent.name,
+            agent_prompt=agent.prompt,
+            agent_metadata=agent.whatsapp_metadata,
+            tree_flow_definition=tree_flow.definition if tree_flow else None,
+            tree_flow_name=tree_flow.name if tree_flow else None,
+            contact_first_name=contact.first_name if contact else None,
+            contact_phone=contact.phone if contact else None,
+            contact_opted_out=bool(contact and contact.opted_out_at),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class MessageView:

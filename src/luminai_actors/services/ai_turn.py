@@ -151,19 +151,7 @@ def _prepare_general(
         return TurnOutcome("missing")
     tree_flow = uow.repo.get(TreeFlow, agent.tree_flow_id) if agent.tree_flow_id else None
     contact = uow.repo.get(Contact, talk.contact_id)
-    claimed = ClaimedTurn(
-        talk_flow=talk.talk_flow,
-        agent_id=agent.id,
-        organization_id=agent.organization_id,
-        agent_name=agent.name,
-        agent_prompt=agent.prompt,
-        agent_metadata=agent.whatsapp_metadata,
-        tree_flow_definition=tree_flow.definition if tree_flow else None,
-        tree_flow_name=tree_flow.name if tree_flow else None,
-        contact_first_name=contact.first_name if contact else None,
-        contact_phone=contact.phone if contact else None,
-        contact_opted_out=bool(contact and contact.opted_out_at),
-    )
+    claimed = ClaimedTurn.of(talk, agent, tree_flow, contact)
     prepared = _prepared(talk_id, claimed, recent, pending)
     uow.commit()
     return prepared

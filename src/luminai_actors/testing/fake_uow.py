@@ -363,19 +363,8 @@ class FakeRepository:
             return None
         flow = self.get(TreeFlow, agent.tree_flow_id) if agent.tree_flow_id else None
         talk.ai_lease_until = until
-        return ClaimedTurn(
-            talk_flow=copy.deepcopy(talk.talk_flow),
-            agent_id=agent.id,
-            organization_id=agent.organization_id,
-            agent_name=agent.name,
-            agent_prompt=agent.prompt,
-            agent_metadata=copy.deepcopy(agent.whatsapp_metadata),
-            tree_flow_definition=copy.deepcopy(flow.definition) if flow else None,
-            tree_flow_name=flow.name if flow else None,
-            contact_first_name=contact.first_name,
-            contact_phone=contact.phone,
-            contact_opted_out=contact.opted_out_at is not None,
-        )
+        # a copy, as rows read from a database would be: the turn must not mutate the stored state
+        return copy.deepcopy(ClaimedTurn.of(talk, agent, flow, contact))
 
     @staticmethod
     def _view(m: TalkMessage) -> MessageView:
