@@ -129,8 +129,6 @@ class FastInbound:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self._known: OrderedDict[str, KnownConversation] = OrderedDict()
-        self.stored = 0
-        self.fell_back = 0
 
     def remember(self, key: str, outcome: InboundOutcome) -> None:
         """Keep what the slow path learned (or forget the key when it learned nothing usable)."""
@@ -184,13 +182,11 @@ class FastInbound:
 
         def done(inserted: Any, error: BaseException | None) -> None:
             if error is None and inserted:
-                self.stored += 1
                 stored = InboundOutcome(
                     "stored", None, known.talk_id, message_id, known.contact_id, known=known, fast=True
                 )
                 finished(stored, now)
             else:
-                self.fell_back += 1
                 finished(None, now)
 
         self.writer.submit(params, done)
