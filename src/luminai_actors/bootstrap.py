@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -164,21 +165,40 @@ class Container:
             return self._record_slow(event, "", None)
         key = conversation_key(event)
         deferred = Deferred()
+        if fast.submit(key, event, self._fast_finished(key, event, deferred.resolve)):
+            return deferred
+        return self._record_slow(event, key, None)
+
+    def fast_lane(self, key: str, event: object, reply: Callable[[Any], None]) -> bool:
+        """The router's fast lane: a known conversation's message goes to the group writer directly.
+
+        The router offers an event here only while its conversation actor holds nothing, so handing it to the
+        writer now is what the actor's `handle_inbound` would have done next, in the same order. False (the
+        actor takes it): not a lead's message of a known conversation, or fast ingest is off.
+        """
+        fast = self.fast_inbound
+        if fast is None or not isinstance(event, MessageUpsert):
+            return False  # a SlowInbound always goes to its actor
+        return fast.submit(key, event, self._fast_finished(key, event, reply))
+
+    def _fast_finished(
+        self, key: str, event: MessageUpsert, reply: Callable[[Any], None]
+    ) -> Callable[[InboundOutcome | None, datetime], None]:
+        fast = self.fast_inbound
+        assert fast is not None
 
         def finished(outcome: InboundOutcome | None, arrived_at: datetime) -> None:  # on the writer's thread
             if outcome is not None:
                 self._after_record(event, outcome)
-                deferred.resolve(outcome)
+                reply(outcome)
                 return
             fast.forget(key)
             try:
-                self.router.tell(key, SlowInbound(event, key, arrived_at), deferred.resolve)
+                self.router.tell(key, SlowInbound(event, key, arrived_at), reply)
             except Exception as exc:  # the actor system refused: the webhook answers 503, Evolution retries
-                deferred.resolve(exc)
+                reply(exc)
 
-        if fast.submit(key, event, finished):
-            return deferred
-        return self._record_slow(event, key, None)
+        return finished
 
     def handle_inbound_now(self, event: MessageUpsert) -> InboundOutcome:
         """`handle_inbound` for callers outside the actor system: waits for a deferred outcome."""
@@ -415,4 +435,6 @@ def build(settings: Settings) -> Container:
             capacity=max(10_000, 2 * settings.max_conversation_actors),
         )
     holder["container"] = container
+    if container.fast_inbound is not None:
+        router.set_fast_lane(container.fast_lane)
     return container

@@ -83,6 +83,7 @@ def test_second_message_takes_the_fast_path_and_writes_what_the_slow_path_writes
     second = post(client, upsert("acme", "M2", "segunda"))
 
     assert paths(container) == {"fast": 1.0, "slow": 1.0}
+    assert container.router.fast_lane_total == 1  # the live actor held nothing: the router's lane took M2
     slow_row, fast_row = rows(container)
     assert str(slow_row.id) == first.headers["x-luminai-message-id"]
     assert str(fast_row.id) == second.headers["x-luminai-message-id"]
@@ -148,6 +149,10 @@ def test_a_talk_that_ended_behind_the_actors_back_starts_a_new_talk(
     first, second, third = rows(container)
     assert first.talk_id == second.talk_id != third.talk_id
     assert paths(container) == {"fast": 1.0, "slow": 2.0}
+    # M3 went down the lane, the writer refused it, and its actor decided it with the full lookup
+    assert container.router.fast_lane_total == 2
+    # finished for the conversation: M1, M2 (lane), M3 (lane, refused) and M3's full pass by its actor
+    assert container.router.snapshot()[0]["handled"] == 4
 
 
 def test_an_agent_switched_off_or_told_to_ignore_the_chat_is_obeyed_at_once(

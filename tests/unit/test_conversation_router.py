@@ -697,3 +697,165 @@ def test_after_stop_a_new_event_is_refused_instead_of_starting_an_actor(harness:
         router.tell("late", Ev("late", 0), replies)
     assert not (set(actor_threads()) - threads_before)  # no actor was started for it
     assert len(router) == 0
+
+
+# the fast lane ----------------------------------------------------------------------------------------------
+
+
+class Lane:
+    """A fast lane that takes the events it is offered (unless `declines`) and answers them when released."""
+
+    def __init__(self, declines: Callable[[Any], bool] = lambda _e: False) -> None:
+        self.declines = declines
+        self.offered: list[Any] = []
+        self.taken: list[tuple[Any, Callable[[Any], None]]] = []
+
+    def __call__(self, key: str, event: Any, reply: Callable[[Any], None]) -> bool:
+        self.offered.append(event)
+        if self.declines(event):
+            return False
+        self.taken.append((event, reply))
+        return True
+
+    def release_all(self) -> None:
+        taken, self.taken = self.taken, []
+        for event, reply in taken:
+            reply(("lane", event))
+
+
+def test_the_fast_lane_is_offered_nothing_until_the_conversation_has_a_live_actor(harness: Harness) -> None:
+    recorder = Recorder()
+    router = harness.router(recorder)
+    lane = Lane()
+    router.set_fast_lane(lane)
+    replies = Replies()
+
+    router.tell("k", Ev("k", 0), replies)  # no actor yet: the actor starts and handles it
+    assert replies.wait(1) == [Ev("k", 0)]
+    assert router.wait_idle(WAIT)
+    assert lane.offered == []
+
+    router.tell("k", Ev("k", 1), replies)  # live and holding nothing: the lane takes it
+    assert lane.offered == [Ev("k", 1)]
+    assert [e for e, _ in lane.taken] == [Ev("k", 1)]
+    assert recorder.handled == [Ev("k", 0)]
+    entry = router.snapshot()[0]
+    assert (entry["inFlight"], entry["fastLane"], router.fast_lane_total) == (1, 1, 1)
+    assert not router.idle()
+
+    lane.release_all()
+    assert replies.wait(2)[1] == ("lane", Ev("k", 1))
+    assert router.wait_idle(WAIT)
+    assert router.snapshot()[0]["inFlight"] == 0
+
+
+def test_while_the_actor_holds_an_event_the_next_ones_queue_behind_it_in_order(harness: Harness) -> None:
+    gate = harness.gate()
+    recorder = Recorder(blocking_work(gate, keys={"k"}))
+    router = harness.router(recorder)
+    replies = Replies()
+    router.tell("k", Ev("k", 0), replies)  # starts the actor, which blocks on the gate
+    assert recorder.started(Ev("k", 0)).wait(WAIT)
+    lane = Lane()
+    router.set_fast_lane(lane)
+
+    for seq in (1, 2, 3):
+        router.tell("k", Ev("k", seq), replies)
+
+    assert lane.offered == []  # the actor holds events: the lane must not overtake them
+    assert [e.seq for e in router.mailbox("k")] == [1, 2, 3]
+    gate.set()
+    assert replies.wait(4) == [Ev("k", n) for n in range(4)]
+    assert [e.seq for e in recorder.handled] == [0, 1, 2, 3]
+
+    router.tell("k", Ev("k", 4), replies)  # the actor is empty again: the lane takes the next
+    assert [e for e, _ in lane.taken] == [Ev("k", 4)]
+
+
+def test_an_event_the_lane_declines_or_fails_on_goes_to_the_actor(harness: Harness) -> None:
+    recorder = Recorder()
+    router = harness.router(recorder)
+    replies = Replies()
+    router.tell("k", Ev("k", 0), replies)
+    replies.wait(1)
+    assert router.wait_idle(WAIT)
+
+    def lane(key: str, event: Any, reply: Callable[[Any], None]) -> bool:
+        if event.seq == 2:
+            raise RuntimeError("lane broke")
+        return False  # declines everything else
+
+    router.set_fast_lane(lane)
+    router.tell("k", Ev("k", 1), replies)
+    router.tell("k", Ev("k", 2), replies)
+
+    assert replies.wait(3) == [Ev("k", n) for n in range(3)]
+    assert [e.seq for e in recorder.handled] == [0, 1, 2]
+    assert router.wait_idle(WAIT)
+    entry = router.snapshot()[0]
+    assert (entry["inFlight"], entry["fastLane"]) == (0, 0)
+
+
+def test_an_actor_whose_event_is_on_the_lane_is_neither_reaped_nor_evicted(harness: Harness) -> None:
+    clock = FakeClock()
+    router = harness.router(Recorder(), max_actors=1, idle_seconds=5.0, clock=clock)
+    replies = Replies()
+    router.tell("k", Ev("k", 0), replies)
+    replies.wait(1)
+    assert router.wait_idle(WAIT)
+    lane = Lane()
+    router.set_fast_lane(lane)
+    router.tell("k", Ev("k", 1), replies)
+    assert len(lane.taken) == 1
+
+    clock.now += 60
+    assert router.reap_idle() == 0
+    with pytest.raises(ConversationBusy):  # at the bound, and the only actor has an event on the lane
+        router.tell("other", Ev("other", 0), replies)
+
+    lane.release_all()
+    assert router.wait_idle(WAIT)
+    clock.now += 60
+    assert router.reap_idle() == 1
+
+
+def test_replies_from_other_threads_reach_the_loop_in_order_with_fewer_wake_ups_than_replies() -> None:
+    from luminai_actors.web.webhook import _loop_inbox
+
+    async def scenario() -> tuple[dict[int, list[int]], int]:
+        loop = asyncio.get_running_loop()
+        wakeups = 0
+        original = loop.call_soon_threadsafe
+
+        def counting(callback: Any, *args: Any) -> Any:
+            nonlocal wakeups
+            wakeups += 1
+            return original(callback, *args)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        inbox = _loop_inbox(loop)
+        assert _loop_inbox(loop) is inbox  # one per loop
+        got: dict[int, list[int]] = defaultdict(list)
+        all_in = asyncio.Event()
+
+        def deliver(item: tuple[int, int]) -> None:
+            assert threading.current_thread() is threading.main_thread()  # on the loop's thread
+            got[item[0]].append(item[1])
+            if sum(len(v) for v in got.values()) == 4 * 500:
+                all_in.set()
+
+        def poster(n: int) -> None:
+            for k in range(500):
+                inbox.post(deliver, (n, k))
+
+        threads = [threading.Thread(target=poster, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        await asyncio.wait_for(all_in.wait(), WAIT)
+        for t in threads:
+            t.join(WAIT)
+        return got, wakeups
+
+    got, wakeups = asyncio.run(scenario())
+    assert dict(got) == {n: list(range(500)) for n in range(4)}
+    assert 1 <= wakeups < 4 * 500

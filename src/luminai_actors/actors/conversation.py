@@ -15,6 +15,13 @@ A handler may answer `Deferred`: it has handed the event to someone that finishe
 group-commit writer) in the order the actor decided. The actor goes on with its next event; the event stays
 "in flight" (so the actor is neither reaped nor evicted, and `wait_idle` waits for it) until the deferred is
 resolved, which delivers the reply.
+
+A fast lane (`set_fast_lane`) may take an event instead of the actor, but only while that conversation's
+actor is live and holds nothing (no event queued or being handled): the lane decides for the actor exactly
+what its handler would have (hand the event to the group writer, in order) without the two thread hand-offs.
+The event counts as in flight on the actor until its reply, so the actor is neither reaped nor evicted
+meanwhile; the next event of the conversation goes to the lane again, or to the actor's mailbox behind
+whatever the actor holds.
 """
 
 from __future__ import annotations
@@ -89,12 +96,23 @@ class Handle(Generic[E]):
     reply: Reply
 
 
+FastLane = Callable[[str, Any, Reply], bool]
+"""(key, event, reply) -> True when it took the event (and calls `reply` once, from any thread)."""
+
+
 class ConversationActor(pykka.ThreadingActor, Generic[E, R]):
-    def __init__(self, key: str, handler: Callable[[E], R], on_done: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        key: str,
+        handler: Callable[[E], R],
+        on_done: Callable[[str], None],
+        on_returned: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__()
         self.key = key
         self._handler = handler
         self._on_done = on_done
+        self._on_returned = on_returned or (lambda _key: None)
 
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, Handle):
@@ -107,8 +125,10 @@ class ConversationActor(pykka.ThreadingActor, Generic[E, R]):
             result = exc
         if isinstance(result, Deferred):
             reply = message.reply
+            self._on_returned(self.key)  # the actor holds nothing more of this event
             result.attach(lambda final: self._finish(reply, final))
             return None
+        self._on_returned(self.key)
         self._finish(message.reply, result)
         return None
 
@@ -127,8 +147,10 @@ class _Entry:
     ref: pykka.ActorRef[Any]
     started_at: float
     last_activity: float
-    in_flight: int = 0
+    in_flight: int = 0  # told and not yet answered (queued, being handled, or deferred)
+    at_actor: int = 0  # queued on the actor or being handled by it (a part of in_flight)
     handled: int = 0
+    fast_lane: int = 0  # events the fast lane took for this conversation
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -152,6 +174,8 @@ class ConversationRouter(Generic[E, R]):
         self._actors: dict[str, _Entry] = {}
         self._stopping = threading.Event()
         self._reaper: threading.Thread | None = None
+        self._fast_lane: FastLane | None = None
+        self.fast_lane_total = 0
         self.started_total = 0
         self.stopped_idle_total = 0
         self.refused_total = 0
@@ -183,6 +207,10 @@ class ConversationRouter(Generic[E, R]):
                 log.warning("a conversation actor did not stop in time")
 
     # work ------------------------------------------------------------------------------------------------
+    def set_fast_lane(self, lane: FastLane | None) -> None:
+        """Let `lane` take a live actor's events while the actor holds none (see the module docstring)."""
+        self._fast_lane = lane
+
     def tell(self, key: str, event: E, reply: Reply) -> None:
         """Queue `event` on the actor for `key` (started on demand); `reply` is called from its thread.
 
@@ -191,31 +219,68 @@ class ConversationRouter(Generic[E, R]):
         """
         if self._stopping.is_set():
             raise ConversationBusy("the conversation actors are shutting down")
+        if self._fast_lane is not None and self._take_fast_lane(key, event, reply):
+            return
         with self._lock:
             entry = self._actors.get(key)
             if entry is None or not entry.ref.is_alive():
                 entry = self._start_locked(key)
             entry.in_flight += 1
+            entry.at_actor += 1
             entry.last_activity = self._clock()
             try:
                 entry.ref.tell(Handle(event, reply))
             except pykka.ActorDeadError:
                 # Died between our check and the tell: replace it; the message goes to the new actor.
                 replacement = self._start_locked(key)
-                replacement.in_flight = 1
+                replacement.in_flight = replacement.at_actor = 1
                 replacement.ref.tell(Handle(event, reply))
+
+    def _take_fast_lane(self, key: str, event: E, reply: Reply) -> bool:
+        lane = self._fast_lane
+        assert lane is not None
+        with self._lock:
+            entry = self._actors.get(key)
+            if entry is None or entry.at_actor or not entry.ref.is_alive():
+                return False
+            entry.in_flight += 1  # reserved: the actor is neither reaped nor evicted while the lane has it
+            entry.last_activity = self._clock()
+
+        def finish(result: Any) -> None:
+            self._done(key)
+            reply(result)
+
+        try:
+            taken = lane(key, event, finish)
+        except Exception:
+            log.exception("the fast lane failed on conversation %s; its actor handles the event", key)
+            taken = False
+        with self._lock:
+            if taken:
+                entry.fast_lane += 1
+                self.fast_lane_total += 1
+            else:
+                entry.in_flight = max(0, entry.in_flight - 1)
+                self._idle.notify_all()
+        return taken
 
     def _start_locked(self, key: str) -> _Entry:
         self._actors.pop(key, None)
         if len(self._actors) >= self.max_actors and not self._evict_one_idle_locked():
             self.refused_total += 1
             raise ConversationBusy(f"{len(self._actors)} conversation actors are busy (the bound)")
-        ref: pykka.ActorRef[Any] = ConversationActor.start(key, self._handler, self._done)
+        ref: pykka.ActorRef[Any] = ConversationActor.start(key, self._handler, self._done, self._returned)
         now = self._clock()
         entry = _Entry(ref=ref, started_at=now, last_activity=now)
         self._actors[key] = entry
         self.started_total += 1
         return entry
+
+    def _returned(self, key: str) -> None:
+        with self._lock:
+            entry = self._actors.get(key)
+            if entry is not None:
+                entry.at_actor = max(0, entry.at_actor - 1)
 
     def _done(self, key: str) -> None:
         with self._lock:
@@ -273,6 +338,7 @@ class ConversationRouter(Generic[E, R]):
                 "mailboxDepth": _inbox(entry.ref).qsize(),
                 "inFlight": entry.in_flight,
                 "handled": entry.handled,
+                "fastLane": entry.fast_lane,
                 "idleSeconds": round(now - entry.last_activity, 3),
                 "ageSeconds": round(now - entry.started_at, 3),
                 "alive": entry.ref.is_alive(),

@@ -2,15 +2,20 @@
 
 A lead's message is answered 200 only after its conversation actor committed it; a database or actor-system
 failure is answered 503 so Evolution delivers it again (it retries 5xx, never 400/401/403/404/422). The wait
-for the actor crosses threads through `loop.call_soon_threadsafe`; the event loop never blocks on pykka.
+for the actor crosses threads through `loop.call_soon_threadsafe` (one wake-up per burst of replies: the
+group writer answers many webhooks at once); the event loop never blocks on pykka.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
+import threading
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -84,15 +89,75 @@ async def handle_message(container: Container, event: MessageUpsert) -> InboundO
         else:
             future.set_result(result)
 
+    inbox = _loop_inbox(loop)
+
     def reply(result: Any) -> None:
-        loop.call_soon_threadsafe(settle, result)
+        inbox.post(settle, result)
 
     container.router.tell(conversation_key(event), event, reply)
+    timer = loop.call_later(container.settings.webhook_timeout_seconds, _expire, future)
     try:
-        outcome: InboundOutcome = await asyncio.wait_for(future, container.settings.webhook_timeout_seconds)
+        outcome: InboundOutcome = await future
     except TimeoutError as exc:
         raise ConversationBusy("the conversation actor did not answer in time") from exc
+    finally:
+        timer.cancel()
     return outcome
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+class _LoopInbox:
+    """Calls from other threads onto one event loop, with one wake-up of the loop per burst.
+
+    `loop.call_soon_threadsafe` writes to the loop's self-pipe on every call; the group writer answers a
+    whole batch of webhooks at once, so here the calls queue up and only the first of a burst schedules the
+    drain (the drain clears the flag before it takes the queue, so nothing posted meanwhile is left behind).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._calls: collections.deque[tuple[Callable[[Any], None], Any]] = collections.deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def post(self, call: Callable[[Any], None], arg: Any) -> None:
+        self._calls.append((call, arg))
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nobody waits for these replies any more
+            with self._lock:
+                self._scheduled = False
+
+    def _drain(self) -> None:
+        with self._lock:
+            self._scheduled = False
+        calls = self._calls
+        while calls:
+            call, arg = calls.popleft()
+            try:
+                call(arg)
+            except Exception:
+                log.exception("a reply to the event loop failed")
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopInbox] = weakref.WeakKeyDictionary()
+_inboxes_lock = threading.Lock()
+
+
+def _loop_inbox(loop: asyncio.AbstractEventLoop) -> _LoopInbox:
+    inbox = _inboxes.get(loop)
+    if inbox is None:
+        with _inboxes_lock:
+            inbox = _inboxes.setdefault(loop, _LoopInbox(loop))
+    return inbox
 
 
 def _rate_limited(limiter: RateLimiter, key: str, what: str) -> Response | None:
