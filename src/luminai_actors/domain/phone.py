@@ -87,6 +87,7 @@ def phone_variants(e164: str) -> list[str]:
     return variants
 
 
+@lru_cache(maxsize=65_536)  # pure; the webhook's conversation key and the fast path ask for it per message
 def canonical_phone(e164: str) -> str:
     """One spelling shared by all variants: BR and AR with the mobile 9, MX without the legacy 1."""
     variants = phone_variants(e164)
