@@ -141,17 +141,28 @@ def test_a_stopped_writer_refuses_instead_of_blocking(conns: list[ScriptedConnec
         writer.write({"n": 1})
 
 
-def test_turn_requests_cover_the_first_half_of_the_debounce_window() -> None:
+def test_turn_requests_cover_the_debounce_window_but_its_last_margin() -> None:
     now = [1000.0]
     turns = TurnRequests(clock=lambda: now[0])
     talk, other = uuid.uuid4(), uuid.uuid4()
     assert not turns.covered(talk, 2.0)
-    turns.mark(talk, 1000.0, 2.0)
-    now[0] = 1000.9
+    turns.mark(talk, 1000.0, 2.0)  # that turn claims the talk no earlier than 1002.0
+    now[0] = 1001.74
     assert turns.covered(talk, 2.0)
     assert not turns.covered(other, 2.0)
-    now[0] = 1001.0  # the requested turn may now run before a message stored from here on: request again
+    now[0] = 1001.75  # within the 0.25 s margin before it may start: request again
     assert not turns.covered(talk, 2.0)
+
+
+def test_a_short_debounce_window_keeps_half_of_itself_as_the_margin() -> None:
+    now = [50.0]
+    turns = TurnRequests(clock=lambda: now[0])
+    talk = uuid.uuid4()
+    turns.mark(talk, 50.0, 0.3)
+    now[0] = 50.14
+    assert turns.covered(talk, 0.3)
+    now[0] = 50.15
+    assert not turns.covered(talk, 0.3)
 
 
 def test_without_debounce_every_message_requests_its_turn() -> None:

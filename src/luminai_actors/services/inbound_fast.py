@@ -20,9 +20,12 @@ its own transaction, which decides it exactly as before; the fast
 path never answers "duplicate" itself.
 
 `TurnRequests` keeps the AI-turn requests of a debounced burst to one: a turn requested at T with the
-debounce window d runs no earlier than T + d and then waits for the lead's pause itself, so a message stored
-before T + d/2 needs no new request (the margin absorbs clock skew between processes; the recovery sweep
-covers a request that is lost anyway).
+debounce window d is delayed by d in the broker, so it claims the talk no earlier than T + d (by the worker's
+clock), reads every message committed before that, and waits for the lead's pause itself (it requests
+itself again while the burst goes on). A message committed before T + d - margin therefore needs no new
+request; the margin, min(d/2, `TURN_REQUEST_MARGIN_SECONDS`), absorbs clock skew between the web and worker
+processes. A message committed later requests its own turn (and one committed while a turn runs is found by
+that turn's read after its commit); the recovery sweep covers a request that is lost anyway.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ from luminai_actors.persistence.tables import TALK_ACTIVE
 from luminai_actors.services.inbound import InboundOutcome, KnownConversation, inbound_metadata, message_type
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: How long before a requested turn may start a message stops counting as covered by it (see the docstring).
+TURN_REQUEST_MARGIN_SECONDS = 0.25
 
 # One statement per group commit over a JSON array (one document to encode and send, parsed by PostgreSQL in
 # C): each element is one message with what its conversation was known as. talk.status = 0 is TALK_ACTIVE
@@ -223,7 +229,10 @@ class TurnRequests:
             return False
         with self._lock:
             previous = self._requested.get(talk_id)
-        return previous is not None and self._clock() < previous.at + previous.window / 2
+        if previous is None:
+            return False
+        margin = min(previous.window / 2, TURN_REQUEST_MARGIN_SECONDS)
+        return self._clock() < previous.at + previous.window - margin
 
     def mark(self, talk_id: uuid.UUID, requested_at: float, debounce: float) -> None:
         if debounce <= 0:
