@@ -25,6 +25,7 @@ REQUIRED_MODULES = (
     "pykka",
     "dramatiq",
     "redis",
+    "hiredis",
     "sqlalchemy",
     "psycopg",
     "alembic",
