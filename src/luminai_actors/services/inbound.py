@@ -4,13 +4,16 @@ In one transaction: find the agent that owns the instance, the contact (by every
 the WhatsApp LID), the open WhatsApp talk (or create them), and insert the message. The unique constraint on
 (agent, WhatsApp message id) makes a redelivered webhook a no-op; a unique-constraint race with another
 process is resolved by reading again. The caller answers the webhook 200 only after this returns.
+
+On PostgreSQL a lead's message in a 1:1 chat first tries the lead hot path (`services.inbound_lead`: three
+SQLAlchemy Core statements instead of the ORM's 8 to 14, the same rows); what it does not cover is rolled
+back before anything is written and decided by the ORM path below, in a new transaction. The outcome type
+and the rules both paths share are in `services.inbound_model` (re-exported here).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from luminai_actors.domain.ids import uuid7
@@ -33,65 +36,34 @@ from luminai_actors.services.identity import (
     find_or_create_contact,
     find_or_create_talk,
 )
+from luminai_actors.services.inbound_lead import lead_identity, record_lead
+from luminai_actors.services.inbound_model import (
+    DEFAULT_IGNORED_CHATS,
+    InboundOutcome,
+    KnownConversation,
+    ignore_reason,
+    ignored_by_metadata,
+    inbound_metadata,
+    is_ours,
+    lead_message,
+    message_type,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class KnownConversation:
-    """What storing a lead's message learned: enough to store the next one without looking anything up."""
-
-    agent_id: uuid.UUID
-    organization_id: uuid.UUID
-    agent_updated_at: datetime
-    contact_id: uuid.UUID
-    phone: str | None
-    lid: str | None
-    talk_id: uuid.UUID
-
-
-@dataclass(frozen=True, slots=True)
-class InboundOutcome:
-    status: str  # "stored" | "duplicate" | "ignored"
-    reason: str | None = None
-    talk_id: uuid.UUID | None = None
-    message_id: uuid.UUID | None = None
-    contact_id: uuid.UUID | None = None
-    from_business: bool = False  # typed on the business phone, or our own send echoed back
-    shared_chat: bool = False  # a group, broadcast or newsletter: recorded, never answered by the bot
-    known: KnownConversation | None = None  # set when a lead's message was stored (see services.inbound_fast)
-    fast: bool = False  # stored by the known-conversation fast path
-
-    @property
-    def needs_ai_turn(self) -> bool:
-        return self.status == "stored" and not self.from_business and not self.shared_chat
-
-
-DEFAULT_IGNORED_CHATS = frozenset({"group", "broadcast", "newsletter"})
-
-
-def ignore_reason(event: MessageUpsert, ignored_chats: frozenset[str] = DEFAULT_IGNORED_CHATS) -> str | None:
-    """Why this upsert is not recorded (None when it is); decided before any database work."""
-    if event.event not in ("messages.upsert", "send.message"):
-        return f"event {event.event} is not a chat message"
-    if event.chat_kind in ignored_chats:
-        return f"{event.chat_kind} chats are ignored"
-    if not event.content.is_chat_turn:
-        return f"{event.content.kind} is not a chat turn"
-    return None
-
-
-def _is_ours(event: MessageUpsert) -> bool:
-    """Sent by the business side: typed on its phone (`fromMe`) or sent through Evolution's API."""
-    return event.from_me or event.event == "send.message"
+__all__ = [
+    "DEFAULT_IGNORED_CHATS",
+    "InboundOutcome",
+    "KnownConversation",
+    "conversation_key",
+    "ignore_reason",
+    "inbound_metadata",
+    "message_type",
+    "pauses_on_human_reply",
+    "record_inbound",
+]
 
 
 def _ignored_by_agent(agent: Agent, event: MessageUpsert) -> bool:
-    """The agent's `ignoreJids` (like Evolution's bots): exact JIDs, or suffixes such as `@lid`."""
-    patterns = (agent.whatsapp_metadata or {}).get("ignoreJids") or []
-    jids = [jid for jid in (event.remote_jid, event.phone_jid, event.lid_jid) if jid]
-    return any(
-        isinstance(p, str) and p and any(jid == p or (p.startswith("@") and jid.endswith(p)) for jid in jids)
-        for p in patterns
-    )
+    return ignored_by_metadata(agent.whatsapp_metadata, event)
 
 
 def pauses_on_human_reply(agent: Agent) -> bool:
@@ -134,6 +106,13 @@ def _record(
     uow_factory: UnitOfWorkFactory, event: MessageUpsert, now: datetime, talk_expiry: timedelta | None = None
 ) -> InboundOutcome:
     with uow_factory() as uow:
+        lead = lead_identity(event)
+        connection = uow.repo.hot_path_connection() if lead is not None else None
+        if lead is not None and connection is not None:
+            outcome = record_lead(uow, connection, event, *lead, now, talk_expiry)
+            if outcome is not None:
+                return outcome
+            uow.rollback()  # nothing was written; the locks are released: the ORM path starts afresh
         agent = uow.repo.agent_by_instance(event.instance)
         if agent is None or not agent.whatsapp_active or not agent.active:
             return InboundOutcome("ignored", f"no active agent for instance {event.instance!r}")
@@ -159,25 +138,11 @@ def _record(
         )
         for key in identities:
             uow.lock(key)
-        contact = find_or_create_contact(uow, agent, event, phone, lid, now, business_side=_is_ours(event))
+        contact = find_or_create_contact(uow, agent, event, phone, lid, now, business_side=is_ours(event))
         talk = find_or_create_talk(uow, agent, contact, event, now, talk_expiry)
-        if _is_ours(event):
+        if is_ours(event):
             return _record_business_message(uow, agent, contact, talk, event, now)
-        message = TalkMessage(
-            id=uuid7(),
-            organization_id=agent.organization_id,
-            talk_id=talk.id,
-            agent_id=agent.id,
-            from_contact_id=contact.id,
-            direction="inbound",
-            channel="whatsapp",
-            body=event.content.text,
-            message_type=message_type(event),
-            whatsapp_message_id=event.message_id,
-            meta=inbound_metadata(event),
-            sent_at=event.sent_at or now,
-            created_at=now,
-        )
+        message = lead_message(agent.organization_id, agent.id, talk.id, contact.id, event, now)
         uow.repo.add(message)
         uow.commit()
         known = KnownConversation(
@@ -216,7 +181,7 @@ def _record_shared_chat(uow: UnitOfWork, agent: Agent, event: MessageUpsert, now
     phone = phone_from_jid(event.phone_jid)
     lid = jid_user(event.lid_jid) if event.lid_jid else None
     if not event.from_me and (phone or lid):
-        sender = find_or_create_contact(uow, agent, event, phone, lid, now, business_side=_is_ours(event))
+        sender = find_or_create_contact(uow, agent, event, phone, lid, now, business_side=is_ours(event))
     talk = find_or_create_talk(uow, agent, chat, event, now)
     message = TalkMessage(
         id=uuid7(),
@@ -224,7 +189,7 @@ def _record_shared_chat(uow: UnitOfWork, agent: Agent, event: MessageUpsert, now
         talk_id=talk.id,
         agent_id=agent.id,
         from_contact_id=sender.id if sender else None,
-        direction="outbound" if _is_ours(event) else "inbound",
+        direction="outbound" if is_ours(event) else "inbound",
         channel="whatsapp",
         body=event.content.text,
         message_type=message_type(event),
@@ -292,27 +257,3 @@ def _record_business_message(
         }
     uow.commit()
     return InboundOutcome("stored", None, talk.id, message.id, contact.id, from_business=True)
-
-
-def message_type(event: MessageUpsert) -> str:
-    kind = event.content.kind
-    return "text" if kind == "text" else event.content.message_type
-
-
-def inbound_metadata(event: MessageUpsert) -> dict[str, object]:
-    meta: dict[str, object] = {
-        "whatsappMessageId": event.message_id,
-        "instanceName": event.instance,
-        "remoteJid": event.remote_jid,
-        "pushName": event.push_name,
-        "messageType": event.content.message_type,
-    }
-    if event.lid_jid:
-        meta["lid"] = event.lid_jid
-    if event.content.media:
-        meta["media"] = dict(event.content.media)
-    if event.quoted_message_id:
-        meta["quotedMessageId"] = event.quoted_message_id
-    if event.source:
-        meta["source"] = event.source
-    return meta
