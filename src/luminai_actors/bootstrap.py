@@ -7,11 +7,12 @@ sweep) and `Container.close()` stops it all in reverse order. Nothing here runs 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,7 +64,7 @@ def build_broker(settings: Settings, metrics: Metrics | None = None) -> dramatiq
     if settings.uses_memory_broker:
         broker = StubBroker()
     else:
-        broker = WakingRedisBroker(  # type: ignore[no-untyped-call]  # dramatiq leaves __init__ unannotated
+        broker = WakingRedisBroker(
             url=settings.broker_url,
             heartbeat_timeout=REDIS_HEARTBEAT_TIMEOUT_MS,
             maintenance_chance=REDIS_MAINTENANCE_CHANCE,
@@ -103,6 +104,14 @@ def build_brain(settings: Settings) -> Brain:
 
 
 @dataclass
+class _WriterBatch:
+    """What the group writer's callbacks of one batch leave for its end (`Container.writer_callbacks`)."""
+
+    turns: list[uuid.UUID] = field(default_factory=list)
+    replies: list[tuple[Callable[[Any], None], Any]] = field(default_factory=list)
+
+
+@dataclass
 class Container:
     settings: Settings
     engine: Engine
@@ -119,6 +128,7 @@ class Container:
     turn_requests: TurnRequests = field(default_factory=TurnRequests)
     _recovery_stop: threading.Event = field(default_factory=threading.Event)
     _recovery_thread: threading.Thread | None = None
+    _writer_batch: threading.local = field(default_factory=threading.local)  # see `writer_callbacks`
 
     def __post_init__(self) -> None:
         self.directory = AgentDirectory(self.uow)
@@ -190,7 +200,11 @@ class Container:
         def finished(outcome: InboundOutcome | None, arrived_at: datetime) -> None:  # on the writer's thread
             if outcome is not None:
                 self._after_record(event, outcome)
-                reply(outcome)
+                batch: _WriterBatch | None = getattr(self._writer_batch, "batch", None)
+                if batch is not None:
+                    batch.replies.append((reply, outcome))  # after the batch's AI-turn requests
+                else:
+                    reply(outcome)
                 return
             fast.forget(key)
             try:
@@ -241,10 +255,53 @@ class Container:
                 reason = f": {outcome.reason}" if outcome.reason else ""
                 log.log(level, "inbound %s%s", outcome.status, reason)
 
+    @contextlib.contextmanager
+    def writer_callbacks(self) -> Iterator[None]:
+        """Around the group writer's callbacks of one batch: the AI turns they request are enqueued together
+        (one Redis round trip) when the batch's callbacks are done, and only then are its webhooks answered,
+        so a 200 still means "stored, and its AI turn requested"."""
+        batch = _WriterBatch()
+        self._writer_batch.batch = batch
+        try:
+            yield
+        finally:
+            self._writer_batch.batch = None
+            self._flush_writer_batch(batch)
+
+    def _flush_writer_batch(self, batch: _WriterBatch) -> None:
+        if batch.turns:
+            debounce = self.settings.ai_debounce_seconds
+            requested_at = self.turn_requests.now()
+            requested: list[uuid.UUID] = []
+            try:
+                with self.dispatcher.pipelined():
+                    for talk_id in batch.turns:
+                        try:
+                            self.dispatcher.request_ai_turn(talk_id, delay=debounce)
+                            requested.append(talk_id)
+                        except BrokerUnavailable as exc:
+                            log.warning("AI turn for talk %s not enqueued: %s", talk_id, exc)
+            except BrokerUnavailable as exc:
+                # The messages are committed; the recovery sweep enqueues their turns once Redis is back.
+                log.warning("AI turns of %d talks not enqueued: %s", len(batch.turns), exc)
+                requested = []
+            for talk_id in requested:
+                self.turn_requests.mark(talk_id, requested_at, debounce)
+        for reply, result in batch.replies:
+            try:
+                reply(result)
+            except Exception:
+                log.exception("a webhook's reply failed")
+
     def _request_ai_turn(self, talk_id: uuid.UUID) -> None:
         """Enqueue the talk's AI turn unless one requested earlier in this burst will answer it."""
         debounce = self.settings.ai_debounce_seconds
         if self.turn_requests.covered(talk_id, debounce):
+            return
+        batch: _WriterBatch | None = getattr(self._writer_batch, "batch", None)
+        if batch is not None:  # on the group writer, inside `writer_callbacks`: enqueued with the batch
+            if talk_id not in batch.turns:
+                batch.turns.append(talk_id)
             return
         requested_at = self.turn_requests.now()
         try:
@@ -430,6 +487,7 @@ def build(settings: Settings) -> Container:
                 name="inbound-group-commit",
                 on_batch=lambda size, ok: metrics.ingest_batch_size.observe(size),
                 single_statement=True,  # insert_known_messages is one statement: autocommit, one round trip
+                around_callbacks=container.writer_callbacks,
             ),
             talk_expiry=timedelta(hours=settings.talk_expiry_hours),
             capacity=max(10_000, 2 * settings.max_conversation_actors),

@@ -305,3 +305,71 @@ def test_a_lost_wake_up_push_is_logged_not_raised(brokers: Brokers, caplog: pyte
         with caplog.at_level(logging.WARNING, logger="luminai_actors.actors.broker"):
             broker.wake("q")  # the message is enqueued already; consumers still poll
     assert any("wake-up for queue q not sent" in r.getMessage() for r in caplog.records)
+
+
+def test_enqueues_inside_pipelined_reach_redis_together_when_the_block_ends(
+    brokers: Brokers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    producer, other = brokers.make(), brokers.make()
+    producer.enqueue(message("warm", "loads the scripts"))
+    queue_key = f"{brokers.namespace}:q"
+    delayed_key = f"{brokers.namespace}:q.DQ"
+    direct: list[Any] = []  # commands the producer sent on its own, outside a pipeline
+    executes: list[int] = []  # the producer's pipelines sent, by size
+    real_command, real_execute = producer.client.execute_command, redis.client.Pipeline.execute
+
+    def counting_command(*args: Any, **options: Any) -> Any:
+        direct.append(args[0])
+        return real_command(*args, **options)
+
+    def counting_execute(pipe: redis.client.Pipeline, raise_on_error: bool = True) -> Any:
+        if pipe.connection_pool is producer.client.connection_pool:
+            executes.append(len(pipe))
+        return real_execute(pipe, raise_on_error)
+
+    monkeypatch.setattr(producer.client, "execute_command", counting_command)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counting_execute)
+    with producer.pipelined():
+        for i in range(20):
+            producer.enqueue(message("q", f"now {i}"))
+            producer.enqueue(message("q", f"later {i}"), delay=2_000)
+        other.enqueue(message("q", "another broker's enqueue goes at once"))
+        assert brokers.admin.llen(queue_key) == 1  # nothing of the block's has been sent yet
+        assert brokers.admin.llen(delayed_key) == 0
+        with producer.pipelined():  # nested: the same batch
+            producer.enqueue(message("q", "nested"))
+        assert brokers.admin.llen(queue_key) == 1
+    sent_directly, pipelines = list(direct), list(executes)
+
+    assert sent_directly == []
+    assert pipelines == [41 + 2 * 21]  # one round trip: 41 scripts, a push and a trim per immediate one
+    assert brokers.admin.llen(queue_key) == 22
+    assert brokers.admin.llen(delayed_key) == 20
+    assert brokers.admin.llen(wake_key(brokers.namespace, "q")) == WAKE_TOKENS_MAX
+    consumer = producer.consume("q", prefetch=30, timeout=LONG_MS)
+    bodies = set()
+    for _ in range(22):
+        got = next(consumer)
+        assert got is not None
+        bodies.add(got.args[0])
+    assert bodies == {f"now {i}" for i in range(20)} | {"nested", "another broker's enqueue goes at once"}
+
+
+def test_a_block_that_raises_sends_nothing_and_a_redis_failure_surfaces_at_its_end(brokers: Brokers) -> None:
+    producer = brokers.make()
+
+    def changes_its_mind() -> None:
+        with producer.pipelined():
+            producer.enqueue(message("q", "never"))
+            raise RuntimeError("the caller changed its mind")
+
+    with pytest.raises(RuntimeError):
+        changes_its_mind()
+    assert brokers.admin.llen(f"{brokers.namespace}:q") == 0
+
+    with TcpProxy("127.0.0.1", 6379) as proxy:
+        cut = brokers.make(brokers.redis_url.replace(":6379", f":{proxy.port}"))
+        cut.enqueue(message("q", "connected"))  # the scripts are loaded, the connection is pooled
+        proxy.cut()
+        with pytest.raises(redis.ConnectionError), cut.pipelined():
+            cut.enqueue(message("q", "lost"))  # queued: the error comes when the block sends it

@@ -4,8 +4,10 @@ AI-turn request coalescing of TurnRequests."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -194,3 +196,42 @@ def test_a_single_statement_writer_runs_in_autocommit_and_returns_the_connection
     assert seen == [True]
     assert conns[0].commits == 0  # PostgreSQL committed the one statement by itself
     assert conns[0].autocommit is False  # type: ignore[attr-defined]
+
+
+def test_a_batchs_callbacks_run_inside_one_around_callbacks_block(conns: list[ScriptedConnection]) -> None:
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def around() -> Iterator[None]:
+        events.append("enter")
+        yield
+        events.append("exit")
+        raise RuntimeError("a broken wrapper must not stop the writer")
+
+    def connect() -> Pooled:
+        conns.append(ScriptedConnection())
+        return Pooled(conns[-1], [])
+
+    writer = GroupCommitWriter(connect, lambda conn, params: conn.run(list(params)), around_callbacks=around)
+    writer.start()
+    writer.write({"n": 0})
+    assert events == ["enter", "exit"]
+    events.clear()
+    conn = conns[0]
+    conn.release.clear()
+    conn.entered.clear()
+    done = threading.Event()
+    writer.submit({"n": 1}, lambda result, error: events.append(f"done 1 {result}"))
+    assert conn.entered.wait(5)
+    for n in (2, 3):
+        writer.submit({"n": n}, lambda result, error, n=n: events.append(f"done {n} {result}"))
+    writer.submit({"n": 4}, lambda result, error: (events.append(f"done 4 {result}"), done.set()))
+    conn.release.set()
+    assert done.wait(5)
+    writer.stop()
+
+    assert events == [
+        "enter", "done 1 (10,)", "exit",
+        "enter", "done 2 (20,)", "done 3 (30,)", "done 4 (40,)", "exit",
+    ]  # fmt: skip
+    assert writer.stats.batches == 3  # the wrapper's exceptions did not stop the writer

@@ -9,9 +9,11 @@ than Dramatiq's jittered exponential default; the attempt count lives in the dat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,6 +21,7 @@ import dramatiq
 import redis
 from dramatiq.middleware import CurrentMessage
 
+from luminai_actors.actors.broker import WakingRedisBroker
 from luminai_actors.ai.brain import Brain
 from luminai_actors.config import Settings
 from luminai_actors.errors import BrainError, BrokerUnavailable, Unavailable
@@ -78,6 +81,20 @@ class DramatiqDispatcher:
 
     def request_send(self, message_id: uuid.UUID) -> None:
         self._send(self.send_actor, message_id)
+
+    @contextlib.contextmanager
+    def pipelined(self) -> Iterator[None]:
+        """Requests made by this thread inside the block go to Redis in one round trip at its end (Redis
+        broker; elsewhere each goes at once). Raises BrokerUnavailable at the end when Redis refused them."""
+        broker = self.ai_actor.broker
+        if not isinstance(broker, WakingRedisBroker):
+            yield
+            return
+        try:
+            with broker.pipelined():
+                yield
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"broker refused a batch of requests: {exc}") from exc
 
 
 def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDispatcher:

@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -93,6 +94,7 @@ class GroupCommitWriter:
         name: str = "group-commit",
         on_batch: Callable[[int, bool], None] | None = None,
         single_statement: bool = False,
+        around_callbacks: Callable[[], AbstractContextManager[None]] | None = None,
     ) -> None:
         self._connect = connect
         self._run_batch = run_batch
@@ -100,6 +102,7 @@ class GroupCommitWriter:
         self._name = name
         self._on_batch = on_batch
         self._single_statement = single_statement
+        self._around_callbacks = around_callbacks
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._connection: RawConnection | None = None
@@ -187,11 +190,15 @@ class GroupCommitWriter:
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         if error is not None:
             self.stats.failed_batches += 1
-        for index, item in enumerate(batch):
-            try:
-                item.done(results[index] if error is None else None, error)
-            except Exception:
-                log.exception("a group commit callback failed")
+        try:
+            with self._around_callbacks() if self._around_callbacks is not None else nullcontext():
+                for index, item in enumerate(batch):
+                    try:
+                        item.done(results[index] if error is None else None, error)
+                    except Exception:
+                        log.exception("a group commit callback failed")
+        except Exception:
+            log.exception("the group commit's callback wrapper failed")
         if self._on_batch is not None:
             try:
                 self._on_batch(len(batch), error is None)
