@@ -118,3 +118,13 @@ def test_a_malformed_database_url_exits_2_naming_the_variable(tmp_path: Path) ->
 
     assert result.returncode == 2, result.stderr[-500:]
     assert "LUMINAI_DATABASE_URL" in result.stderr
+
+
+def test_tune_gc_freezes_what_startup_built_and_collects_young_objects_less_often() -> None:
+    code = (
+        "import gc; from luminai_actors.cli import tune_gc, GC_YOUNG_THRESHOLD; "
+        "before = gc.get_freeze_count(); tune_gc(); "
+        "print(before, gc.get_freeze_count() > 1000, gc.get_threshold()[0] == GC_YOUNG_THRESHOLD)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == ["0", "True", "True"]
