@@ -327,8 +327,12 @@ def test_enqueues_inside_pipelined_reach_redis_together_when_the_block_ends(
             executes.append(len(pipe))
         return real_execute(pipe, raise_on_error)
 
+    def no_immediate(pipe: redis.client.Pipeline, *args: Any, **options: Any) -> Any:
+        raise AssertionError(f"an extra round trip before the pipeline: {args[:1]}")  # e.g. SCRIPT EXISTS
+
     monkeypatch.setattr(producer.client, "execute_command", counting_command)
     monkeypatch.setattr(redis.client.Pipeline, "execute", counting_execute)
+    monkeypatch.setattr(redis.client.Pipeline, "immediate_execute_command", no_immediate)
     with producer.pipelined():
         for i in range(20):
             producer.enqueue(message("q", f"now {i}"))
@@ -373,3 +377,15 @@ def test_a_block_that_raises_sends_nothing_and_a_redis_failure_surfaces_at_its_e
         proxy.cut()
         with pytest.raises(redis.ConnectionError), cut.pipelined():
             cut.enqueue(message("q", "lost"))  # queued: the error comes when the block sends it
+
+
+def test_a_pipelined_enqueue_whose_script_redis_lost_is_enqueued_anyway(brokers: Brokers) -> None:
+    producer = brokers.make()
+    producer.enqueue(message("q", "before the restart"))
+    brokers.admin.script_flush()  # what a restarted Redis looks like to a connected broker
+    with producer.pipelined():
+        producer.enqueue(message("q", "after the restart"))
+        producer.enqueue(message("q", "and another"))
+    consumer = producer.consume("q", prefetch=5, timeout=LONG_MS)
+    bodies = {next(consumer).args[0] for _ in range(3)}
+    assert bodies == {"before the restart", "after the restart", "and another"}

@@ -64,17 +64,25 @@ def wake_key(namespace: str, queue_name: str) -> str:
 
 
 class _PipelinedDispatch:
-    """Dramatiq's dispatch script, sending "enqueue" into the calling thread's pipeline while it has one."""
+    """Dramatiq's dispatch script, sending "enqueue" into the calling thread's pipeline while it has one.
+
+    It goes in as a plain EVALSHA: handing redis-py the Script object would make the pipeline ask Redis
+    whether the script exists (one more round trip) every time it is sent. A script Redis lost (it was
+    restarted) answers NOSCRIPT, and `WakingRedisBroker.pipelined` runs those enqueues again directly.
+    """
 
     def __init__(self, script: Any, local: threading.local) -> None:
-        self._script = script
+        self.script = script
         self._local = local
 
     def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
         pipe = getattr(self._local, "pipe", None)
         if pipe is not None and client is None and args and args[0] == "enqueue":
-            return self._script(keys=keys, args=args, client=pipe)  # queued: sent at the block's end
-        return self._script(keys=keys, args=args, client=client)
+            keys, args = list(keys or ()), list(args)
+            pipe.evalsha(self.script.sha, len(keys), *keys, *args)  # queued: sent at the block's end
+            self._local.queued.append((len(pipe) - 1, keys, args))
+            return None
+        return self.script(keys=keys, args=args, client=client)
 
 
 class WakingRedisBroker(RedisBroker):
@@ -83,7 +91,8 @@ class WakingRedisBroker(RedisBroker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # dramatiq leaves it unannotated
         self._local = threading.local()
-        self.scripts["dispatch"] = _PipelinedDispatch(self.scripts["dispatch"], self._local)
+        self._dispatch_script = _PipelinedDispatch(self.scripts["dispatch"], self._local)
+        self.scripts["dispatch"] = self._dispatch_script
 
     @contextlib.contextmanager
     def pipelined(self) -> Iterator[None]:
@@ -96,13 +105,21 @@ class WakingRedisBroker(RedisBroker):
             yield
             return
         pipe = self.client.pipeline(transaction=False)
-        self._local.pipe = pipe
+        self._local.pipe, self._local.queued = pipe, []
         try:
             yield
         finally:
             self._local.pipe = None
-        if len(pipe):
-            pipe.execute()
+        queued: list[tuple[int, list[Any], list[Any]]] = self._local.queued
+        if not len(pipe):
+            return
+        results = pipe.execute(raise_on_error=False)
+        for index, keys, args in queued:
+            if isinstance(results[index], redis.exceptions.NoScriptError):
+                self._dispatch_script.script(keys=keys, args=args)  # loads the script, then enqueues
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(result, redis.exceptions.NoScriptError):
+                raise result
 
     @property
     def consumer_class(self) -> type[WakingRedisConsumer]:
