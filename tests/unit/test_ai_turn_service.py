@@ -337,3 +337,22 @@ def test_talk_paused_during_the_turn_gets_no_reply(world: World) -> None:
     assert outcome.status == "paused"
     assert world.messages("outbound") == []
     assert world.talk(talk_id).ai_lease_until is None
+
+
+def test_on_reply_gets_the_committed_reply_before_the_turn_looks_for_more(world: World) -> None:
+    talk_id = world.inbound("Oi")
+    seen: list[tuple[uuid.UUID, list[str]]] = []
+
+    def on_reply(reply_id: uuid.UUID) -> None:  # what the worker does: enqueue the send at once
+        seen.append((reply_id, [m.body or "" for m in world.messages("outbound")]))
+
+    outcome = run_ai_turn(
+        world.uow.factory(), OfflineBrain(), talk_id, now=lambda: T0 + timedelta(seconds=2), on_reply=on_reply
+    )
+
+    [reply] = world.messages("outbound")
+    assert seen == [(reply.id, [reply.body])]  # called once, with the reply already stored
+    assert outcome.reply_message_id == reply.id
+    silent = run_ai_turn(world.uow.factory(), OfflineBrain(), talk_id, on_reply=on_reply)
+    assert silent.status == "nothing_pending"
+    assert len(seen) == 1  # no reply, no call

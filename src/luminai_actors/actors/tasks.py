@@ -69,10 +69,11 @@ class DramatiqDispatcher:
 
     def _send(self, actor: dramatiq.Actor[Any, Any], ident: uuid.UUID, delay: float = 0.0) -> None:
         try:
-            if delay > 0:
-                actor.send_with_options(args=(str(ident),), delay=max(1, int(delay * 1000)))
-            else:
-                actor.send(str(ident))
+            with self.pipelined():  # the enqueue and its wake-up in one round trip
+                if delay > 0:
+                    actor.send_with_options(args=(str(ident),), delay=max(1, int(delay * 1000)))
+                else:
+                    actor.send(str(ident))
         except (dramatiq.errors.ConnectionError, redis.RedisError) as exc:
             raise BrokerUnavailable(f"broker refused {actor.actor_name}: {exc}") from exc
 
@@ -108,6 +109,16 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
     def _ai_turn(talk_id: str) -> None:
         attempt = _current_retries() + 1
         started = time.perf_counter()
+        send_requested: list[uuid.UUID] = []
+        send_refused: list[BrokerUnavailable] = []
+
+        def request_send(reply_id: uuid.UUID) -> None:  # as soon as the reply is committed
+            try:
+                holder["dispatcher"].request_send(reply_id)
+                send_requested.append(reply_id)
+            except BrokerUnavailable as exc:  # raised below, after the turn, as it always was
+                send_refused.append(exc)
+
         try:
             outcome = run_ai_turn(
                 deps.uow_factory,
@@ -115,6 +126,7 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
                 uuid.UUID(talk_id),
                 lease_seconds=settings.ai_timeout_seconds * 2 + 30,
                 debounce_seconds=settings.ai_debounce_seconds,
+                on_reply=request_send,
             )
         except (BrainError, Unavailable) as exc:
             deps.metrics.ai_turns.labels("error").inc()
@@ -131,7 +143,9 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
             holder["dispatcher"].request_ai_turn(uuid.UUID(talk_id), delay=outcome.delay)
             return
         dispatcher = holder["dispatcher"]
-        if outcome.reply_message_id is not None:
+        if send_refused:
+            raise send_refused[0]
+        if outcome.reply_message_id is not None and outcome.reply_message_id not in send_requested:
             dispatcher.request_send(outcome.reply_message_id)
         if outcome.more_pending:
             dispatcher.request_ai_turn(uuid.UUID(talk_id))

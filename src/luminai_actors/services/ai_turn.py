@@ -96,7 +96,10 @@ def run_ai_turn(
     lease_seconds: float = 120.0,
     debounce_seconds: float = 0.0,
     now: Callable[[], datetime] | None = None,
+    on_reply: Callable[[uuid.UUID], None] | None = None,
 ) -> TurnOutcome:
+    """One turn. `on_reply(first reply id)` is called as soon as the reply is committed (before the read
+    for messages that arrived meanwhile), so its send can start while the turn finishes."""
     clock = now or (lambda: datetime.now(UTC))
     prepared = _prepare(uow_factory, talk_id, clock(), lease_seconds, debounce_seconds)
     if isinstance(prepared, TurnOutcome):
@@ -106,7 +109,7 @@ def run_ai_turn(
     except BaseException:
         _release(uow_factory, talk_id)
         raise
-    return _store(uow_factory, prepared, decision, clock())
+    return _store(uow_factory, prepared, decision, clock(), on_reply)
 
 
 def _prepare(
@@ -276,7 +279,11 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
 
 
 def _store(
-    uow_factory: UnitOfWorkFactory, prepared: _Prepared, decision: _Decision, at: datetime
+    uow_factory: UnitOfWorkFactory,
+    prepared: _Prepared,
+    decision: _Decision,
+    at: datetime,
+    on_reply: Callable[[uuid.UUID], None] | None = None,
 ) -> TurnOutcome:
     talk_id = prepared.talk_id
     talk_flow = decision.new_state
@@ -304,6 +311,8 @@ def _store(
                 return TurnOutcome("paused")
             # resumed in the meantime: it is locked and not paused now, so the next attempt stores the turn
         uow.commit()
+        if replies and on_reply is not None:
+            on_reply(replies[0].id)
         # Messages that arrived meanwhile (or between the update and the commit, whose own turn found the
         # lease taken and stood down) are still pending: the caller enqueues the next turn for them.
         more = uow.repo.has_pending_inbound(talk_id)
