@@ -1,6 +1,7 @@
 """Ingest benchmark: webhooks/s and latency of the REAL service versus a bare Starlette endpoint.
 
     .venv/bin/python bench/ingest.py            # about 3 minutes; writes bench/results/ingest.json
+    .venv/bin/python bench/ingest.py --no-worker  # writes bench/results/ingest-no-worker.json
 
 One run, same load generator, side by side:
   * bare: bench/bare_app.py (parses the JSON body, answers 200) under uvicorn, served like `run.py serve`;
@@ -362,7 +363,7 @@ def main() -> int:
             "phones": args.phones,
             "LUMINAI_DB_POOL_SIZE": SERVICE_ENV.get("LUMINAI_DB_POOL_SIZE", "10 (default)"),
         }
-        write_results("ingest", figures)
+        write_results("ingest-no-worker" if args.no_worker else "ingest", figures)
     return 0
 
 

@@ -10,8 +10,8 @@ fi
 # py-spy is a requirement of the benchmarks only (never added to pyproject.toml)
 [ -x .venv/bin/py-spy ] || "$PY" -m pip install --quiet py-spy
 "$PY" bench/ingest.py
-BENCH_RESULTS_SUFFIX=-no-worker "$PY" bench/ingest.py --no-worker
-BENCH_RESULTS_SUFFIX=-no-worker-open-rates "$PY" bench/ingest.py --no-worker --sweep '' --open-rates 100,200,300
+"$PY" bench/ingest.py --no-worker
+BENCH_RESULTS_SUFFIX=-run2 "$PY" bench/ingest.py --no-worker --open-rates 200,400,600
 "$PY" bench/end_to_end.py
 "$PY" bench/end_to_end.py --known-leads
 "$PY" bench/scale.py
