@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from luminai_actors.domain import talkflow
 from luminai_actors.domain.ids import uuid7
@@ -70,14 +71,31 @@ def find_or_create_contact(
             contact.whatsapp_lid = lid
         contact.last_contact_date = now
         return contact
+    company_id = default_company(uow, org, now).id
+    contact = new_contact(org, company_id, event, phone, lid, now, business_side=business_side)
+    uow.repo.add(contact)
+    uow.repo.flush()
+    return contact
+
+
+def new_contact(
+    org: uuid.UUID,
+    company_id: uuid.UUID,
+    event: MessageUpsert,
+    phone: str | None,
+    lid: str | None,
+    now: datetime,
+    *,
+    business_side: bool = False,
+) -> Contact:
+    """The contact row a WhatsApp person becomes (both inbound paths build it here)."""
     lead_name = None if business_side else event.push_name  # on our side pushName is the business's
-    name = lead_name or phone or f"WhatsApp {lid}"
     first, last = split_name(lead_name or "")
-    contact = Contact(
+    return Contact(
         id=uuid7(),
         organization_id=org,
-        company_id=default_company(uow, org, now).id,
-        name=name,
+        company_id=company_id,
+        name=lead_name or phone or f"WhatsApp {lid}",
         first_name=first,
         last_name=last,
         email=None,
@@ -90,9 +108,40 @@ def find_or_create_contact(
         created_at=now,
         updated_at=now,
     )
-    uow.repo.add(contact)
-    uow.repo.flush()
-    return contact
+
+
+def new_whatsapp_talk(
+    org: uuid.UUID,
+    contact_id: uuid.UUID,
+    contact_name: str,
+    agent_id: uuid.UUID,
+    owner_id: uuid.UUID,
+    talk_type_id: uuid.UUID,
+    tree_flow_id: uuid.UUID | None,
+    tree_flow_definition: Any,
+    now: datetime,
+) -> Talk:
+    """An open WhatsApp talk with a fresh TalkFlow from the agent's TreeFlow (both inbound paths)."""
+    return Talk(
+        id=uuid7(),
+        organization_id=org,
+        contact_id=contact_id,
+        agent_id=agent_id,
+        owner_id=owner_id,
+        talk_type_id=talk_type_id,
+        subject=f"WhatsApp - {contact_name}",
+        channel=CHANNEL_WHATSAPP,
+        status=TALK_ACTIVE,
+        archived=False,
+        paused=False,
+        needs_human=False,
+        talk_flow=talkflow.initial_state(
+            str(tree_flow_id) if tree_flow_id else None, normalize_definition(tree_flow_definition)
+        ),
+        date_start=now,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def _merge_contacts(uow: UnitOfWork, *, keep: Contact, drop: Contact, now: datetime) -> None:
@@ -170,26 +219,16 @@ def find_or_create_talk(
         talk = None
     if talk is None:
         tree_flow = uow.repo.get(TreeFlow, agent.tree_flow_id) if agent.tree_flow_id else None
-        talk = Talk(
-            id=uuid7(),
-            organization_id=agent.organization_id,
-            contact_id=contact.id,
-            agent_id=agent.id,
-            owner_id=_talk_owner(uow, agent, now).id,
-            talk_type_id=_talk_type(uow, agent.organization_id, now).id,
-            subject=f"WhatsApp - {contact.name}",
-            channel=CHANNEL_WHATSAPP,
-            status=TALK_ACTIVE,
-            archived=False,
-            paused=False,
-            needs_human=False,
-            talk_flow=talkflow.initial_state(
-                str(tree_flow.id) if tree_flow else None,
-                normalize_definition(tree_flow.definition if tree_flow else None),
-            ),
-            date_start=now,
-            created_at=now,
-            updated_at=now,
+        talk = new_whatsapp_talk(
+            agent.organization_id,
+            contact.id,
+            contact.name,
+            agent.id,
+            _talk_owner(uow, agent, now).id,
+            _talk_type(uow, agent.organization_id, now).id,
+            tree_flow.id if tree_flow else None,
+            tree_flow.definition if tree_flow else None,
+            now,
         )
         uow.repo.add(talk)
         uow.repo.flush()

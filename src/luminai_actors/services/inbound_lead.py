@@ -15,16 +15,11 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from luminai_actors.domain import talkflow
-from luminai_actors.domain.ids import uuid7
 from luminai_actors.domain.phone import canonical_phone, jid_user, phone_from_jid, phone_variants
-from luminai_actors.domain.treeflow import normalize_definition
 from luminai_actors.evolution.webhook import MessageUpsert
 from luminai_actors.persistence import lead_path
 from luminai_actors.persistence.lead_path import RowChange
 from luminai_actors.persistence.tables import (
-    CHANNEL_WHATSAPP,
-    TALK_ACTIVE,
     TALK_CLOSED,
     Contact,
     Talk,
@@ -32,13 +27,8 @@ from luminai_actors.persistence.tables import (
     utcnow,
 )
 from luminai_actors.persistence.uow import UnitOfWork
-from luminai_actors.services.identity import (
-    DEFAULT_COMPANY,
-    LEAD_SOURCE,
-    ORIGIN,
-    TALK_TYPE_WHATSAPP,
-    split_name,
-)
+from luminai_actors.services import identity
+from luminai_actors.services.identity import DEFAULT_COMPANY, TALK_TYPE_WHATSAPP
 from luminai_actors.services.inbound_model import (
     InboundOutcome,
     KnownConversation,
@@ -101,25 +91,7 @@ def record_lead(
     if not found.contacts:
         if found.company_id is None:
             return None
-        lead_name = event.push_name
-        first, last = split_name(lead_name or "")
-        new_contact = Contact(
-            id=uuid7(),
-            organization_id=org,
-            company_id=found.company_id,
-            name=lead_name or phone or f"WhatsApp {lid}",
-            first_name=first,
-            last_name=last,
-            email=None,
-            phone=phone,
-            mobile_phone=phone,
-            whatsapp_lid=lid,
-            lead_source=LEAD_SOURCE,
-            origin=ORIGIN,
-            last_contact_date=now,
-            created_at=now,
-            updated_at=now,
-        )
+        new_contact = identity.new_contact(org, found.company_id, event, phone, lid, now)
         contact_id, contact_name, contact_phone, contact_lid = new_contact.id, new_contact.name, phone, lid
         open_talk = None
     else:
@@ -157,29 +129,21 @@ def record_lead(
     if open_talk is None:
         if found.talk_type_id is None or found.owner_id is None:
             return None
-        new_talk = Talk(
-            id=uuid7(),
-            organization_id=org,
-            contact_id=contact_id,
-            agent_id=agent.id,
-            owner_id=found.owner_id,
-            talk_type_id=found.talk_type_id,
-            subject=f"WhatsApp - {contact_name}",
-            channel=CHANNEL_WHATSAPP,
-            status=TALK_ACTIVE,
-            archived=False,
-            paused=False,
-            needs_human=False,
-            talk_flow=talkflow.initial_state(
-                str(found.tree_flow_id) if found.tree_flow_id else None,
-                normalize_definition(found.tree_flow_definition if found.tree_flow_id else None),
-            ),
-            whatsapp_remote_jid=event.reply_jid,
-            date_start=now,
-            date_last_message=now,
-            created_at=now,
-            updated_at=wall,  # the ORM inserts it, then sets the reply JID and date_last_message: an update
+        new_talk = identity.new_whatsapp_talk(
+            org,
+            contact_id,
+            contact_name,
+            agent.id,
+            found.owner_id,
+            found.talk_type_id,
+            found.tree_flow_id,
+            found.tree_flow_definition if found.tree_flow_id else None,
+            now,
         )
+        # The ORM inserts the talk and then sets the reply JID and the last message's time: an update.
+        new_talk.whatsapp_remote_jid = event.reply_jid
+        new_talk.date_last_message = now
+        new_talk.updated_at = wall
         talk_agent = TalkAgent(talk_id=new_talk.id, agent_id=agent.id, created_at=now)
         talk_id = new_talk.id
     else:
