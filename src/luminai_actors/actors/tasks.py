@@ -109,13 +109,11 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
     def _ai_turn(talk_id: str) -> None:
         attempt = _current_retries() + 1
         started = time.perf_counter()
-        send_requested: list[uuid.UUID] = []
         send_refused: list[BrokerUnavailable] = []
 
         def request_send(reply_id: uuid.UUID) -> None:  # as soon as the reply is committed
             try:
                 holder["dispatcher"].request_send(reply_id)
-                send_requested.append(reply_id)
             except BrokerUnavailable as exc:  # raised below, after the turn, as it always was
                 send_refused.append(exc)
 
@@ -143,10 +141,8 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
             holder["dispatcher"].request_ai_turn(uuid.UUID(talk_id), delay=outcome.delay)
             return
         dispatcher = holder["dispatcher"]
-        if send_refused:
+        if send_refused:  # a reply's send is requested by `request_send` above, never here
             raise send_refused[0]
-        if outcome.reply_message_id is not None and outcome.reply_message_id not in send_requested:
-            dispatcher.request_send(outcome.reply_message_id)
         if outcome.more_pending:
             dispatcher.request_ai_turn(uuid.UUID(talk_id))
 
