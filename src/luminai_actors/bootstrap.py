@@ -270,23 +270,7 @@ class Container:
 
     def _flush_writer_batch(self, batch: _WriterBatch) -> None:
         if batch.turns:
-            debounce = self.settings.ai_debounce_seconds
-            requested_at = self.turn_requests.now()
-            requested: list[uuid.UUID] = []
-            try:
-                with self.dispatcher.pipelined():
-                    for talk_id in batch.turns:
-                        try:
-                            self.dispatcher.request_ai_turn(talk_id, delay=debounce)
-                            requested.append(talk_id)
-                        except BrokerUnavailable as exc:
-                            log.warning("AI turn for talk %s not enqueued: %s", talk_id, exc)
-            except BrokerUnavailable as exc:
-                # The messages are committed; the recovery sweep enqueues their turns once Redis is back.
-                log.warning("AI turns of %d talks not enqueued: %s", len(batch.turns), exc)
-                requested = []
-            for talk_id in requested:
-                self.turn_requests.mark(talk_id, requested_at, debounce)
+            self._enqueue_turns(batch.turns)
         for reply, result in batch.replies:
             try:
                 reply(result)
@@ -303,14 +287,29 @@ class Container:
             if talk_id not in batch.turns:
                 batch.turns.append(talk_id)
             return
+        self._enqueue_turns([talk_id])
+
+    def _enqueue_turns(self, talk_ids: list[uuid.UUID]) -> None:
+        """Enqueue these talks' AI turns (one Redis round trip) and remember them as requested.
+
+        A turn the broker refuses is not remembered: the message is committed, so the next message of the
+        talk asks again and the recovery sweep enqueues it once the broker is back."""
+        debounce = self.settings.ai_debounce_seconds
         requested_at = self.turn_requests.now()
+        requested: list[uuid.UUID] = []
         try:
-            self.dispatcher.request_ai_turn(talk_id, delay=debounce)
+            with self.dispatcher.pipelined():
+                for talk_id in talk_ids:
+                    try:
+                        self.dispatcher.request_ai_turn(talk_id, delay=debounce)
+                        requested.append(talk_id)
+                    except BrokerUnavailable as exc:
+                        log.warning("AI turn for talk %s not enqueued: %s", talk_id, exc)
         except BrokerUnavailable as exc:
-            # The message is committed; the recovery sweep enqueues its turn once the broker is back.
-            log.warning("AI turn for talk %s not enqueued: %s", talk_id, exc)
+            log.warning("AI turns of %d talks not enqueued: %s", len(talk_ids), exc)
             return
-        self.turn_requests.mark(talk_id, requested_at, debounce)
+        for talk_id in requested:
+            self.turn_requests.mark(talk_id, requested_at, debounce)
 
     def resume_agent_sends(self, instance: str) -> int:
         """Enqueue the replies that waited for this instance to reconnect; returns how many."""
