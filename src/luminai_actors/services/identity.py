@@ -14,7 +14,7 @@ from typing import Any
 
 from luminai_actors.domain import talkflow
 from luminai_actors.domain.ids import uuid7
-from luminai_actors.domain.phone import phone_variants
+from luminai_actors.domain.phone import canonical_phone, phone_variants
 from luminai_actors.domain.treeflow import normalize_definition
 from luminai_actors.evolution.webhook import MessageUpsert
 from luminai_actors.persistence.tables import (
@@ -43,6 +43,23 @@ def split_name(full_name: str) -> tuple[str | None, str | None]:
     if not parts:
         return None, None
     return parts[0], (" ".join(parts[1:]) or None)
+
+
+def identity_keys(phone: str | None, lid: str | None) -> list[str]:
+    """The lock keys of one person within an organization (`contact:{org}:` + each), in lock order: one per
+    identity, so an event that carries both the phone and the LID serialises with events that carry either,
+    and two such events cannot deadlock."""
+    return sorted({key for key in (phone and canonical_phone(phone), lid and f"lid:{lid}") if key})
+
+
+def talk_expired(last_message: datetime | None, now: datetime, expiry: timedelta | None) -> bool:
+    """An open talk idle for longer than the expiry is over: the next message starts a new one."""
+    return expiry is not None and last_message is not None and now - last_message > expiry
+
+
+def expired_flow(talk_flow: dict[str, Any] | None) -> dict[str, Any]:
+    """The TalkFlow state an expired talk is closed with."""
+    return {**(talk_flow or {}), "closedReason": "expired"}
 
 
 def find_or_create_contact(
@@ -210,11 +227,10 @@ def find_or_create_talk(
     expiry: timedelta | None = None,
 ) -> Talk:
     talk = uow.repo.open_whatsapp_talk(contact.id, agent.id)
-    last = talk.date_last_message if talk is not None else None
-    if talk is not None and expiry is not None and last is not None and now - last > expiry:
+    if talk is not None and talk_expired(talk.date_last_message, now, expiry):
         # Idle too long: this conversation is over; the new message starts a fresh one and TalkFlow.
         talk.status, talk.closed_at = TALK_CLOSED, now
-        talk.talk_flow = {**(talk.talk_flow or {}), "closedReason": "expired"}
+        talk.talk_flow = expired_flow(talk.talk_flow)
         uow.repo.flush()
         talk = None
     if talk is None:

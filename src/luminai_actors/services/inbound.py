@@ -35,6 +35,7 @@ from luminai_actors.services.identity import (
     default_company,
     find_or_create_contact,
     find_or_create_talk,
+    identity_keys,
 )
 from luminai_actors.services.inbound_lead import lead_identity, record_lead
 from luminai_actors.services.inbound_model import (
@@ -127,17 +128,8 @@ def _record(
         lid = jid_user(event.lid_jid) if event.lid_jid else None
         if phone is None and lid is None:
             return InboundOutcome("ignored", "sender has neither a phone number nor a LID")
-        # One lock per identity, taken in sorted order: an event that carries both the phone and the LID
-        # serialises with events that carry either, and two such events cannot deadlock.
-        identities = sorted(
-            {
-                f"contact:{agent.organization_id}:{key}"
-                for key in (phone and canonical_phone(phone), lid and f"lid:{lid}")
-                if key
-            }
-        )
-        for key in identities:
-            uow.lock(key)
+        for key in identity_keys(phone, lid):  # sorted: the common prefix keeps that order
+            uow.lock(f"contact:{agent.organization_id}:{key}")
         contact = find_or_create_contact(uow, agent, event, phone, lid, now, business_side=is_ours(event))
         talk = find_or_create_talk(uow, agent, contact, event, now, talk_expiry)
         if is_ours(event):

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from luminai_actors.domain.phone import canonical_phone, jid_user, phone_from_jid, phone_variants
+from luminai_actors.domain.phone import jid_user, phone_from_jid, phone_variants
 from luminai_actors.evolution.webhook import MessageUpsert
 from luminai_actors.persistence import lead_path
 from luminai_actors.persistence.lead_path import RowChange
@@ -60,9 +60,10 @@ def record_lead(
 ) -> InboundOutcome | None:
     """The lead hot path (PostgreSQL, see the module docstring): what `_record` does for a lead's message,
     in three statements; None when the ORM path must decide (nothing written, the caller rolls back)."""
-    # The suffixes sort as the whole keys do (`contact:{org}:` is common to both): `_record`'s lock order.
-    identities = sorted(key for key in (phone and canonical_phone(phone), lid and f"lid:{lid}") if key)
-    agent = lead_path.inbound_agent(connection, event.instance, event.message_id, identities)
+    # The statement prefixes each key with `contact:{org}:`, which keeps their order: `_record`'s locks.
+    agent = lead_path.inbound_agent(
+        connection, event.instance, event.message_id, identity.identity_keys(phone, lid)
+    )
     if agent is None or not agent.whatsapp_active or not agent.active:
         return InboundOutcome("ignored", f"no active agent for instance {event.instance!r}")
     if agent.duplicate_id is not None:
@@ -109,15 +110,9 @@ def record_lead(
         open_talk = known if known.talk_id is not None else None
     # As `find_or_create_talk`.
     closed_talk: RowChange | None = None
-    last_message = open_talk.talk_date_last_message if open_talk is not None else None
-    if (
-        open_talk is not None
-        and talk_expiry is not None
-        and last_message is not None
-        and now - last_message > talk_expiry
-    ):
-        flow = {**(open_talk.talk_flow or {}), "closedReason": "expired"}
+    if open_talk is not None and identity.talk_expired(open_talk.talk_date_last_message, now, talk_expiry):
         assert open_talk.talk_id is not None
+        flow = identity.expired_flow(open_talk.talk_flow)
         closed_talk = RowChange(
             open_talk.talk_id,
             {"status": TALK_CLOSED, "closed_at": now, "talk_flow": flow, "updated_at": wall},
