@@ -305,6 +305,11 @@ def _bound(table: Table, prefix: str, columns: Sequence[str]) -> dict[str, Any]:
     return {name: bindparam(f"{prefix}{name}", type_=table.c[name].type) for name in columns}
 
 
+def _keyed_update(table: Table, prefix: str, columns: Sequence[str]) -> Any:
+    """UPDATE of the row whose id is bound as `{prefix}key`, setting `columns` from `{prefix}{column}`."""
+    return update(table).where(table.c.id == bindparam(f"{prefix}key")).values(_bound(table, prefix, columns))
+
+
 _TALK_AGENT_COLUMNS = tuple(column.key for column in _talk_agent.c)
 _Shape = tuple[
     tuple[str, ...] | None,  # new contact
@@ -324,13 +329,7 @@ def _store_statement(shape: _Shape) -> Any:
         ctes.append(insert(_contact).values(_bound(_contact, "c_", new_contact)).cte("new_contact"))
     closing = None
     if closed is not None:
-        closing = (
-            update(_talk)
-            .where(_talk.c.id == bindparam("x_key"))
-            .values(_bound(_talk, "x_", closed))
-            .returning(_talk.c.id)
-            .cte("closed_talk")
-        )
+        closing = _keyed_update(_talk, "x_", closed).returning(_talk.c.id).cte("closed_talk")
         ctes.append(closing)
     if new_talk is not None:
         talk_insert = insert(_talk)
@@ -351,19 +350,9 @@ def _store_statement(shape: _Shape) -> Any:
             insert(_talk_agent).values(_bound(_talk_agent, "a_", _TALK_AGENT_COLUMNS)).cte("new_talk_agent")
         )
     if touched_talk is not None:
-        ctes.append(
-            update(_talk)
-            .where(_talk.c.id == bindparam("u_key"))
-            .values(_bound(_talk, "u_", touched_talk))
-            .cte("touched_talk")
-        )
+        ctes.append(_keyed_update(_talk, "u_", touched_talk).cte("touched_talk"))
     if touched_contact is not None:
-        ctes.append(
-            update(_contact)
-            .where(_contact.c.id == bindparam("v_key"))
-            .values(_bound(_contact, "v_", touched_contact))
-            .cte("touched_contact")
-        )
+        ctes.append(_keyed_update(_contact, "v_", touched_contact).cte("touched_contact"))
     statement = insert(_msg).values(_bound(_msg, "m_", message))
     return statement.add_cte(*ctes) if ctes else statement
 

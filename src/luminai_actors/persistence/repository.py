@@ -106,7 +106,7 @@ class Repository(Protocol):
         self, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID
     ) -> uuid.UUID | None: ...
 
-    # The new-lead path of inbound messages (see `hot_path.py`).
+    # The lead path of inbound messages (see `lead_path.py`).
     def hot_path_connection(self) -> Connection | None: ...
 
 
@@ -444,6 +444,6 @@ class SqlAlchemyRepository:
         return hot_path.next_unsettled_id(self._reader(), talk_id, created_at, message_id)
 
     def hot_path_connection(self) -> Connection | None:
-        """PostgreSQL only: the session's connection (in the session's transaction) for the Core statements of
-        `hot_path.py` that `services.inbound` runs for a lead's message; elsewhere None: its ORM path."""
+        """PostgreSQL only: the session's connection (in the session's transaction) for the Core statements
+        of `lead_path.py` that `services.inbound_lead` runs for a lead's message; elsewhere None."""
         return self.session.connection() if self.postgres else None
