@@ -4,7 +4,8 @@
 
 Real `run.py serve` + one `run.py worker --threads 4` on a fresh PostgreSQL database and the Redis broker
 (db 14), offline brain (instant), LUMINAI_AI_DEBOUNCE_SECONDS=0, LUMINAI_SEND_RATE_PER_INSTANCE=0, and
-LUMINAI_WORKER_POLL_MS = 100, then 10 (the service and worker are restarted for each). Per setting: 10
+LUMINAI_WORKER_POLL_MS = 100, then 10 (the service and worker are restarted for each), each with
+LUMINAI_INLINE_SEND on (the default; `--inline-send on,off` adds the same setting without it). Per setting: 10
 warm-up messages, then 300 messages, one every 50 ms (open loop, bench/loadgen.py), each from a distinct
 lead: each is a new contact and talk. With `--known-leads` every lead first writes once and is answered, and
 the measured message is its second (a known conversation: the inbound fast path; the reply is the second
@@ -63,12 +64,13 @@ def replies_by_number(evolution: FakeEvolutionApi, wanted: set[str]) -> dict[str
 
 def run_setting(
     bench: Bench, evolution: FakeEvolutionApi, poll_ms: int, count: int, interval: float, base: int, tag: str,
-    agent_ready: bool, known_leads: bool = False,
+    agent_ready: bool, known_leads: bool = False, inline_send: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     env = {
         "LUMINAI_AI_DEBOUNCE_SECONDS": "0",
         "LUMINAI_SEND_RATE_PER_INSTANCE": "0",
         "LUMINAI_WORKER_POLL_MS": str(poll_ms),
+        "LUMINAI_INLINE_SEND": "true" if inline_send else "false",
     }
     bench.flush_redis()
     url, serve = bench.start_serve(env, label=f"serve-{poll_ms}")
@@ -129,6 +131,7 @@ def run_setting(
         stages = breakdown(bench, phones, starts, records, got, offset, f"L{tag}M")
         return {
             "worker_poll_ms": poll_ms,
+            "inline_send": inline_send,
             "leads": "known (measured message is the lead's second)"
             if known_leads
             else "new (first message)",
@@ -174,7 +177,7 @@ def breakdown(
         "1 POST start -> actor starts recording (HTTP, event loop, directory, actor hand-off)",
         "2 actor starts recording -> 200 at client (transaction, enqueue ai_turn, reply hop)",
         "3 200 at client -> reply stored by AI turn (Redis pickup of ai_turn + AI turn)",
-        "4 reply stored -> send task claims it (commit, enqueue send, Redis pickup of send_message, claim)",
+        "4 reply stored -> send claimed (commit, then inline: claim; else enqueue send, Redis pickup, claim)",
         "5 send claimed -> sendText received by fake Evolution (HTTP call)",
     ]
     stages: dict[str, list[float]] = {name: [] for name in stage_names}
@@ -217,21 +220,32 @@ def main() -> int:
         help="each lead first writes once and is answered; the latency measured is that of its second "
         "message (a known conversation); results go to end_to_end_known_leads.json",
     )
+    parser.add_argument(
+        "--inline-send",
+        default="on",
+        help="LUMINAI_INLINE_SEND per setting, e.g. on,off to compare both in one run (processes restarted "
+        "for each); results of `off` are keyed worker_poll_ms_<poll>_inline_off",
+    )
     args = parser.parse_args()
     set_fake_evolution_nodelay(args.fake_nodelay)
     tag = unique_tag()
     figures: dict[str, Any] = {"settings": {}}
-    with Bench("e2e", time_limit=480) as bench, FakeEvolutionApi() as evolution:
+    settings = [
+        (int(p), inline == "on") for p in args.poll_ms.split(",") for inline in args.inline_send.split(",")
+    ]
+    with Bench("e2e", time_limit=120 + 180 * len(settings)) as bench, FakeEvolutionApi() as evolution:
         bench.create_database()
-        for n, poll in enumerate(int(p) for p in args.poll_ms.split(",")):
+        for n, (poll, inline) in enumerate(settings):
             result = run_setting(
                 bench, evolution, poll, args.messages, args.interval_ms / 1000, 100_000 * (n + 1),
-                f"{tag}{n}", agent_ready=n > 0, known_leads=args.known_leads,
+                f"{tag}{n}", agent_ready=n > 0, known_leads=args.known_leads, inline_send=inline,
             )  # fmt: skip
-            figures[f"worker_poll_ms_{poll}"] = result
+            key = f"worker_poll_ms_{poll}" + ("" if inline else "_inline_off")
+            figures[key] = result
             lat = result["latency_webhook_start_to_sendtext"]
             print(
-                f"poll {poll} ms: replies {result['replies_received']}/{args.messages}, "
+                f"poll {poll} ms, inline send {'on' if inline else 'off'}: replies "
+                f"{result['replies_received']}/{args.messages}, "
                 f"p50 {lat['p50_ms']} p90 {lat['p90_ms']} p99 {lat['p99_ms']} max {lat['max_ms']} ms"
             )
             for stage, s in result["stages"].items():

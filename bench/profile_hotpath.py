@@ -7,7 +7,8 @@ Builds the service's own container (`bootstrap.build`) on a fresh PostgreSQL dat
 webhook: record_inbound in one transaction, then enqueue the AI turn on Redis) 500 first messages (new
 contacts and talks) and then 2,000 messages from those 500 known leads, sequentially. It reports per message:
 wall time, CPU time of the thread, SQL statements sent (SQLAlchemy `before_cursor_execute`), and a cProfile
-(stdlib) of the steady-state part (bench/results/profile_hotpath.pstats.txt). This splits the serve
+(stdlib) of the steady-state part (bench/results/profile_hotpath.pstats.txt); 500 more new leads run under
+cProfile too (bench/results/profile_hotpath_new_leads.pstats.txt). This splits the serve
 process's CPU per webhook (bench/ingest.py) into "the actor's work" and "everything around it".
 
 The worker side (300 AI turns of new talks, then the 300 sends) is measured the same way, once plainly and
@@ -61,6 +62,7 @@ def main() -> int:
                 "LUMINAI_AI_DEBOUNCE_SECONDS": "0",
                 "LUMINAI_LOG_LEVEL": "WARNING",
                 "LUMINAI_SEND_RATE_PER_INSTANCE": "0",
+                "LUMINAI_INLINE_SEND": "false",  # the AI turn and the send measured one by one
             }
         )
         global _EVOLUTION
@@ -79,11 +81,14 @@ def main() -> int:
         def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
             statements[statement.split()[0].upper()] += 1
 
-        def feed(n: int, tag: str, profile: cProfile.Profile | None = None) -> dict[str, Any]:
+        def feed(
+            n: int, tag: str, profile: cProfile.Profile | None = None, offset: int = 0
+        ) -> dict[str, Any]:
             walls, cpus = [], []
             statements.clear()
             for i in range(n):
-                payload = webhook_body(INSTANCE, f"551198{(i * 31) % 500:07d}", f"msg {i}", f"H{tag}{i:08d}")
+                lead = offset + (i * 31) % 500
+                payload = webhook_body(INSTANCE, f"551198{lead:07d}", f"msg {i}", f"H{tag}{i:08d}")
                 event_ = parse_webhook(payload)
                 w0, c0 = time.perf_counter(), time.thread_time()
                 if profile is not None:
@@ -116,6 +121,9 @@ def main() -> int:
             write_results("profile_hotpath_worker", figures)
             return 0
         figures["first_message_of_500_new_leads"] = feed(500, "N")
+        new_profile = cProfile.Profile()
+        figures["first_message_of_500_new_leads_under_cprofile"] = feed(500, "Q", new_profile, offset=500)
+        _write_profile(new_profile, "profile_hotpath_new_leads.pstats.txt", "500 first messages of new leads")
         figures.update(_worker_side(container, statements, "T"))
         worker_profile = cProfile.Profile()
         figures["worker_side_under_cprofile"] = _worker_side(container, statements, "U", worker_profile)
@@ -136,6 +144,18 @@ def main() -> int:
         print(json.dumps(figures, indent=1))
         write_results("profile_hotpath", figures)
     return 0
+
+
+def _write_profile(profile: cProfile.Profile, name: str, what: str) -> None:
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out)
+    stats.sort_stats("cumulative").print_stats(60)
+    stats.sort_stats("tottime").print_stats(40)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / name).write_text(
+        f"cProfile of Container.handle_inbound for {what}, sequential, one thread\n"
+        + out.getvalue().replace(str(Path(__file__).resolve().parents[1]) + "/", "")
+    )
 
 
 def _write_worker_profile(profile: cProfile.Profile) -> None:

@@ -83,6 +83,11 @@ class Settings:
     """LUMINAI_FAST_INGEST: on PostgreSQL, store a known conversation's next messages with one statement each,
     many conversations sharing one transaction (group commit); `false` sends every message through the
     full lookup transaction."""
+    inline_send: bool = True
+    """LUMINAI_INLINE_SEND: the worker thread that stored a reply makes its first sendText attempt itself,
+    right after the commit, instead of through the send queue (one Redis hop less per reply); retries,
+    pacing waits and the talk's later replies still go through the `send_message` task. `false`: every
+    attempt is a `send_message` task."""
     recovery_interval_seconds: float = 30.0
     """LUMINAI_RECOVERY_INTERVAL_SECONDS: how often the server re-enqueues AI turns that never ran."""
     log_level: str = "INFO"
@@ -166,6 +171,7 @@ class Settings:
         flag("LUMINAI_IGNORE_BROADCASTS", "ignore_broadcasts")
         flag("LUMINAI_IGNORE_NEWSLETTERS", "ignore_newsletters")
         flag("LUMINAI_FAST_INGEST", "fast_ingest")
+        flag("LUMINAI_INLINE_SEND", "inline_send")
         text("LUMINAI_DATABASE_URL", "database_url")
         text("LUMINAI_BROKER_URL", "broker_url")
         text("LUMINAI_ADMIN_TOKEN", "admin_token")

@@ -87,10 +87,16 @@ def test_non_retryable_errors_fail_after_exactly_one_attempt(
     admin.close()
 
 
+@pytest.mark.parametrize("inline_send", ["true", "false"])
 def test_a_worker_killed_mid_send_neither_sends_twice_nor_leaves_the_message_stuck(
-    start_service: Callable[..., Service], evolution: FakeEvolutionApi, db: Db, tmp_path: Path
+    start_service: Callable[..., Service],
+    evolution: FakeEvolutionApi,
+    db: Db,
+    tmp_path: Path,
+    inline_send: str,
 ) -> None:
-    service = start_service()
+    # inline: the first attempt is made by the AI turn's thread, so the task killed mid-send is that turn.
+    service = start_service({"LUMINAI_INLINE_SEND": inline_send})
     admin = Admin(service)
     _, agent = admin.setup_agent(evolution, INSTANCE, token="hook-secret")
     # Evolution posts send.message back to us, as a configured instance webhook does.
@@ -122,8 +128,10 @@ def test_a_worker_killed_mid_send_neither_sends_twice_nor_leaves_the_message_stu
     [reply] = wait_until(lambda: [m for m in outbound(db) if m["send_status"] == "sent"], timeout=20)
     assert reply["metadata"]["whatsappReconciledBy"] == "send.message"
     # The killed worker's task comes back from Redis after the heartbeat timeout (15 s) and must find the
-    # message settled; the recovery sweep must find nothing to resend either.
-    wait_until(lambda: ": already_done" in service.log_text(), timeout=60, interval=0.5)
+    # message settled (a send task) or its lead answered (the AI turn that sent inline); the recovery sweep
+    # must find nothing to resend either.
+    redelivered = ": nothing_pending" if inline_send == "true" else ": already_done"
+    wait_until(lambda: redelivered in service.log_text(), timeout=60, interval=0.5)
     assert len(evolution.sent_messages()) == 1
     assert [m["send_status"] for m in outbound(db)] == ["sent"]
     admin.close()

@@ -4,9 +4,11 @@ on a real PostgreSQL, with a local fake Evolution API; plus the admin API's cont
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -14,10 +16,12 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from luminai_actors import bootstrap
+from luminai_actors.actors import tasks
 from luminai_actors.bootstrap import Container
 from luminai_actors.config import Settings
 from luminai_actors.errors import BrokerUnavailable
 from luminai_actors.persistence.tables import TalkMessage
+from luminai_actors.services.outbound import deliver_outbound
 from luminai_actors.testing import FakeEvolutionApi
 from luminai_actors.web.app import create_app
 
@@ -132,21 +136,83 @@ def test_message_flows_to_sendtext_and_ops_shows_the_actor(
     assert set(ops["queues"]) == {"ai", "ai.DQ", "ai.XQ", "send", "send.DQ", "send.XQ"}
 
 
-def test_two_failures_then_success_is_sent_on_the_third_attempt(
-    running: tuple[Container, TestClient], evolution: FakeEvolutionApi
+@contextmanager
+def running_with(database_url: str, **overrides: Any) -> Iterator[tuple[Container, TestClient]]:
+    container = bootstrap.build(settings_for(database_url, **overrides))
+    container.start(recovery=False)
+    try:
+        with TestClient(create_app(container=container)) as client:
+            yield container, client
+    finally:
+        container.close()
+
+
+@pytest.mark.parametrize("inline_send", [True, False])
+def test_a_reply_takes_the_send_queue_only_when_inline_send_is_off(
+    clean_pg: str, evolution: FakeEvolutionApi, monkeypatch: pytest.MonkeyPatch, inline_send: bool
+) -> None:
+    with running_with(clean_pg, inline_send=inline_send) as (container, client):
+        queued: list[uuid.UUID] = []
+        enqueue = container.dispatcher.request_send
+
+        def spy(message_id: uuid.UUID) -> None:
+            queued.append(message_id)
+            enqueue(message_id)
+
+        monkeypatch.setattr(container.dispatcher, "request_send", spy)
+        setup_agent(client, evolution, "acme")
+
+        client.post(WEBHOOK, json=webhook("acme"))
+
+        [reply] = wait_for(lambda: [m for m in outbound(container) if m.send_status == "sent"])
+        assert queued == ([] if inline_send else [reply.id])
+        assert reply.meta["whatsappAttempts"] == 1
+        assert len(evolution.sent_messages()) == 1
+
+
+def test_an_inline_send_that_breaks_leaves_the_reply_to_the_send_queue(
+    running: tuple[Container, TestClient], evolution: FakeEvolutionApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     container, client = running
     setup_agent(client, evolution, "acme")
-    evolution.fail_next(2, status=500)
+    calls: list[uuid.UUID] = []
+
+    def breaks_once(uow_factory: Any, client: Any, message_id: uuid.UUID, **options: Any) -> Any:
+        calls.append(message_id)
+        if len(calls) == 1:  # the inline attempt: before its claim, so nothing was recorded
+            raise RuntimeError("the connection pool was closed under us")
+        return deliver_outbound(uow_factory, client, message_id, **options)
+
+    monkeypatch.setattr(tasks, "deliver_outbound", breaks_once)
 
     client.post(WEBHOOK, json=webhook("acme"))
 
     [reply] = wait_for(lambda: [m for m in outbound(container) if m.send_status == "sent"])
+    assert calls == [reply.id, reply.id]  # inline, then the send_message task
+    assert reply.meta["whatsappAttempts"] == 1
+    assert len(evolution.sent_messages()) == 1
+
+
+@pytest.mark.parametrize("inline_send", [True, False])
+def test_two_failures_then_success_is_sent_on_the_third_attempt(
+    clean_pg: str, evolution: FakeEvolutionApi, inline_send: bool
+) -> None:
+    with running_with(clean_pg, inline_send=inline_send) as (container, client):
+        setup_agent(client, evolution, "acme")
+        evolution.fail_next(2, status=500)
+
+        client.post(WEBHOOK, json=webhook("acme"))
+
+        [reply] = wait_for(lambda: [m for m in outbound(container) if m.send_status == "sent"])
+        attempts = [a.received_at for a in evolution.sendtext_attempts()]
+        ops = client.get("/ops/actors", headers=AUTH).json()
+    first_wait, second_wait = (later - earlier for earlier, later in itertools.pairwise(attempts))
+    assert first_wait >= 0.19, first_wait  # the configured 0.2 s
+    assert second_wait >= 0.39, second_wait  # and 0.4 s
     assert reply.meta["whatsappAttempts"] == 3
     assert reply.meta["whatsappSent"] is True
-    assert len(evolution.sendtext_attempts()) == 3
+    assert len(attempts) == 3
     assert len(evolution.sent_messages()) == 1
-    ops = client.get("/ops/actors", headers=AUTH).json()
     assert ops["deliveries"]["sent"] == 1
     assert ops["deliveries"]["retrying"] == 0
 

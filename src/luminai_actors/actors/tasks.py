@@ -5,6 +5,12 @@ global broker, nothing at import time). Messages carry ids only. Retries use Dra
 transient failure raises `dramatiq.Retry(delay=...)` with the configured wait, so the waits are exact rather
 than Dramatiq's jittered exponential default; the attempt count lives in the database, so a redelivered task
 (worker killed, Redis restarted) continues the count instead of starting over.
+
+A reply's first attempt is made by the AI turn's own thread right after the reply is committed
+(`LUMINAI_INLINE_SEND`, default on): it saves the Redis hop of a `send_message` task on every reply. What
+follows the attempt is the send task's business as before: its retry is a delayed `send_message` task, a
+pacing wait too, and the talk's next reply is handed over to the queue. A worker killed during that attempt
+leaves the message `sending` under its lease, which the recovery sweep finds like any other stalled send.
 """
 
 from __future__ import annotations
@@ -112,6 +118,13 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
         send_refused: list[BrokerUnavailable] = []
 
         def request_send(reply_id: uuid.UUID) -> None:  # as soon as the reply is committed
+            if settings.inline_send:
+                try:
+                    with log_context(message_id=str(reply_id)):
+                        _send_message(str(reply_id), inline=True)
+                    return
+                except Exception:  # the reply is committed: the send task takes it from here
+                    log.warning("inline send of %s failed; the send queue takes it", reply_id, exc_info=True)
             try:
                 holder["dispatcher"].request_send(reply_id)
             except BrokerUnavailable as exc:  # raised below, after the turn, as it always was
@@ -136,6 +149,8 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
         deps.metrics.ai_turns.labels(outcome.status).inc()
         if outcome.status in ("replied", "silent"):
             deps.metrics.ai_turn_seconds.observe(time.perf_counter() - started)
+        elif outcome.status in ("nothing_pending", "missing", "paused"):  # e.g. a redelivered, answered turn
+            log.info("AI turn for talk %s: %s", talk_id, outcome.status)
         # "busy": the running turn re-reads pending messages when it ends and enqueues the next turn itself.
         if outcome.status == "debounce":  # the lead is still typing: look again when the window closes
             holder["dispatcher"].request_ai_turn(uuid.UUID(talk_id), delay=outcome.delay)
@@ -150,7 +165,9 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
         with log_context(message_id=message_id):
             _send_message(message_id)
 
-    def _send_message(message_id: str) -> None:
+    def _send_message(message_id: str, *, inline: bool = False) -> None:
+        """One attempt. `inline`: made by the AI turn that stored the reply, so a retry is a fresh delayed
+        `send_message` task rather than a Dramatiq retry (which would run the AI turn again)."""
         outcome = deliver_outbound(
             deps.uow_factory,
             deps.evolution,
@@ -179,6 +196,11 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
                 outcome.error,
                 wait,
             )
+            if inline:
+                holder["dispatcher"].send_actor.send_with_options(
+                    args=(message_id,), delay=max(1, int(wait * 1000))
+                )
+                return
             raise dramatiq.Retry(outcome.error or "send failed", delay=int(wait * 1000))
         # "in_flight": that attempt records its own result; if its worker died, the lease expires and the
         # recovery sweep enqueues the message again. "blocked": the earlier reply hands over when settled.
