@@ -36,7 +36,8 @@ def test_metrics_count_webhooks_actors_turns_sends_and_dramatiq_messages(luminai
     assert "luminai_conversation_mailbox_depth 0.0" in text
     assert 'luminai_ai_turns_total{status="replied"} 1.0' in text
     assert 'luminai_sends_total{attempt="1",outcome="sent"} 1.0' in text
-    assert 'dramatiq_messages_total{actor_name="send_message",queue_name="send"} 1.0' in text
+    assert 'dramatiq_messages_total{actor_name="ai_turn",queue_name="ai"} 1.0' in text
+    assert 'actor_name="send_message"' not in text  # the turn sent its reply itself (LUMINAI_INLINE_SEND)
     assert "dramatiq_message_duration_milliseconds_bucket" in text
 
 
