@@ -655,7 +655,7 @@ def test_a_racing_insert_of_the_same_message_ends_in_the_conflict_retry(primed: 
 
 def test_statement_counts(primed: Twin) -> None:
     """Statements executed per message (BEGIN and COMMIT are not cursor executions; they add two round trips
-    to each path, and the pool's pre-ping on checkout one more)."""
+    to each path, and the pool's ping of a connection that sat idle one more)."""
     counts: dict[str, tuple[int, int]] = {}
     primed.send("M1", T0)
     counts["new lead"] = (len(primed.orm_statements), len(primed.hot_statements))

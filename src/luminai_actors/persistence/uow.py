@@ -6,11 +6,12 @@ resolve by reading again); a lost or refused connection as `DatabaseUnavailable`
 and Evolution delivers the webhook again). `lock(key)` serialises one key across processes until the end of
 the transaction (PostgreSQL advisory lock; SQLite already serialises writers with BEGIN IMMEDIATE).
 
-A session gets a pooled connection for each transaction (checked out, and pre-pinged on PostgreSQL, at its
-first statement; given back at commit). `SqlAlchemyUnitOfWork(..., hold_connection=True)` instead checks out
-one connection when the block starts and keeps it to the end, so a read after `commit()` (the worker's
-"anything more to do?") needs no second checkout. Only for blocks that wait on nothing else between their
-transactions: a connection held across a long wait would not be pinged before its next use.
+A session gets a pooled connection for each transaction (checked out at its first statement, and pinged
+first on PostgreSQL when it sat in the pool over a second; given back at commit).
+`SqlAlchemyUnitOfWork(..., hold_connection=True)` instead checks out one connection when the block starts
+and keeps it to the end, so a read after `commit()` (the worker's "anything more to do?") needs no second
+checkout. Only for blocks that wait on nothing else between their transactions: a connection held across a
+long wait would not be pinged before its next use.
 """
 
 from __future__ import annotations
