@@ -21,6 +21,7 @@ from luminai_actors.bootstrap import Container
 from luminai_actors.config import Settings
 from luminai_actors.errors import BrokerUnavailable
 from luminai_actors.persistence.tables import TalkMessage
+from luminai_actors.services import outbound as outbound_service
 from luminai_actors.services.outbound import deliver_outbound
 from luminai_actors.testing import FakeEvolutionApi
 from luminai_actors.web.app import create_app
@@ -170,11 +171,61 @@ def test_a_reply_takes_the_send_queue_only_when_inline_send_is_off(
         assert len(evolution.sent_messages()) == 1
 
 
+def test_the_first_attempt_is_recorded_by_the_commit_that_stores_the_reply(
+    running: tuple[Container, TestClient], evolution: FakeEvolutionApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container, client = running
+    setup_agent(client, evolution, "acme")
+
+    def no_separate_claim(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the turn's own transaction should have claimed the reply")
+
+    monkeypatch.setattr(tasks, "deliver_outbound", no_separate_claim)
+
+    client.post(WEBHOOK, json=webhook("acme"))
+
+    [reply] = wait_for(lambda: [m for m in outbound(container) if m.send_status == "sent"])
+    assert reply.send_attempts == 1
+    assert reply.meta["whatsappAttempts"] == 1
+    assert len(evolution.sent_messages()) == 1
+
+
+def test_a_reply_paced_inside_the_turn_is_unclaimed_and_sent_when_its_slot_comes(
+    clean_pg: str, evolution: FakeEvolutionApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unclaimed: list[uuid.UUID] = []
+    unclaim = outbound_service._unclaim_fresh
+
+    def spy(uow: Any, message_id: uuid.UUID) -> None:
+        unclaimed.append(message_id)
+        unclaim(uow, message_id)
+
+    monkeypatch.setattr(outbound_service, "_unclaim_fresh", spy)
+    with running_with(clean_pg, send_rate_per_instance=1.0) as (container, client):  # one send a second
+        setup_agent(client, evolution, "acme")
+        first = webhook("acme")
+        second = webhook("acme", text="Oi")
+        second["data"]["key"]["remoteJid"] = "5511912345678@s.whatsapp.net"  # another lead, same instance
+
+        client.post(WEBHOOK, json=first)
+        client.post(WEBHOOK, json=second)
+
+        replies = wait_for(lambda: [m for m in outbound(container) if m.send_status == "sent"][1:] and
+                           outbound(container))  # fmt: skip
+        times = sorted(r.received_at for r in evolution.sendtext_attempts())
+    assert len(times) == 2
+    assert times[1] - times[0] >= 0.95  # the pacer's interval, though both turns ran at once
+    assert sorted(r.send_attempts for r in replies) == [1, 1]  # waiting for the slot burned no attempt
+    assert sorted(r.meta["whatsappAttempts"] for r in replies) == [1, 1]
+    assert len(unclaimed) == 1  # the second turn's claim, undone in its own transaction
+
+
 def test_an_inline_send_that_breaks_leaves_the_reply_to_the_send_queue(
     running: tuple[Container, TestClient], evolution: FakeEvolutionApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     container, client = running
     setup_agent(client, evolution, "acme")
+    monkeypatch.setattr(tasks, "claim_fresh_reply", lambda *args, **kwargs: None)  # as on SQLite
     calls: list[uuid.UUID] = []
 
     def breaks_once(uow_factory: Any, client: Any, message_id: uuid.UUID, **options: Any) -> Any:

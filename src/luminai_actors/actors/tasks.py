@@ -7,7 +7,9 @@ than Dramatiq's jittered exponential default; the attempt count lives in the dat
 (worker killed, Redis restarted) continues the count instead of starting over.
 
 A reply's first attempt is made by the AI turn's own thread right after the reply is committed
-(`LUMINAI_INLINE_SEND`, default on): it saves the Redis hop of a `send_message` task on every reply. What
+(`LUMINAI_INLINE_SEND`, default on): it saves the Redis hop of a `send_message` task on every reply, and
+the attempt is recorded by the very transaction that stores the reply when it can be (next in its talk,
+agent available, not paced), saving that attempt a transaction of its own. What
 follows the attempt is the send task's business as before: its retry is a delayed `send_message` task, a
 pacing wait too, and the talk's next reply is handed over to the queue. A worker killed during that attempt
 leaves the message `sending` under its lease, which the recovery sweep finds like any other stalled send.
@@ -21,6 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import dramatiq
@@ -34,9 +37,9 @@ from luminai_actors.errors import BrainError, BrokerUnavailable, Unavailable
 from luminai_actors.evolution.client import EvolutionClient
 from luminai_actors.logs import log_context
 from luminai_actors.metrics import Metrics
-from luminai_actors.persistence.uow import UnitOfWorkFactory
+from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory
 from luminai_actors.services.ai_turn import run_ai_turn
-from luminai_actors.services.outbound import deliver_outbound
+from luminai_actors.services.outbound import Claimed, attempt_claimed, claim_fresh_reply, deliver_outbound
 from luminai_actors.services.pacing import NoPacing, Pacer
 from luminai_actors.services.talks import flag_for_human
 
@@ -107,6 +110,7 @@ class DramatiqDispatcher:
 def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDispatcher:
     settings = deps.settings
     holder: dict[str, DramatiqDispatcher] = {}
+    send_lease_seconds = settings.evolution_timeout_seconds + 30
 
     def ai_turn(talk_id: str) -> None:
         with log_context(talk_id=talk_id):
@@ -116,12 +120,25 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
         attempt = _current_retries() + 1
         started = time.perf_counter()
         send_refused: list[BrokerUnavailable] = []
+        claims: dict[uuid.UUID, Claimed] = {}
+
+        def claim_reply(uow: UnitOfWork, reply_id: uuid.UUID) -> None:  # in the turn's own transaction
+            claimed = claim_fresh_reply(
+                uow,
+                reply_id,
+                max_attempts=settings.send_max_attempts,
+                lease_seconds=send_lease_seconds,
+                at=datetime.now(UTC),
+                pacer=deps.pacer,
+            )
+            if claimed is not None:
+                claims[reply_id] = claimed
 
         def request_send(reply_id: uuid.UUID) -> None:  # as soon as the reply is committed
             if settings.inline_send:
                 try:
                     with log_context(message_id=str(reply_id)):
-                        _send_message(str(reply_id), inline=True)
+                        _send_message(str(reply_id), inline=True, claimed=claims.pop(reply_id, None))
                     return
                 except Exception:  # the reply is committed: the send task takes it from here
                     log.warning("inline send of %s failed; the send queue takes it", reply_id, exc_info=True)
@@ -138,6 +155,7 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
                 lease_seconds=settings.ai_timeout_seconds * 2 + 30,
                 debounce_seconds=settings.ai_debounce_seconds,
                 on_reply=request_send,
+                claim_reply=claim_reply if settings.inline_send else None,
             )
         except (BrainError, Unavailable) as exc:
             deps.metrics.ai_turns.labels("error").inc()
@@ -165,19 +183,31 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
         with log_context(message_id=message_id):
             _send_message(message_id)
 
-    def _send_message(message_id: str, *, inline: bool = False) -> None:
+    def _send_message(message_id: str, *, inline: bool = False, claimed: Claimed | None = None) -> None:
         """One attempt. `inline`: made by the AI turn that stored the reply, so a retry is a fresh delayed
-        `send_message` task rather than a Dramatiq retry (which would run the AI turn again)."""
-        outcome = deliver_outbound(
-            deps.uow_factory,
-            deps.evolution,
-            uuid.UUID(message_id),
-            max_attempts=settings.send_max_attempts,
-            lease_seconds=settings.evolution_timeout_seconds + 30,
-            retry_wait=settings.backoff_before_attempt,
-            max_wait_seconds=settings.send_max_wait_seconds,
-            pacer=deps.pacer,
-        )
+        `send_message` task rather than a Dramatiq retry (which would run the AI turn again); `claimed`:
+        that turn's commit already recorded the attempt."""
+        if claimed is not None:
+            outcome = attempt_claimed(
+                deps.uow_factory,
+                deps.evolution,
+                uuid.UUID(message_id),
+                claimed,
+                max_attempts=settings.send_max_attempts,
+                lease_seconds=send_lease_seconds,
+                retry_wait=settings.backoff_before_attempt,
+            )
+        else:
+            outcome = deliver_outbound(
+                deps.uow_factory,
+                deps.evolution,
+                uuid.UUID(message_id),
+                max_attempts=settings.send_max_attempts,
+                lease_seconds=send_lease_seconds,
+                retry_wait=settings.backoff_before_attempt,
+                max_wait_seconds=settings.send_max_wait_seconds,
+                pacer=deps.pacer,
+            )
         if outcome.status in ("sent", "retry", "failed"):
             deps.metrics.sends.labels(outcome.status, str(outcome.attempts)).inc()
         if outcome.settled and outcome.next_message_id is not None:

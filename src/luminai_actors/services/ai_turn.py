@@ -97,9 +97,12 @@ def run_ai_turn(
     debounce_seconds: float = 0.0,
     now: Callable[[], datetime] | None = None,
     on_reply: Callable[[uuid.UUID], None] | None = None,
+    claim_reply: Callable[[UnitOfWork, uuid.UUID], None] | None = None,
 ) -> TurnOutcome:
     """One turn. `on_reply(first reply id)` is called as soon as the reply is committed (before the read
-    for messages that arrived meanwhile), so its send can start while the turn finishes."""
+    for messages that arrived meanwhile), so its send can start while the turn finishes. `claim_reply(uow,
+    first reply id)` runs inside the transaction that stores the reply, before its commit (the worker
+    records the first send attempt there, saving that attempt a transaction of its own)."""
     clock = now or (lambda: datetime.now(UTC))
     prepared = _prepare(uow_factory, talk_id, clock(), lease_seconds, debounce_seconds)
     if isinstance(prepared, TurnOutcome):
@@ -109,7 +112,7 @@ def run_ai_turn(
     except BaseException:
         _release(uow_factory, talk_id)
         raise
-    return _store(uow_factory, prepared, decision, clock(), on_reply)
+    return _store(uow_factory, prepared, decision, clock(), on_reply, claim_reply)
 
 
 def _prepare(
@@ -284,6 +287,7 @@ def _store(
     decision: _Decision,
     at: datetime,
     on_reply: Callable[[uuid.UUID], None] | None = None,
+    claim_reply: Callable[[UnitOfWork, uuid.UUID], None] | None = None,
 ) -> TurnOutcome:
     talk_id = prepared.talk_id
     talk_flow = decision.new_state
@@ -310,6 +314,8 @@ def _store(
                 uow.commit()
                 return TurnOutcome("paused")
             # resumed in the meantime: it is locked and not paused now, so the next attempt stores the turn
+        if replies and claim_reply is not None:
+            claim_reply(uow, replies[0].id)
         uow.commit()
         if replies and on_reply is not None:
             on_reply(replies[0].id)

@@ -60,6 +60,14 @@ class _Target:
     delay_ms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A reply whose attempt is recorded (in a transaction its caller commits), with what sendText needs."""
+
+    target: _Target
+    attempt: int
+
+
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
@@ -88,7 +96,88 @@ def deliver_outbound(
     )
     if isinstance(claimed, DeliveryOutcome):
         return claimed
-    target, attempt = claimed
+    return attempt_claimed(
+        uow_factory,
+        client,
+        message_id,
+        claimed,
+        max_attempts=max_attempts,
+        lease_seconds=lease_seconds,
+        retry_wait=retry_wait,
+        now=clock,
+    )
+
+
+def claim_fresh_reply(
+    uow: UnitOfWork,
+    message_id: uuid.UUID,
+    *,
+    max_attempts: int,
+    lease_seconds: float,
+    at: datetime,
+    pacer: Pacer,
+) -> Claimed | None:
+    """The claim of a reply stored in `uow`'s open transaction, made in that transaction, so the AI turn's
+    commit records the reply and its first attempt at once. None when it cannot be made there (not next in
+    its talk, agent unavailable, no address, paced, or no one-statement claim on this database): the
+    reply is then as stored, and `deliver_outbound` decides after the commit."""
+    claimed = uow.repo.claim_send(
+        message_id,
+        now=at,
+        lease_until=at + timedelta(seconds=lease_seconds),
+        attempt_at=iso(at),
+        max_attempts=max_attempts,
+    )
+    if claimed is None:
+        return None
+    number = _number(claimed.remote_jid, lambda: claimed.contact_mobile_phone or claimed.contact_phone)
+    if number:
+        target = _build_target(
+            claimed.server_url,
+            claimed.api_key,
+            claimed.instance,
+            claimed.agent_metadata,
+            number,
+            claimed.body,
+            claimed.meta,
+        )
+        try:
+            wait = pacer.try_acquire(target.instance)
+        except Exception:  # the pacer's Redis is away: must not fail the turn; the later send retries it
+            wait = 1.0
+        if wait <= 0:
+            return Claimed(target, claimed.attempt)
+    _unclaim_fresh(uow, message_id)
+    return None
+
+
+def _unclaim_fresh(uow: UnitOfWork, message_id: uuid.UUID) -> None:
+    """Undo `claim_send` on a reply written in this same transaction (it had no attempt before)."""
+    message = uow.repo.get_for_update(TalkMessage, message_id)
+    if message is None:
+        return
+    message.send_status = SEND_PENDING
+    message.send_attempts = 0
+    message.send_lease_until = None
+    message.meta = {
+        k: v for k, v in message.meta.items() if k not in ("whatsappAttempts", "whatsappLastAttemptAt")
+    }
+
+
+def attempt_claimed(
+    uow_factory: UnitOfWorkFactory,
+    client: EvolutionClient,
+    message_id: uuid.UUID,
+    claimed: Claimed,
+    *,
+    max_attempts: int,
+    lease_seconds: float = 60.0,
+    retry_wait: Callable[[int], float] = lambda attempt: 0.0,
+    now: Callable[[], datetime] | None = None,
+) -> DeliveryOutcome:
+    """The sendText call of a committed claim, and the recording of its result."""
+    clock = now or (lambda: datetime.now(UTC))
+    target, attempt = claimed.target, claimed.attempt
     try:
         result = client.send_text(
             target.server_url,
@@ -125,7 +214,7 @@ def _claim(
     at: datetime,
     max_wait_seconds: float,
     pacer: Pacer,
-) -> tuple[_Target, int] | DeliveryOutcome:
+) -> Claimed | DeliveryOutcome:
     lease_until = at + timedelta(seconds=lease_seconds)
     with uow_factory() as uow:
         # The usual case in one statement: the attempt is recorded (and returned with what sendText needs)
@@ -152,7 +241,7 @@ def _claim(
                     uow.rollback()  # the attempt is not made: nothing recorded
                     return DeliveryOutcome("paced", claimed.attempt - 1, delay=wait)
                 uow.commit()
-                return target, claimed.attempt
+                return Claimed(target, claimed.attempt)
             uow.rollback()  # no address to reply to: the general path records that failure
         return _claim_general(uow, message_id, max_attempts, lease_until, at, max_wait_seconds, pacer)
 
@@ -165,7 +254,7 @@ def _claim_general(
     at: datetime,
     max_wait_seconds: float,
     pacer: Pacer,
-) -> tuple[_Target, int] | DeliveryOutcome:
+) -> Claimed | DeliveryOutcome:
     """The claim by ORM reads, in the order that names the outcome when the reply cannot be sent now."""
     message = uow.repo.get_for_update(TalkMessage, message_id)
     if message is None or message.direction != "outbound":
@@ -204,7 +293,7 @@ def _claim_general(
     message.send_lease_until = lease_until
     message.meta = {**message.meta, "whatsappAttempts": attempt, "whatsappLastAttemptAt": iso(at)}
     uow.commit()
-    return target, attempt
+    return Claimed(target, attempt)
 
 
 def _configuration_problem(agent: Agent | None) -> str | None:
