@@ -242,6 +242,26 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def stall_seconds() -> dict[str, float]:
+    """Time since boot during which tasks waited: /proc/pressure (PSI) `some` of cpu and io (at least one
+    task stalled), io `full` (all non-idle tasks stalled on I/O), and the CPU time the hypervisor stole
+    (/proc/stat); empty where the kernel has no PSI."""
+    out: dict[str, float] = {}
+    for resource in ("cpu", "io"):
+        try:
+            with open(f"/proc/pressure/{resource}") as f:
+                for line in f:
+                    kind, *fields = line.split()
+                    total = dict(field.split("=") for field in fields)["total"]
+                    out[f"{resource}_{kind}"] = int(total) / 1e6
+        except (OSError, KeyError, ValueError):
+            continue
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    out["cpu_steal"] = (fields + [0] * 8)[7] / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 SHARED_COMMANDS = {"postgres", "redis-server"}  # server processes our load drives too (WAL writer, ...)
 
 
@@ -327,11 +347,13 @@ class CpuMeter:
         sample["children (wrk/loadgen)"] = _children_cpu()
         sample["_machine"] = machine_busy_seconds()
         self._table = process_table(self.db_name)
+        self._stalls = stall_seconds()
         return sample
 
     def start(self) -> None:
         self._before, self._t0 = self._sample(), time.monotonic()
         self._table_before = self._table
+        self._stalls_before = self._stalls
 
     def stop(self) -> dict[str, Any]:
         after, wall = self._sample(), time.monotonic() - self._t0
@@ -347,6 +369,13 @@ class CpuMeter:
             "wall_s": round(wall, 2),
             "cpu_s": {k: round(v, 2) for k, v in used.items()},
             "cores_busy": {k: round(v / wall, 2) for k, v in used.items()} if wall else {},
+            # share of the phase during which tasks waited for a core (cpu_some), for I/O (io_some; io_full:
+            # every non-idle task did), and stolen CPU in core-seconds per second: the machine's own noise
+            "stalls_share_of_wall": {
+                k: round((v - self._stalls_before.get(k, 0.0)) / wall, 4) for k, v in self._stalls.items()
+            }
+            if wall
+            else {},
         }
 
 
