@@ -14,6 +14,8 @@ fi
 BENCH_RESULTS_SUFFIX=-run2 "$PY" bench/ingest.py --no-worker --open-rates 200,400,600
 "$PY" bench/end_to_end.py
 "$PY" bench/end_to_end.py --known-leads
+BENCH_RESULTS_SUFFIX=-run2 "$PY" bench/end_to_end.py --poll-ms 100 --inline-send on,off
+BENCH_RESULTS_SUFFIX=-run2 "$PY" bench/end_to_end.py --known-leads --poll-ms 100 --inline-send on,off
 "$PY" bench/scale.py
 "$PY" bench/profile_ingest.py
 "$PY" bench/profile_hotpath.py
