@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, update
+from sqlalchemy import Engine, event, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from luminai_actors.ai.brain import Brain, BrainReply, OfflineBrain, TurnContext
@@ -230,6 +230,18 @@ def test_a_turn_claims_and_reads_in_one_statement_and_stores_in_three(world: Wor
     assert (talk.ai_lease_until, talk.date_last_message, talk.paused) == (None, at, False)
     assert talk.talk_flow is not None
     assert talk.talk_flow["currentStepId"] == "need"
+
+
+def test_only_the_lease_claims_transaction_commits_without_waiting_for_the_disk(world: World) -> None:
+    talk_id = world.inbound("Oi")
+    with SqlAlchemyUnitOfWork(world.db.sessions, hold_connection=True) as uow:
+        assert uow.session is not None
+        claimed = uow.repo.claim_turn(talk_id, T0, T0 + timedelta(minutes=2))
+        assert claimed is not None
+        assert uow.session.execute(text("SHOW synchronous_commit")).scalar_one() == "off"
+        uow.commit()
+        assert uow.session.execute(text("SHOW synchronous_commit")).scalar_one() == "on"  # the next one
+    assert world.talk(talk_id).ai_lease_until == T0 + timedelta(minutes=2)  # committed all the same
 
 
 def test_a_burst_still_arriving_and_nothing_to_answer_leave_no_lease(world: World) -> None:
