@@ -119,9 +119,10 @@ class Harness:
         max_actors: int = 100,
         idle_seconds: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
+        spare_actors: int = 0,
     ) -> ConversationRouter[Any, Any]:
         router: ConversationRouter[Any, Any] = ConversationRouter(
-            handler, max_actors=max_actors, idle_seconds=idle_seconds, clock=clock
+            handler, max_actors=max_actors, idle_seconds=idle_seconds, clock=clock, spare_actors=spare_actors
         )
         self.routers.append(router)
         return router
@@ -859,3 +860,74 @@ def test_replies_from_other_threads_reach_the_loop_in_order_with_fewer_wake_ups_
     got, wakeups = asyncio.run(scenario())
     assert dict(got) == {n: list(range(500)) for n in range(4)}
     assert 1 <= wakeups < 4 * 500
+
+
+# --- spare actors -------------------------------------------------------------------------------------------
+
+
+def wait_for_spares(router: ConversationRouter[Any, Any], count: int) -> None:
+    deadline = time.monotonic() + WAIT
+    while router.spares_ready < count:
+        assert time.monotonic() < deadline, f"{router.spares_ready} spares of {count}"
+        time.sleep(0.005)
+
+
+def test_a_new_conversation_takes_a_started_spare_and_the_spare_is_replaced(harness: Harness) -> None:
+    recorder, replies = Recorder(), Replies()
+    router = harness.router(recorder, spare_actors=2)
+    before = set(actor_threads())
+    router.start()
+    wait_for_spares(router, 2)
+    spares = set(actor_threads()) - before
+
+    for seq in range(3):
+        router.tell("lead-a", Ev("lead-a", seq), replies)
+    replies.wait(3)
+
+    [thread] = recorder.threads["lead-a"]
+    assert thread in spares  # the first message did not wait for a thread to start
+    assert [ev.seq for ev in recorder.handled] == [0, 1, 2]
+    assert (router.started_total, router.spares_used_total, len(router)) == (1, 1, 1)
+    [actor] = router.snapshot()
+    assert (actor["key"], actor["handled"], actor["inFlight"]) == ("lead-a", 3, 0)  # bound to its key
+    wait_for_spares(router, 2)  # replaced in the background
+    assert router.wait_idle(WAIT)
+
+
+def test_spares_never_count_as_conversations_and_stop_with_the_router(harness: Harness) -> None:
+    gate = harness.gate()
+    recorder, replies = Recorder(blocking_work(gate)), Replies()
+    router = harness.router(recorder, max_actors=2, spare_actors=3)
+    before = set(actor_threads())
+    router.start()
+    wait_for_spares(router, 3)
+    assert len(router) == 0
+    assert router.snapshot() == []
+
+    router.tell("a", Ev("a", 0), replies)  # both busy: neither can be evicted
+    router.tell("b", Ev("b", 0), replies)
+    with pytest.raises(ConversationBusy):  # the bound is the conversations', whatever spares are ready
+        router.tell("c", Ev("c", 0), replies)
+    gate.set()
+    replies.wait(2)
+
+    router.stop()
+    join_threads(set(actor_threads()) - before)  # spares included
+    assert router.spares_ready == 0
+
+
+def test_burst_of_new_conversations_beyond_the_spares_still_starts_each_actor(harness: Harness) -> None:
+    recorder, replies = Recorder(), Replies()
+    router = harness.router(recorder, spare_actors=1)
+    router.start()
+    wait_for_spares(router, 1)
+
+    for n in range(20):
+        router.tell(f"lead-{n}", Ev(f"lead-{n}", 0), replies)
+    replies.wait(20)
+
+    assert router.started_total == 20
+    assert 1 <= router.spares_used_total <= 20
+    assert {actor["key"] for actor in router.snapshot()} == {f"lead-{n}" for n in range(20)}
+    assert all(len(threads) == 1 for threads in recorder.threads.values())
+    assert router.wait_idle(WAIT)

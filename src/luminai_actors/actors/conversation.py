@@ -22,6 +22,11 @@ what its handler would have (hand the event to the group writer, in order) witho
 The event counts as in flight on the actor until its reply, so the actor is neither reaped nor evicted
 meanwhile; the next event of the conversation goes to the lane again, or to the actor's mailbox behind
 whatever the actor holds.
+
+With `spare_actors` > 0 the router keeps that many started, unbound actors: a new conversation takes one (it
+learns its key from a `Bind` message queued before its first event) instead of starting a thread while the
+caller waits, and a background thread starts the replacement. Spares are not conversations: they do not
+count against `max_actors` and are not listed; `stop()` stops them too.
 """
 
 from __future__ import annotations
@@ -100,6 +105,13 @@ FastLane = Callable[[str, Any, Reply], bool]
 """(key, event, reply) -> True when it took the event (and calls `reply` once, from any thread)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """The first message to a spare actor: the conversation it serves from now on."""
+
+    key: str
+
+
 class ConversationActor(pykka.ThreadingActor, Generic[E, R]):
     def __init__(
         self,
@@ -115,6 +127,9 @@ class ConversationActor(pykka.ThreadingActor, Generic[E, R]):
         self._on_returned = on_returned or (lambda _key: None)
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Bind):
+            self.key = message.key
+            return None
         if not isinstance(message, Handle):
             log.warning("conversation actor %s got an unknown message %r", self.key, type(message).__name__)
             return None
@@ -164,10 +179,16 @@ class ConversationRouter(Generic[E, R]):
         max_actors: int,
         idle_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        spare_actors: int = 0,
     ) -> None:
         self._handler = handler
         self.max_actors = max_actors
         self.idle_seconds = idle_seconds
+        self.spare_actors = spare_actors
+        self._spares: list[pykka.ActorRef[Any]] = []
+        self._refill = threading.Event()
+        self._spare_maker: threading.Thread | None = None
+        self.spares_used_total = 0
         self._clock = clock
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified whenever an actor finishes a piece of work
@@ -188,17 +209,26 @@ class ConversationRouter(Generic[E, R]):
                 target=self._reap_forever, name="conversation-reaper", daemon=True
             )
             self._reaper.start()
+        if self.spare_actors > 0 and self._spare_maker is None:
+            self._spare_maker = threading.Thread(
+                target=self._make_spares_forever, name="conversation-spares", daemon=True
+            )
+            self._spare_maker.start()
+            self._refill.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the reaper and every actor; queued messages are handled before each actor stops."""
         self._stopping.set()
-        if self._reaper is not None:
-            self._reaper.join(timeout)
-            self._reaper = None
+        self._refill.set()
+        for thread in (self._reaper, self._spare_maker):
+            if thread is not None:
+                thread.join(timeout)
+        self._reaper = self._spare_maker = None
         with self._lock:
-            entries = list(self._actors.values())
+            refs = [entry.ref for entry in self._actors.values()] + self._spares
             self._actors.clear()
-        futures = [entry.ref.stop(block=False) for entry in entries]
+            self._spares = []
+        futures = [ref.stop(block=False) for ref in refs]
         deadline = time.monotonic() + timeout
         for future in futures:
             try:
@@ -269,12 +299,48 @@ class ConversationRouter(Generic[E, R]):
         if len(self._actors) >= self.max_actors and not self._evict_one_idle_locked():
             self.refused_total += 1
             raise ConversationBusy(f"{len(self._actors)} conversation actors are busy (the bound)")
-        ref: pykka.ActorRef[Any] = ConversationActor.start(key, self._handler, self._done, self._returned)
+        ref = self._bind_spare_locked(key) or ConversationActor.start(
+            key, self._handler, self._done, self._returned
+        )
         now = self._clock()
         entry = _Entry(ref=ref, started_at=now, last_activity=now)
         self._actors[key] = entry
         self.started_total += 1
         return entry
+
+    def _bind_spare_locked(self, key: str) -> pykka.ActorRef[Any] | None:
+        while self._spares:
+            ref = self._spares.pop()
+            self._refill.set()
+            try:
+                ref.tell(Bind(key))
+            except pykka.ActorDeadError:
+                continue
+            self.spares_used_total += 1
+            return ref
+        return None
+
+    def _make_spares_forever(self) -> None:
+        """Keep `spare_actors` started actors ready; each is started outside the lock."""
+        while not self._stopping.is_set():
+            self._refill.wait()
+            self._refill.clear()
+            while not self._stopping.is_set():
+                with self._lock:
+                    if len(self._spares) >= self.spare_actors:
+                        break
+                try:
+                    ref: pykka.ActorRef[Any] = ConversationActor.start(
+                        "", self._handler, self._done, self._returned
+                    )
+                except Exception:  # e.g. no thread could be started: new conversations start their own
+                    log.exception("could not start a spare conversation actor")
+                    break
+                with self._lock:
+                    if self._stopping.is_set():  # stop() has already collected the spares
+                        ref.stop(block=False)
+                        return
+                    self._spares.append(ref)
 
     def _returned(self, key: str) -> None:
         with self._lock:
@@ -326,6 +392,11 @@ class ConversationRouter(Generic[E, R]):
     def __len__(self) -> int:
         with self._lock:
             return len(self._actors)
+
+    @property
+    def spares_ready(self) -> int:
+        with self._lock:
+            return len(self._spares)
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Live actors with key, mailbox depth, work in flight, messages handled, idle time and age."""

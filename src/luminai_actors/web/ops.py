@@ -43,6 +43,8 @@ async def actors(request: Request) -> Response:
                 "startedTotal": router.started_total,
                 "stoppedIdleTotal": router.stopped_idle_total,
                 "refusedTotal": router.refused_total,
+                "sparesReady": router.spares_ready,
+                "sparesUsedTotal": router.spares_used_total,
                 "actors": router.snapshot(),
             },
             "queues": depths,
