@@ -202,15 +202,15 @@ def row_state(message: TalkMessage) -> tuple[Any, ...]:
 # --- AI turn ------------------------------------------------------------------------------------------------
 
 
-def test_a_turn_claims_and_reads_in_one_statement_and_stores_in_three(world: World) -> None:
+def test_a_turn_claims_and_reads_in_one_statement_and_stores_in_one(world: World) -> None:
     talk_id = world.inbound("Oi, quero saber mais")
     [question] = world.messages(talk_id, "inbound")
     at = T0 + timedelta(seconds=1)
 
     outcome, statements = world.statements_of(lambda: world.turn(talk_id, at))
 
-    # claim + context, history | talk, processed, reply | anything more?
-    assert statements == ["UPDATE", "SELECT", "UPDATE", "UPDATE", "INSERT", "SELECT"]
+    # claim + context, history | talk, processed and reply (one statement of CTEs) | anything more?
+    assert statements == ["UPDATE", "SELECT", "WITH", "SELECT"]
     [reply] = world.messages(talk_id, "outbound")
     assert (outcome.status, outcome.reply_message_id, outcome.more_pending) == ("replied", reply.id, False)
     assert reply.body.endswith("What do you need?")

@@ -24,6 +24,7 @@ therefore run the general path, as before.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -55,6 +57,7 @@ from luminai_actors.persistence.tables import (
     Talk,
     TalkMessage,
     TreeFlow,
+    utcnow,
 )
 
 _talk = cast(Table, Talk.__table__)
@@ -212,13 +215,17 @@ _OPT_OUT = (
 _INSERT_MESSAGE = insert(_msg)
 
 
-def _finish_statement(with_flow: bool, handoff: bool) -> Any:
+def _finish_statement(
+    with_flow: bool, handoff: bool, talk_param: str = "talk_id", nested: bool = False
+) -> Any:
     values: dict[str, Any] = {"ai_lease_until": None, "date_last_message": bindparam("at")}
+    if nested:  # inside a CTE SQLAlchemy runs no Python-side `onupdate`: the caller passes the wall clock
+        values["updated_at"] = bindparam("talk_touched_at")
     if with_flow:  # a turn that leaves no state (an opted-out contact's, before any flow) leaves it alone
         values["talk_flow"] = bindparam("new_flow", type_=_talk.c.talk_flow.type)
     if handoff:
         values.update(paused=True, needs_human=True)
-    return update(_talk).where(_talk.c.id == bindparam("talk_id"), _talk.c.paused.is_(False)).values(values)
+    return update(_talk).where(_talk.c.id == bindparam(talk_param), _talk.c.paused.is_(False)).values(values)
 
 
 _FINISH = {
@@ -272,6 +279,23 @@ def finish_turn(
     """Store a turn's result, unless the talk is gone or paused (then False and nothing is written). The talk
     is updated first (its row lock orders this against inbound messages and other turns, as before)."""
     params: dict[str, Any] = {"talk_id": talk_id, "at": at, "new_flow": talk_flow}
+    rows = [_reply_values(reply) for reply in replies]
+    if connection.dialect.name == "postgresql" and len({tuple(row) for row in rows}) <= 1:
+        params["the_talk"] = params.pop("talk_id")
+        params["talk_touched_at"] = utcnow()  # what the ORM's `onupdate` writes
+        statement = _finish_in_one(
+            talk_flow is not None, handoff, bool(answered), tuple(rows[0]) if rows else (), len(rows)
+        )
+        params |= {
+            f"r{index}_{column}": value for index, row in enumerate(rows) for column, value in row.items()
+        }
+        if answered:
+            params["answered"] = list(answered)
+        if connection.execute(statement, params).scalar_one() != 1:
+            return False
+        if opt_out:
+            connection.execute(_OPT_OUT, {"talk_id": talk_id, "at": at})
+        return True
     done = connection.execute(_FINISH[(talk_flow is not None, handoff)], params)
     if done.rowcount != 1:
         return False
@@ -279,12 +303,52 @@ def finish_turn(
         connection.execute(_OPT_OUT, {"talk_id": talk_id, "at": at})
     if answered:
         connection.execute(_MARK_PROCESSED, {"the_talk": talk_id, "answered": list(answered), "at": at})
-    for reply in replies:
-        params = {
-            column: value for attr, column in _MESSAGE_COLUMNS if (value := getattr(reply, attr)) is not None
-        }
-        connection.execute(_INSERT_MESSAGE, params)
+    for row in rows:
+        connection.execute(_INSERT_MESSAGE, row)
     return True
+
+
+def _reply_values(reply: TalkMessage) -> dict[str, Any]:
+    """The reply's row: its set columns (the others keep their defaults)."""
+    return {column: value for attr, column in _MESSAGE_COLUMNS if (value := getattr(reply, attr)) is not None}
+
+
+@functools.cache
+def _finish_in_one(
+    with_flow: bool, handoff: bool, answered: bool, columns: tuple[str, ...], replies: int
+) -> Any:
+    """PostgreSQL: `finish_turn`'s statements as one, with data-modifying CTEs: the talk's update (the first
+    to run, as it alone reads the talk row and waits for its lock), then, only if it matched, the answered
+    messages marked processed and the replies inserted; returns how many talks matched (0 or 1). All parts
+    share one snapshot, which changes nothing here: the messages marked are named by id, and the inserts
+    read nothing."""
+    # (no parameter may be named after a column of talk_message, which the statement also updates)
+    finished = (
+        _finish_statement(with_flow, handoff, "the_talk", nested=True).returning(_talk.c.id).cte("finished")
+    )
+    ctes = []
+    if answered:
+        marked = (
+            update(_msg)
+            .where(
+                _msg.c.talk_id.in_(select(finished.c.id)),
+                _msg.c.direction == "inbound",
+                _msg.c.processed_at.is_(None),
+                _msg.c.id.in_(bindparam("answered", expanding=True)),
+            )
+            .values(processed_at=bindparam("at"))
+        )
+        ctes.append(marked.cte("marked"))
+    if replies:
+        rows = [
+            select(
+                *(bindparam(f"r{index}_{column}", type_=_msg.c[column].type) for column in columns)
+            ).select_from(finished)
+            for index in range(replies)
+        ]
+        source = rows[0] if replies == 1 else union_all(*rows)
+        ctes.append(insert(_msg).from_select(list(columns), source).cte("inserted"))
+    return select(func.count()).select_from(finished).add_cte(*ctes)
 
 
 # --- Send ---------------------------------------------------------------------------------------------------
