@@ -9,7 +9,8 @@ and most of the worker's CPU (identity map, unit-of-work flush, one entity load 
 - `message_views` / `pending_views`: the talk's recent (or pending) messages as plain rows;
 - `finish_turn` (portable): the talk's update with its lease released (only if it is not paused: the
   statement's WHERE), the opt-out of its contact, one `UPDATE` marking the answered messages processed, and
-  the reply's INSERT;
+  the reply's INSERT; on PostgreSQL the talk's update, the marking and the inserts are one statement of
+  data-modifying CTEs;
 - `claim_send` (PostgreSQL): one `UPDATE talk_message … FROM talk, agent, contact … RETURNING` records a send
   attempt (status `sending`, attempt count, lease, metadata) of a reply that is next in its talk's order,
   has attempts left and whose agent is configured and available, and returns what sendText needs;
