@@ -19,6 +19,7 @@ from typing import Any
 from luminai_actors.domain.phone import digits_for_evolution, is_lid_jid, is_phone_jid
 from luminai_actors.errors import EvolutionError, EvolutionPermanentError
 from luminai_actors.evolution.client import EvolutionClient, SendResult
+from luminai_actors.persistence.hot_path import ClaimedSend
 from luminai_actors.persistence.tables import (
     SEND_FAILED,
     SEND_PENDING,
@@ -130,17 +131,8 @@ def claim_fresh_reply(
     )
     if claimed is None:
         return None
-    number = _number(claimed.remote_jid, lambda: claimed.contact_mobile_phone or claimed.contact_phone)
-    if number:
-        target = _build_target(
-            claimed.server_url,
-            claimed.api_key,
-            claimed.instance,
-            claimed.agent_metadata,
-            number,
-            claimed.body,
-            claimed.meta,
-        )
+    target = _claimed_target(claimed)
+    if target is not None:
         try:
             wait = pacer.try_acquire(target.instance)
         except Exception:  # the pacer's Redis is away: must not fail the turn; the later send retries it
@@ -223,19 +215,8 @@ def _claim(
             message_id, now=at, lease_until=lease_until, attempt_at=iso(at), max_attempts=max_attempts
         )
         if claimed is not None:
-            number = _number(
-                claimed.remote_jid, lambda: claimed.contact_mobile_phone or claimed.contact_phone
-            )
-            if number:
-                target = _build_target(
-                    claimed.server_url,
-                    claimed.api_key,
-                    claimed.instance,
-                    claimed.agent_metadata,
-                    number,
-                    claimed.body,
-                    claimed.meta,
-                )
+            target = _claimed_target(claimed)
+            if target is not None:
                 wait = pacer.try_acquire(target.instance)
                 if wait > 0:
                     uow.rollback()  # the attempt is not made: nothing recorded
@@ -294,6 +275,22 @@ def _claim_general(
     message.meta = {**message.meta, "whatsappAttempts": attempt, "whatsappLastAttemptAt": iso(at)}
     uow.commit()
     return Claimed(target, attempt)
+
+
+def _claimed_target(claimed: ClaimedSend) -> _Target | None:
+    """What sendText needs, from the one-statement claim's row; None: no address to reply to."""
+    number = _number(claimed.remote_jid, lambda: claimed.contact_mobile_phone or claimed.contact_phone)
+    if not number:
+        return None
+    return _build_target(
+        claimed.server_url,
+        claimed.api_key,
+        claimed.instance,
+        claimed.agent_metadata,
+        number,
+        claimed.body,
+        claimed.meta,
+    )
 
 
 def _configuration_problem(agent: Agent | None) -> str | None:
