@@ -194,7 +194,7 @@ def test_the_first_attempt_is_recorded_by_the_commit_that_stores_the_reply(
     assert len(evolution.sent_messages()) == 1
 
 
-def test_a_reply_paced_inside_the_turn_is_unclaimed_and_sent_when_its_slot_comes(
+def test_a_paced_reply_claimed_by_its_turn_gives_the_claim_back_and_is_sent_when_its_slot_comes(
     clean_pg: str, evolution: FakeEvolutionApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     unclaimed: list[uuid.UUID] = []
@@ -221,7 +221,7 @@ def test_a_reply_paced_inside_the_turn_is_unclaimed_and_sent_when_its_slot_comes
     assert times[1] - times[0] >= 0.95  # the pacer's interval, though both turns ran at once
     assert sorted(r.send_attempts for r in replies) == [1, 1]  # waiting for the slot burned no attempt
     assert sorted(r.meta["whatsappAttempts"] for r in replies) == [1, 1]
-    assert len(unclaimed) == 1  # the second turn's claim, undone in its own transaction
+    assert len(unclaimed) == 1  # the second turn's claim, given back when the pacer said wait
 
 
 def test_an_inline_send_that_breaks_leaves_the_reply_to_the_send_queue(

@@ -9,7 +9,8 @@ than Dramatiq's jittered exponential default; the attempt count lives in the dat
 A reply's first attempt is made by the AI turn's own thread right after the reply is committed
 (`LUMINAI_INLINE_SEND`, default on): it saves the Redis hop of a `send_message` task on every reply, and
 the attempt is recorded by the very transaction that stores the reply when it can be (next in its talk,
-agent available, not paced), saving that attempt a transaction of its own. What
+agent available), saving that attempt a transaction of its own; its pacing slot is taken right before the
+call, and a paced reply's claim is given back. What
 follows the attempt is the send task's business as before: its retry is a delayed `send_message` task, a
 pacing wait too, and the talk's next reply is handed over to the queue. A worker killed during that attempt
 leaves the message `sending` under its lease, which the recovery sweep finds like any other stalled send.
@@ -39,7 +40,12 @@ from luminai_actors.logs import log_context
 from luminai_actors.metrics import Metrics
 from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory
 from luminai_actors.services.ai_turn import run_ai_turn
-from luminai_actors.services.outbound import Claimed, attempt_claimed, claim_fresh_reply, deliver_outbound
+from luminai_actors.services.outbound import (
+    Claimed,
+    attempt_fresh_claim,
+    claim_fresh_reply,
+    deliver_outbound,
+)
 from luminai_actors.services.pacing import NoPacing, Pacer
 from luminai_actors.services.talks import flag_for_human
 
@@ -129,7 +135,6 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
                 max_attempts=settings.send_max_attempts,
                 lease_seconds=send_lease_seconds,
                 at=datetime.now(UTC),
-                pacer=deps.pacer,
             )
             if claimed is not None:
                 claims[reply_id] = claimed
@@ -188,11 +193,12 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
         `send_message` task rather than a Dramatiq retry (which would run the AI turn again); `claimed`:
         that turn's commit already recorded the attempt."""
         if claimed is not None:
-            outcome = attempt_claimed(
+            outcome = attempt_fresh_claim(
                 deps.uow_factory,
                 deps.evolution,
                 uuid.UUID(message_id),
                 claimed,
+                pacer=deps.pacer,
                 max_attempts=settings.send_max_attempts,
                 lease_seconds=send_lease_seconds,
                 retry_wait=settings.backoff_before_attempt,

@@ -116,12 +116,13 @@ def claim_fresh_reply(
     max_attempts: int,
     lease_seconds: float,
     at: datetime,
-    pacer: Pacer,
 ) -> Claimed | None:
     """The claim of a reply stored in `uow`'s open transaction, made in that transaction, so the AI turn's
     commit records the reply and its first attempt at once. None when it cannot be made there (not next in
-    its talk, agent unavailable, no address, paced, or no one-statement claim on this database): the
-    reply is then as stored, and `deliver_outbound` decides after the commit."""
+    its talk, agent unavailable, no address, or no one-statement claim on this database): the reply is then
+    as stored, and `deliver_outbound` decides after the commit. The pacing slot is not taken here but by
+    `attempt_fresh_claim`, right before the call: a slot taken before a commit that waits for the disk
+    would let two sends arrive closer together than the rate allows."""
     claimed = uow.repo.claim_send(
         message_id,
         now=at,
@@ -132,19 +133,52 @@ def claim_fresh_reply(
     if claimed is None:
         return None
     target = _claimed_target(claimed)
-    if target is not None:
-        try:
-            wait = pacer.try_acquire(target.instance)
-        except Exception:  # the pacer's Redis is away: must not fail the turn; the later send retries it
-            wait = 1.0
-        if wait <= 0:
-            return Claimed(target, claimed.attempt)
-    _unclaim_fresh(uow, message_id)
-    return None
+    if target is None:
+        _unclaim_fresh(uow, message_id)  # no address: the general path records that failure
+        return None
+    return Claimed(target, claimed.attempt)
+
+
+def attempt_fresh_claim(
+    uow_factory: UnitOfWorkFactory,
+    client: EvolutionClient,
+    message_id: uuid.UUID,
+    claimed: Claimed,
+    *,
+    pacer: Pacer,
+    max_attempts: int,
+    lease_seconds: float = 60.0,
+    retry_wait: Callable[[int], float] = lambda attempt: 0.0,
+) -> DeliveryOutcome:
+    """`attempt_claimed` for a claim from `claim_fresh_reply`, once its pacing slot is had. Paced (or the
+    pacer unreachable, which is raised): the claim is given back first, burning no attempt."""
+    try:
+        wait = pacer.try_acquire(claimed.target.instance)
+    except Exception:
+        _release_fresh(uow_factory, message_id)
+        raise
+    if wait > 0:
+        _release_fresh(uow_factory, message_id)
+        return DeliveryOutcome("paced", claimed.attempt - 1, delay=wait)
+    return attempt_claimed(
+        uow_factory,
+        client,
+        message_id,
+        claimed,
+        max_attempts=max_attempts,
+        lease_seconds=lease_seconds,
+        retry_wait=retry_wait,
+    )
+
+
+def _release_fresh(uow_factory: UnitOfWorkFactory, message_id: uuid.UUID) -> None:
+    with uow_factory() as uow:
+        _unclaim_fresh(uow, message_id)
+        uow.commit()
 
 
 def _unclaim_fresh(uow: UnitOfWork, message_id: uuid.UUID) -> None:
-    """Undo `claim_send` on a reply written in this same transaction (it had no attempt before)."""
+    """Undo `claim_send` on a reply that had no attempt before (claimed by `claim_fresh_reply`)."""
     message = uow.repo.get_for_update(TalkMessage, message_id)
     if message is None:
         return
