@@ -160,9 +160,9 @@ def test_a_reply_takes_the_send_queue_only_when_inline_send_is_off(
         queued: list[uuid.UUID] = []
         enqueue = container.dispatcher.request_send
 
-        def spy(message_id: uuid.UUID) -> None:
+        def spy(message_id: uuid.UUID, delay: float = 0.0) -> None:
             queued.append(message_id)
-            enqueue(message_id)
+            enqueue(message_id, delay)
 
         monkeypatch.setattr(container.dispatcher, "request_send", spy)
         setup_agent(client, evolution, "acme")

@@ -39,7 +39,7 @@ class RecordingDispatcher:
     def request_ai_turn(self, talk_id: uuid.UUID, delay: float = 0.0) -> None:
         self.events.append(("turn", talk_id, delay))
 
-    def request_send(self, message_id: uuid.UUID) -> None:
+    def request_send(self, message_id: uuid.UUID, delay: float = 0.0) -> None:
         self.events.append(("send", message_id))
 
 

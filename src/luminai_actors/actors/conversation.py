@@ -299,14 +299,15 @@ class ConversationRouter(Generic[E, R]):
         if len(self._actors) >= self.max_actors and not self._evict_one_idle_locked():
             self.refused_total += 1
             raise ConversationBusy(f"{len(self._actors)} conversation actors are busy (the bound)")
-        ref = self._bind_spare_locked(key) or ConversationActor.start(
-            key, self._handler, self._done, self._returned
-        )
+        ref = self._bind_spare_locked(key) or self._new_actor(key)
         now = self._clock()
         entry = _Entry(ref=ref, started_at=now, last_activity=now)
         self._actors[key] = entry
         self.started_total += 1
         return entry
+
+    def _new_actor(self, key: str) -> pykka.ActorRef[Any]:
+        return ConversationActor.start(key, self._handler, self._done, self._returned)
 
     def _bind_spare_locked(self, key: str) -> pykka.ActorRef[Any] | None:
         while self._spares:
@@ -330,9 +331,7 @@ class ConversationRouter(Generic[E, R]):
                     if len(self._spares) >= self.spare_actors:
                         break
                 try:
-                    ref: pykka.ActorRef[Any] = ConversationActor.start(
-                        "", self._handler, self._done, self._returned
-                    )
+                    ref = self._new_actor("")  # its key comes with `Bind`
                 except Exception:  # e.g. no thread could be started: new conversations start their own
                     log.exception("could not start a spare conversation actor")
                     break

@@ -59,7 +59,7 @@ class Dispatcher(Protocol):
     """Where services hand work to the task actors (Dramatiq in production, a recorder in unit tests)."""
 
     def request_ai_turn(self, talk_id: uuid.UUID, delay: float = 0.0) -> None: ...
-    def request_send(self, message_id: uuid.UUID) -> None: ...
+    def request_send(self, message_id: uuid.UUID, delay: float = 0.0) -> None: ...
 
 
 @dataclass
@@ -95,8 +95,8 @@ class DramatiqDispatcher:
     def request_ai_turn(self, talk_id: uuid.UUID, delay: float = 0.0) -> None:
         self._send(self.ai_actor, talk_id, delay)
 
-    def request_send(self, message_id: uuid.UUID) -> None:
-        self._send(self.send_actor, message_id)
+    def request_send(self, message_id: uuid.UUID, delay: float = 0.0) -> None:
+        self._send(self.send_actor, message_id, delay)
 
     @contextlib.contextmanager
     def pipelined(self) -> Iterator[None]:
@@ -220,9 +220,7 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
             holder["dispatcher"].request_send(outcome.next_message_id)  # the talk's next reply, in order
         if outcome.status == "paced":
             # Not a failure: a fresh delayed message, so no retry (and no attempt) is spent on waiting.
-            holder["dispatcher"].send_actor.send_with_options(
-                args=(message_id,), delay=max(1, int(outcome.delay * 1000))
-            )
+            holder["dispatcher"].request_send(uuid.UUID(message_id), delay=outcome.delay)
         if outcome.status == "retry":
             wait = settings.backoff_before_attempt(outcome.attempts + 1)
             log.warning(
@@ -233,9 +231,7 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
                 wait,
             )
             if inline:
-                holder["dispatcher"].send_actor.send_with_options(
-                    args=(message_id,), delay=max(1, int(wait * 1000))
-                )
+                holder["dispatcher"].request_send(uuid.UUID(message_id), delay=wait)
                 return
             raise dramatiq.Retry(outcome.error or "send failed", delay=int(wait * 1000))
         # "in_flight": that attempt records its own result; if its worker died, the lease expires and the

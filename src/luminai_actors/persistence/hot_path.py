@@ -194,16 +194,24 @@ _PENDING = (
     select(*_VIEW_COLUMNS).where(*_PENDING_WHERE).order_by(_msg.c.sent_at, _msg.c.created_at, _msg.c.id)
 )
 _ANY_PENDING = select(_msg.c.id).where(*_PENDING_WHERE).limit(1)
-_MARK_PROCESSED = (  # (an UPDATE may not name a bind parameter after one of its columns)
-    update(_msg)
-    .where(
-        _msg.c.talk_id == bindparam("the_talk"),
-        _msg.c.direction == "inbound",
-        _msg.c.processed_at.is_(None),
-        _msg.c.id.in_(bindparam("answered", expanding=True)),
+
+
+def _mark_processed(talk_match: Any) -> Any:
+    """The answered messages (bind `answered`) of the talk `talk_match` selects, marked processed at `at`."""
+    return (
+        update(_msg)
+        .where(
+            talk_match,
+            _msg.c.direction == "inbound",
+            _msg.c.processed_at.is_(None),
+            _msg.c.id.in_(bindparam("answered", expanding=True)),
+        )
+        .values(processed_at=bindparam("at"))
     )
-    .values(processed_at=bindparam("at"))
-)
+
+
+# (an UPDATE may not name a bind parameter after one of its columns)
+_MARK_PROCESSED = _mark_processed(_msg.c.talk_id == bindparam("the_talk"))
 _OPT_OUT = (
     update(_contact)
     .where(
@@ -216,17 +224,20 @@ _OPT_OUT = (
 _INSERT_MESSAGE = insert(_msg)
 
 
-def _finish_statement(
-    with_flow: bool, handoff: bool, talk_param: str = "talk_id", nested: bool = False
-) -> Any:
+def _finish_statement(with_flow: bool, handoff: bool, nested: bool = False) -> Any:
+    """The talk's update of `finish_turn`. `nested`: for `_finish_in_one`, whose statement also updates
+    talk_message, so the talk is bound as `the_talk` (no parameter may be named after a column of a table the
+    statement updates), and `updated_at` as `talk_touched_at` (inside a CTE SQLAlchemy runs no Python-side
+    `onupdate`: the caller passes the wall clock)."""
     values: dict[str, Any] = {"ai_lease_until": None, "date_last_message": bindparam("at")}
-    if nested:  # inside a CTE SQLAlchemy runs no Python-side `onupdate`: the caller passes the wall clock
+    if nested:
         values["updated_at"] = bindparam("talk_touched_at")
     if with_flow:  # a turn that leaves no state (an opted-out contact's, before any flow) leaves it alone
         values["talk_flow"] = bindparam("new_flow", type_=_talk.c.talk_flow.type)
     if handoff:
         values.update(paused=True, needs_human=True)
-    return update(_talk).where(_talk.c.id == bindparam(talk_param), _talk.c.paused.is_(False)).values(values)
+    talk_id = bindparam("the_talk" if nested else "talk_id", type_=_talk.c.id.type)
+    return update(_talk).where(_talk.c.id == talk_id, _talk.c.paused.is_(False)).values(values)
 
 
 _FINISH = {
@@ -323,23 +334,10 @@ def _finish_in_one(
     messages marked processed and the replies inserted; returns how many talks matched (0 or 1). All parts
     share one snapshot, which changes nothing here: the messages marked are named by id, and the inserts
     read nothing."""
-    # (no parameter may be named after a column of talk_message, which the statement also updates)
-    finished = (
-        _finish_statement(with_flow, handoff, "the_talk", nested=True).returning(_talk.c.id).cte("finished")
-    )
+    finished = _finish_statement(with_flow, handoff, nested=True).returning(_talk.c.id).cte("finished")
     ctes = []
     if answered:
-        marked = (
-            update(_msg)
-            .where(
-                _msg.c.talk_id.in_(select(finished.c.id)),
-                _msg.c.direction == "inbound",
-                _msg.c.processed_at.is_(None),
-                _msg.c.id.in_(bindparam("answered", expanding=True)),
-            )
-            .values(processed_at=bindparam("at"))
-        )
-        ctes.append(marked.cte("marked"))
+        ctes.append(_mark_processed(_msg.c.talk_id.in_(select(finished.c.id))).cte("marked"))
     if replies:
         rows = [
             select(
