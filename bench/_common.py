@@ -109,7 +109,8 @@ def write_results(name: str, figures: dict[str, Any], extra: dict[str, Any] | No
         "other_processes": {
             "at_start": _RUN_STATE.get("quiet"),
             "phases_disturbed": disturbed,
-            "note": f"a phase is disturbed when processes that are not this benchmark's used > {DISTURBED_CORES} "
+            "note": "a phase is disturbed when processes that are not this benchmark's used > "
+            f"{DISTURBED_CORES} "
             "cores during it (other engineers' test runs share this machine)",
         },
         **(extra or {}),
@@ -466,7 +467,7 @@ def _children_cpu() -> float:
 
 
 def webhook_body(instance: str, phone: str, text: str, message_id: str) -> dict[str, Any]:
-    """A `messages.upsert` webhook shaped like Evolution 2.3's (the same shape tests/e2e/conftest.py posts)."""
+    """A `messages.upsert` webhook shaped like Evolution 2.3's (the shape tests/e2e/conftest.py posts)."""
     return {
         "event": "messages.upsert",
         "instance": instance,

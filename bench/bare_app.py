@@ -1,5 +1,5 @@
-"""The baseline of the ingest benchmark: a bare Starlette endpoint that only parses the webhook's JSON body and
-answers 200 with the service's body, served by uvicorn exactly as `run.py serve` serves the real app
+"""The baseline of the ingest benchmark: a bare Starlette endpoint that only parses the webhook's JSON body
+and answers 200 with the service's body, served by uvicorn exactly as `run.py serve` serves the real app
 (`uvicorn.run(app, host, port, log_level="info", log_config=None)`, same event loop and HTTP implementation),
 with an INFO log handler on the root logger so uvicorn's access log is written like the service's.
 

@@ -1,7 +1,8 @@
 """How long one sendText takes against FakeEvolutionApi over a keep-alive connection, as shipped and with
 TCP_NODELAY set on its handler (in this process only): shows the fake's ~40 ms delayed-ACK stall.
 
-    .venv/bin/python bench/fake_evolution_latency.py     # a few seconds; writes bench/results/fake_evolution_latency.json
+    .venv/bin/python bench/fake_evolution_latency.py
+    # a few seconds; writes bench/results/fake_evolution_latency.json
 """
 
 from __future__ import annotations

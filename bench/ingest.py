@@ -77,7 +77,7 @@ def run_wrk(
     lat = summary["latency_us"]
     return {
         "command": " ".join(
-            cmd[:-6] + ["http://127.0.0.1:PORT" + WEBHOOK, "--", INSTANCE, tag, str(phones), "OUTDIR"]
+            [*cmd[:-6], "http://127.0.0.1:PORT" + WEBHOOK, "--", INSTANCE, tag, str(phones), "OUTDIR"]
         ),
         "requests": summary["requests"],
         "seconds": round(secs, 2),
@@ -221,7 +221,8 @@ def main() -> int:
                     (f"wrk -c{args.connections}", f"W{prefix}M", measured["_ids"], args.connections),
                 ]
             print(
-                f"wrk {label} -c{args.connections}: {measured['rps']} req/s, p50 {measured['latency_ms']['p50']} ms, "
+                f"wrk {label} -c{args.connections}: {measured['rps']} req/s, "
+                f"p50 {measured['latency_ms']['p50']} ms, "
                 f"p99 {measured['latency_ms']['p99']} ms, codes {measured['codes']}, "
                 f"new PostgreSQL connections {measured['postgres_connections_opened']}"
             )
@@ -318,7 +319,8 @@ def main() -> int:
             )
             s = fixed[f"{rate:.0f}/s"]["latency_from_schedule"]
             print(
-                f"loadgen service @ {rate:.0f}/s: achieved {fixed[f'{rate:.0f}/s']['achieved_start_rate']}/s, "
+                f"loadgen service @ {rate:.0f}/s: "
+                f"achieved {fixed[f'{rate:.0f}/s']['achieved_start_rate']}/s, "
                 f"p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, generator lateness p99 "
                 f"{fixed[f'{rate:.0f}/s']['generator_lateness']['p99_ms']} ms"
             )
@@ -359,7 +361,8 @@ def main() -> int:
             "worker": "none" if worker is None else "run.py worker --threads 4 (Redis db 14)",
             "LUMINAI_AI_DEBOUNCE_SECONDS": SERVICE_ENV.get("LUMINAI_AI_DEBOUNCE_SECONDS", "2 (default)"),
             "warmup_seconds": args.warmup,
-            "logging": "serve: LUMINAI_LOG_LEVEL default (INFO, JSON lines); uvicorn access log on both servers",
+            "logging": "serve: LUMINAI_LOG_LEVEL default (INFO, JSON lines); "
+            "uvicorn access log on both servers",
             "phones": args.phones,
             "LUMINAI_DB_POOL_SIZE": SERVICE_ENV.get("LUMINAI_DB_POOL_SIZE", "10 (default)"),
         }

@@ -163,8 +163,8 @@ def main() -> int:
         for name, extra in (("active-threads", []), ("gil-holder", ["--gil"])):
             path = RESULTS / f"profile-serve-{name}.speedscope.json"
             record_cmd = [
-                PYSPY, "record", "--rate", "20", "--format", "speedscope", "--duration", "15", "--nonblocking",
-                *extra, "--pid", str(serve.pid), "--output", str(path),
+                PYSPY, "record", "--rate", "20", "--format", "speedscope", "--duration", "15",
+                "--nonblocking", *extra, "--pid", str(serve.pid), "--output", str(path),
             ]  # fmt: skip
             recorder = bench.spawn(f"py-spy-record-{name}", record_cmd)
             recorder.wait(120)
@@ -177,7 +177,8 @@ def main() -> int:
                         capture_output=True, text=True, timeout=60, check=False,
                     )  # fmt: skip
                     dumps.append(
-                        f"===== py-spy dump --nonblocking --pid SERVE (#{moment + 1}) =====\n{dump.stdout}{dump.stderr}"
+                        f"===== py-spy dump --nonblocking --pid SERVE (#{moment + 1}) =====\n"
+                        f"{dump.stdout}{dump.stderr}"
                     )
                     time.sleep(1)
         wrk.wait(90)

@@ -16,10 +16,10 @@ the end). The recovery sweep of `serve` runs as configured by default (every 30 
     again (target: growth once idle <= 50 MB). PostgreSQL: 10,000 messages stored, no duplicates.
     With 32 senders and a bound of 1000 there is always an idle actor to evict, so no 503 is expected here.
 (b) one contact, 200 POSTs all at once (200 connections): all stored, one contact, one talk, no duplicates,
-    and stored in the order they reached the actor: the serve log's "inbound stored" lines (serve runs at DEBUG:
-    the first is written by the actor's thread, the rest by the group writer in the order the actor handed
-    them over) give that order; it must equal the order of the rows' created_at and of
-    their ids (UUIDv7), with strictly increasing created_at.
+    and stored in the order they reached the actor: the serve log's "inbound stored" lines (serve runs at
+    DEBUG: the first is written by the actor's thread, the rest by the group writer in the order the actor
+    handed them over) give that order; it must equal the order of the rows' created_at and of their ids
+    (UUIDv7), with strictly increasing created_at.
 (c) back-pressure actually exercised: `serve` restarted with LUMINAI_MAX_CONVERSATION_ACTORS=16 and 1,000 new
     contacts from 64 concurrent senders (more conversations in flight than the bound): 503s counted and
     retried (after Retry-After, capped at 1 s) until every message is stored exactly once.
@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import json
 import sys
 import time
@@ -111,10 +113,8 @@ class Monitor:
                             **self.last,
                         }
                     )
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.1)
-                except TimeoutError:
-                    pass
 
 
 async def post_all(
@@ -271,7 +271,7 @@ def part_b(bench: Bench, url: str, count: int, tag: str) -> dict[str, Any]:
     by_created = [r["wid"] for r in rows]
     by_id = [r["wid"] for r in sorted(rows, key=lambda r: r["id"])]
     created = [r["created_at"] for r in rows]
-    strictly_increasing = all(a < b for a, b in zip(created, created[1:], strict=False))
+    strictly_increasing = all(a < b for a, b in itertools.pairwise(created))
     answered_ids = set(result["ids"].values())
     return {
         "messages": count,
@@ -373,7 +373,8 @@ def main() -> int:
         figures["a_10k_contacts"] = a
         print(
             f"(a) {a['contacts']} contacts in {a['seconds_to_store_all']} s ({a['webhooks_per_second']}/s): "
-            f"codes {a['responses_by_code']}, live max {a['live_actors_max_seen']} (bound {a['live_actors_bound']}), "
+            f"codes {a['responses_by_code']}, live max {a['live_actors_max_seen']} "
+            f"(bound {a['live_actors_bound']}), "
             f"RSS MiB {a['serve_rss_mib']}, threads {a['serve_threads']}, stored {a['database']}"
         )
         meter.start()

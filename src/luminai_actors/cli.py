@@ -286,8 +286,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
     python = sys.executable
     steps = [
-        [python, "-m", "ruff", "check", "src", "tests", "migrations", "run.py"],
-        [python, "-m", "ruff", "format", "--check", "src", "tests", "migrations", "run.py"],
+        [python, "-m", "ruff", "check", "src", "tests", "migrations", "bench", "run.py"],
+        [python, "-m", "ruff", "format", "--check", "src", "tests", "migrations", "bench", "run.py"],
         [python, "-m", "mypy", "--strict", "src"],
         [python, "-m", "pytest", *args.pytest_args],
     ]
