@@ -54,6 +54,7 @@ class Service:
     env: dict[str, str]
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+    clients: list[httpx.Client] = field(default_factory=list)  # closed with the service, even after a failure
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
@@ -81,6 +82,8 @@ class Service:
         return process
 
     def stop(self) -> None:
+        for client in self.clients:
+            client.close()
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -97,6 +100,7 @@ class Admin:
         self._client = httpx.Client(
             base_url=service.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
         )
+        service.clients.append(self._client)
 
     def close(self) -> None:
         self._client.close()
