@@ -32,7 +32,8 @@ from _common import ROOT, write_results
 
 
 def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
+    done = subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True)
+    return done.stdout.rstrip()
 
 
 def run_side(tree: Path, suffix: str, extra: list[str]) -> dict[str, Any]:
