@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, event, inspect, text
 
-from luminai_actors.persistence.database import upgrade_database
+from luminai_actors.persistence.database import create_db_engine, make_session_factory, upgrade_database
+from luminai_actors.persistence.repository import SqlAlchemyRepository
 from luminai_actors.persistence.tables import Base
 
 pytestmark = pytest.mark.integration
@@ -104,6 +108,51 @@ def test_seed_indexes_and_the_message_id_constraint(pg_url: str) -> None:
     assert "(agent_id, whatsapp_message_id)" in constraint
 
 
+def test_the_reads_of_unsettled_sends_use_their_partial_index_even_as_generic_plans(pg_url: str) -> None:
+    """The recovery sweep, an agent's waiting replies and the in-flight check read only unsettled replies.
+
+    Told to avoid sequential scans (on a table this small PostgreSQL would scan anyway) and to plan them as a
+    prepared statement run often would be (a generic plan, no parameter values), PostgreSQL must still
+    answer each from `idx_talk_message_send_unsettled`: their WHERE spells out the index's predicate."""
+    engine = create_db_engine(pg_url)
+    sent: list[tuple[str, Any]] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if "FROM talk_message" in statement:
+            sent.append((statement, parameters))
+
+    now = datetime.now(UTC)
+    with make_session_factory(engine)() as session:
+        repo = SqlAlchemyRepository(session)
+        repo.messages_awaiting_send(now, now, 10)
+        repo.unsettled_outbound_of_agent(uuid.uuid4(), 10)
+        repo.sends_in_flight(uuid.uuid4())
+    event.remove(engine, "before_cursor_execute", record)
+    assert len(sent) == 3
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SET enable_seqscan = off")
+        connection.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        for statement, parameters in sent:
+            connection.exec_driver_sql("PREPARE unsettled_read AS " + _numbered(statement, parameters))
+            plan = "\n".join(
+                row[0]
+                for row in connection.exec_driver_sql(
+                    "EXPLAIN EXECUTE unsettled_read (" + ", ".join(["NULL"] * len(parameters)) + ")"
+                )
+            )
+            connection.exec_driver_sql("DEALLOCATE unsettled_read")
+            assert "idx_talk_message_send_unsettled" in plan, f"{statement}\n{plan}"
+    engine.dispose()
+
+
+def _numbered(statement: str, parameters: dict[str, Any]) -> str:
+    """psycopg's `%(name)s` placeholders as PREPARE's `$1, $2, …`, for a generic plan."""
+    for number, name in enumerate(parameters, start=1):
+        statement = statement.replace(f"%({name})s", f"${number}")
+    return statement
+
+
 def test_models_and_migrations_do_not_drift_on_postgresql(pg_url: str) -> None:
     engine = create_engine(pg_url)
     with engine.connect() as connection:
@@ -123,4 +172,9 @@ def test_the_same_history_runs_on_sqlite_without_drift(tmp_path: Path) -> None:
         }
     engine.dispose()
     assert diff == []
-    assert {"idx_agent_whatsapp_instance", "idx_contact_phone_org", "idx_contact_mobile_org"} <= indexes
+    assert {
+        "idx_agent_whatsapp_instance",
+        "idx_contact_phone_org",
+        "idx_contact_mobile_org",
+        "idx_talk_message_send_unsettled",
+    } <= indexes

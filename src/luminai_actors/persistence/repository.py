@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, Select, and_, or_, select, update
+from sqlalchemy import Connection, Select, and_, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from luminai_actors.persistence import hot_path
@@ -23,6 +23,7 @@ from luminai_actors.persistence.tables import (
     CHANNEL_WHATSAPP,
     SEND_PENDING,
     SEND_SENDING,
+    SEND_UNSETTLED_WHERE,
     TALK_ACTIVE,
     Agent,
     Base,
@@ -108,6 +109,12 @@ class Repository(Protocol):
 
     # The lead path of inbound messages (see `lead_path.py`).
     def hot_path_connection(self) -> Connection | None: ...
+
+
+# `idx_talk_message_send_unsettled`'s own predicate, as SQL text rather than bound values: PostgreSQL uses a
+# partial index only when it can prove the query's WHERE implies the index's, which a generic plan of a
+# prepared statement (psycopg prepares what a connection runs often) cannot do with parameters.
+_UNSETTLED_SEND = text(SEND_UNSETTLED_WHERE)
 
 
 class SqlAlchemyRepository:
@@ -271,8 +278,7 @@ class SqlAlchemyRepository:
             self.session.scalars(
                 select(TalkMessage.id)
                 .where(
-                    TalkMessage.direction == "outbound",
-                    TalkMessage.send_status.in_((SEND_PENDING, SEND_SENDING)),
+                    _UNSETTLED_SEND,
                     TalkMessage.created_at < before,
                     or_(TalkMessage.send_lease_until.is_(None), TalkMessage.send_lease_until < now),
                 )
@@ -301,7 +307,7 @@ class SqlAlchemyRepository:
     def sends_in_flight(self, agent_id: uuid.UUID) -> bool:
         found = self.session.scalar(
             select(TalkMessage.id)
-            .where(TalkMessage.agent_id == agent_id, TalkMessage.send_status == SEND_SENDING)
+            .where(TalkMessage.agent_id == agent_id, _UNSETTLED_SEND, TalkMessage.send_status == SEND_SENDING)
             .limit(1)
         )
         return found is not None
@@ -355,7 +361,7 @@ class SqlAlchemyRepository:
                 select(TalkMessage.id)
                 .where(
                     TalkMessage.agent_id == agent_id,
-                    TalkMessage.direction == "outbound",
+                    _UNSETTLED_SEND,
                     TalkMessage.send_status == SEND_PENDING,
                 )
                 .order_by(TalkMessage.created_at, TalkMessage.id)

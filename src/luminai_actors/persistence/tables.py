@@ -39,6 +39,8 @@ CHANNEL_UNKNOWN, CHANNEL_WEB, CHANNEL_WHATSAPP, CHANNEL_EMAIL = 0, 1, 2, 3
 TALK_ACTIVE, TALK_CLOSED = 0, 1
 # TalkMessage.send_status values (outbound only).
 SEND_PENDING, SEND_SENDING, SEND_SENT, SEND_FAILED = "pending", "sending", "sent", "failed"
+#: The predicate of `idx_talk_message_send_unsettled` (migration 0004 spells it the same way).
+SEND_UNSETTLED_WHERE = "direction = 'outbound' AND send_status IN ('pending', 'sending')"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -310,6 +312,16 @@ class TalkMessage(Base):
             "talk_id",
             postgresql_where=text("direction = 'inbound' AND processed_at IS NULL"),
             sqlite_where=text("direction = 'inbound' AND processed_at IS NULL"),
+        ),
+        # Replies not settled yet (pending or sending), a small set: the recovery sweep, an agent's waiting
+        # replies and "is one of its sends in flight" (asked by receipts of unknown messages) read it
+        # instead of every message.
+        Index(
+            "idx_talk_message_send_unsettled",
+            "agent_id",
+            "created_at",
+            postgresql_where=text(SEND_UNSETTLED_WHERE),
+            sqlite_where=text(SEND_UNSETTLED_WHERE),
         ),
     )
     id: Mapped[uuid.UUID] = _pk()
