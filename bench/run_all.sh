@@ -21,3 +21,4 @@ BENCH_RESULTS_SUFFIX=-run2 "$PY" bench/end_to_end.py --known-leads --poll-ms 100
 "$PY" bench/profile_hotpath.py
 "$PY" bench/fake_evolution_latency.py
 "$PY" bench/new_lead_cost.py
+"$PY" bench/unsettled_reads.py
