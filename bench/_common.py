@@ -488,6 +488,30 @@ def webhook_body(instance: str, phone: str, text: str, message_id: str) -> dict[
     }
 
 
+def create_agent_in_process(
+    uow_factory: Any, instance: str, server_url: str, org_name: str = "Bench"
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """(organization, agent): an organization, a one-step tree flow and an active agent on `instance`,
+    made through the service's admin functions (for benchmarks that drive the container in process)."""
+    from luminai_actors.services import admin
+
+    org = admin.create_organization(uow_factory, {"name": org_name})
+    steps = [{"id": "need", "question": "What are you looking for?"}]
+    flow = admin.create_tree_flow(uow_factory, org, {"name": "Q", "steps": steps})
+    agent = admin.create_agent(
+        uow_factory,
+        org,
+        {
+            "name": "Sofia",
+            "prompt": "SDR",
+            "treeFlowId": str(flow),
+            "active": True,
+            "whatsapp": {"instanceName": instance, "serverUrl": server_url, "apiKey": "k", "active": True},
+        },
+    )
+    return org, agent
+
+
 # ---------------------------------------------------------------------------------------------- the harness
 class Bench:
     """Owns everything one benchmark run starts; `close()` undoes all of it (idempotent)."""

@@ -35,6 +35,7 @@ from _common import (
     WEBHOOK,
     Bench,
     cpu_seconds,
+    create_agent_in_process,
     set_fake_evolution_nodelay,
     summary_ms,
     webhook_body,
@@ -45,7 +46,7 @@ from luminai_actors import bootstrap
 from luminai_actors.config import Settings
 from luminai_actors.evolution.webhook import parse_webhook
 from luminai_actors.persistence import lead_path, uow
-from luminai_actors.services import admin, identity, inbound, inbound_lead
+from luminai_actors.services import identity, inbound, inbound_lead
 from luminai_actors.testing import FakeEvolutionApi
 
 SERVICE_ENV = {"LUMINAI_AI_DEBOUNCE_SECONDS": "0", "LUMINAI_SEND_RATE_PER_INSTANCE": "0"}
@@ -144,21 +145,7 @@ def in_process(bench: Bench, evolution: FakeEvolutionApi, count: int = 500) -> d
     evolution.add_instance(instance, "k")
     container = bootstrap.build(settings)
     bench.cleanups.append(container.close)
-    org = admin.create_organization(container.uow, {"name": "New lead cost"})
-    flow = admin.create_tree_flow(
-        container.uow, org, {"name": "Q", "steps": [{"id": "need", "question": "?"}]}
-    )
-    admin.create_agent(
-        container.uow,
-        org,
-        {
-            "name": "Sofia",
-            "prompt": "SDR",
-            "treeFlowId": str(flow),
-            "active": True,
-            "whatsapp": {"instanceName": instance, "serverUrl": evolution.url, "apiKey": "k", "active": True},
-        },
-    )
+    create_agent_in_process(container.uow, instance, evolution.url, "New lead cost")
     timer = StepTimer()
     steps = [
         (bootstrap.Container, "handle_inbound_now", "total (Container.handle_inbound)"),

@@ -34,6 +34,7 @@ from _common import (
     RESULTS,
     Bench,
     CpuMeter,
+    create_agent_in_process,
     set_fake_evolution_nodelay,
     summary_ms,
     webhook_body,
@@ -43,7 +44,6 @@ from _common import (
 from luminai_actors import bootstrap
 from luminai_actors.config import Settings
 from luminai_actors.evolution.webhook import parse_webhook
-from luminai_actors.services.admin import create_agent, create_organization, create_tree_flow
 from luminai_actors.testing import FakeEvolutionApi
 
 INSTANCE = "bench-hotpath"
@@ -228,26 +228,7 @@ _EVOLUTION: FakeEvolutionApi | None = None
 
 
 def _setup_agent(container: bootstrap.Container) -> None:
-    org = create_organization(container.uow, {"name": "Hot path"})
-    flow = create_tree_flow(
-        container.uow, org, {"name": "Q", "steps": [{"id": "need", "question": "What are you looking for?"}]}
-    )
-    create_agent(
-        container.uow,
-        org,
-        {
-            "name": "Sofia",
-            "prompt": "SDR",
-            "treeFlowId": str(flow),
-            "active": True,
-            "whatsapp": {
-                "instanceName": INSTANCE,
-                "serverUrl": _EVOLUTION.url if _EVOLUTION else "",
-                "apiKey": "k",
-                "active": True,
-            },
-        },
-    )
+    create_agent_in_process(container.uow, INSTANCE, _EVOLUTION.url if _EVOLUTION else "", "Hot path")
 
 
 if __name__ == "__main__":

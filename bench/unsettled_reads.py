@@ -28,14 +28,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Bench, webhook_body, write_results
+from _common import Bench, create_agent_in_process, webhook_body, write_results
 from sqlalchemy import text
 
 from luminai_actors.evolution.webhook import MessageUpsert, parse_webhook
 from luminai_actors.persistence.database import create_db_engine, make_session_factory
 from luminai_actors.persistence.repository import SqlAlchemyRepository
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork
-from luminai_actors.services import admin
 from luminai_actors.services.inbound import record_inbound
 
 INSTANCE = "bench-unsettled"
@@ -48,24 +47,7 @@ def fill(engine: Any, messages: int) -> dict[str, Any]:
     def uows() -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(sessions)
 
-    org = admin.create_organization(uows, {"name": "Bench"})
-    flow = admin.create_tree_flow(uows, org, {"name": "Q", "steps": [{"id": "need", "question": "?"}]})
-    agent = admin.create_agent(
-        uows,
-        org,
-        {
-            "name": "Sofia",
-            "prompt": "SDR",
-            "treeFlowId": str(flow),
-            "active": True,
-            "whatsapp": {
-                "instanceName": INSTANCE,
-                "serverUrl": "http://127.0.0.1:9",
-                "apiKey": "k",
-                "active": True,
-            },
-        },
-    )
+    org, agent = create_agent_in_process(uows, INSTANCE, "http://127.0.0.1:9")
     event = parse_webhook(webhook_body(INSTANCE, "5511999990000", "Oi", "UNSETTLED-1"))
     assert isinstance(event, MessageUpsert)
     outcome = record_inbound(uows, event)
