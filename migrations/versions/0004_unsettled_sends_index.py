@@ -2,7 +2,8 @@
 
 The recovery sweep (every 30 s in every process), the replies an agent's reconnect hands back to the sender,
 and the check a receipt of an unknown message makes ("is one of the agent's sends being recorded?") each
-read only the unsettled replies; without this index each read every message of the table.
+want only the unsettled replies; without this index they read every message of the table, or every message
+of the agent.
 
 On PostgreSQL the index is built CONCURRENTLY (outside a transaction), so inbound messages keep being stored
 while it is built on a large table.
