@@ -109,9 +109,8 @@ def write_results(name: str, figures: dict[str, Any], extra: dict[str, Any] | No
         "other_processes": {
             "at_start": _RUN_STATE.get("quiet"),
             "phases_disturbed": disturbed,
-            "note": "a phase is disturbed when processes that are not this benchmark's used > "
-            f"{DISTURBED_CORES} "
-            "cores during it (other engineers' test runs share this machine)",
+            "note": "a phase is disturbed when processes that are not this benchmark's used"
+            f" > {DISTURBED_CORES} cores during it (other engineers' test runs share this machine)",
         },
         **(extra or {}),
     }

@@ -46,8 +46,15 @@ from luminai_actors import bootstrap
 from luminai_actors.config import Settings
 from luminai_actors.evolution.webhook import parse_webhook
 from luminai_actors.persistence import lead_path, uow
-from luminai_actors.services import identity, inbound, inbound_lead
+from luminai_actors.services import inbound, inbound_lead
 from luminai_actors.testing import FakeEvolutionApi
+
+#: The lead path's three statements: (function of `persistence.lead_path`, the label of its step).
+STATEMENTS = (
+    ("inbound_agent", "    1 inbound_agent (BEGIN, agent, dedupe, locks)"),
+    ("lead_lookup", "    2 lead_lookup (contacts, open talk, defaults)"),
+    ("store_lead_message", "    3 store_lead_message (one statement)"),
+)
 
 SERVICE_ENV = {"LUMINAI_AI_DEBOUNCE_SECONDS": "0", "LUMINAI_SEND_RATE_PER_INSTANCE": "0"}
 
@@ -151,9 +158,7 @@ def in_process(bench: Bench, evolution: FakeEvolutionApi, count: int = 500) -> d
         (bootstrap.Container, "handle_inbound_now", "total (Container.handle_inbound)"),
         (inbound, "_record", "record_inbound's transaction"),
         (inbound, "record_lead", "  the lead hot path"),
-        (inbound_lead.lead_path, "inbound_agent", "    1 inbound_agent (BEGIN, agent, dedupe, locks)"),
-        (inbound_lead.lead_path, "lead_lookup", "    2 lead_lookup (contacts, open talk, defaults)"),
-        (inbound_lead.lead_path, "store_lead_message", "    3 store_lead_message (one statement)"),
+        *((inbound_lead.lead_path, name, label) for name, label in STATEMENTS),
         (inbound_lead.identity, "new_contact", "    model object: Contact"),
         (inbound_lead.identity, "new_whatsapp_talk", "    model object: Talk"),
         (inbound_lead, "lead_message", "    model object: TalkMessage"),
@@ -164,7 +169,6 @@ def in_process(bench: Bench, evolution: FakeEvolutionApi, count: int = 500) -> d
     ]
     for owner, name, step in steps:
         timer.wrap(owner, name, step)
-    assert identity is inbound_lead.identity
 
     def feed(n: int, tag: str, offset: int) -> None:
         for i in range(n):
@@ -196,20 +200,9 @@ def _replay_statements(container: Any, timer: StepTimer, feed: Callable[[int, st
         feed(1, "C", 5_000)
     finally:
         event.remove(container.engine, "before_cursor_execute", capture)
-    agent_args, lookup_args, store_args = (
-        timer.last_args[step]
-        for step in (
-            "    1 inbound_agent (BEGIN, agent, dedupe, locks)",
-            "    2 lead_lookup (contacts, open talk, defaults)",
-            "    3 store_lead_message (one statement)",
-        )
-    )
-    core_calls = [
-        lambda c: lead_path.inbound_agent(c, *agent_args[0][1:], **agent_args[1]),
-        lambda c: lead_path.lead_lookup(c, *lookup_args[0][1:], **lookup_args[1]),
-        lambda c: lead_path.store_lead_message(c, *store_args[0][1:], **store_args[1]),
-    ]
-    names = ["inbound_agent", "lead_lookup", "store_lead_message"]
+    names = [name for name, _ in STATEMENTS]
+    # How the record path called each statement's function, its connection left out.
+    calls = [timer.last_args[label] for _, label in STATEMENTS]
     store_params = sent[2][1]
     with container.engine.begin() as connection:  # the captured lead's rows go: the replays insert them again
         for sql, key in (
@@ -221,12 +214,12 @@ def _replay_statements(container: Any, timer: StepTimer, feed: Callable[[int, st
             connection.exec_driver_sql(sql, {"k": store_params[key]})
     results: dict[str, dict[str, Any]] = {name: {} for name in names}
 
-    def measure(way: str, run: Callable[[Any, int], None], rollback: Callable[[], None]) -> None:
+    def measure(way: str, run: Callable[[int], None], rollback: Callable[[], None]) -> None:
         samples: dict[int, list[tuple[float, float]]] = collections.defaultdict(list)
         for _ in range(300):
             for index in range(3):
                 cpu, wall = time.thread_time(), time.perf_counter()
-                run(None, index)
+                run(index)
                 samples[index].append((time.thread_time() - cpu, time.perf_counter() - wall))
             rollback()
         for index, name in enumerate(names):
@@ -236,9 +229,14 @@ def _replay_statements(container: Any, timer: StepTimer, feed: Callable[[int, st
             }
 
     with container.engine.connect() as connection:
-        measure("sqlalchemy_core", lambda _c, i: core_calls[i](connection), connection.rollback)
 
-        def driver_sql(_c: Any, index: int) -> None:
+        def core(index: int) -> None:
+            (_, *args), kwargs = calls[index]
+            getattr(lead_path, names[index])(connection, *args, **kwargs)
+
+        measure("sqlalchemy_core", core, connection.rollback)
+
+        def driver_sql(index: int) -> None:
             result = connection.exec_driver_sql(*sent[index])
             if result.returns_rows:
                 result.all()
@@ -249,7 +247,7 @@ def _replay_statements(container: Any, timer: StepTimer, feed: Callable[[int, st
     url = (container.engine.url.set(drivername="postgresql")).render_as_string(hide_password=False)
     with psycopg.connect(url) as raw:
 
-        def plain(_c: Any, index: int) -> None:
+        def plain(index: int) -> None:
             cursor = raw.execute(*sent[index])
             if cursor.description is not None:
                 cursor.fetchall()
