@@ -120,9 +120,15 @@ class Harness:
         idle_seconds: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
         spare_actors: int = 0,
+        spare_refill_wait: float = 0.1,
     ) -> ConversationRouter[Any, Any]:
         router: ConversationRouter[Any, Any] = ConversationRouter(
-            handler, max_actors=max_actors, idle_seconds=idle_seconds, clock=clock, spare_actors=spare_actors
+            handler,
+            max_actors=max_actors,
+            idle_seconds=idle_seconds,
+            clock=clock,
+            spare_actors=spare_actors,
+            spare_refill_wait=spare_refill_wait,
         )
         self.routers.append(router)
         return router
@@ -931,3 +937,37 @@ def test_burst_of_new_conversations_beyond_the_spares_still_starts_each_actor(ha
     assert {actor["key"] for actor in router.snapshot()} == {f"lead-{n}" for n in range(20)}
     assert all(len(threads) == 1 for threads in recorder.threads.values())
     assert router.wait_idle(WAIT)
+
+
+def test_a_taken_spare_is_replaced_only_once_no_conversation_has_work_in_flight(harness: Harness) -> None:
+    gate = harness.gate()
+    recorder, replies = Recorder(blocking_work(gate)), Replies()
+    router = harness.router(recorder, spare_actors=1, spare_refill_wait=WAIT)
+    router.start()
+    wait_for_spares(router, 1)
+
+    router.tell("lead-a", Ev("lead-a", 0), replies)
+    assert recorder.started(Ev("lead-a", 0)).wait(WAIT)
+    started = router.started_total
+    time.sleep(0.3)  # the maker had time to start the replacement, had it not waited for quiet
+    assert router.spares_ready == 0  # no thread start competes with the lead's first message
+    gate.set()
+    replies.wait(1)
+    wait_for_spares(router, 1)  # quiet: replaced at once, long before `spare_refill_wait`
+    assert (router.started_total, router.spares_used_total) == (started, 1)
+
+
+def test_under_steady_work_the_spare_is_replaced_after_spare_refill_wait(harness: Harness) -> None:
+    gate = harness.gate()
+    recorder, replies = Recorder(blocking_work(gate)), Replies()
+    router = harness.router(recorder, spare_actors=1, spare_refill_wait=0.2)
+    router.start()
+    wait_for_spares(router, 1)
+
+    router.tell("lead-a", Ev("lead-a", 0), replies)  # stays in flight until the gate opens
+    taken = time.monotonic()
+    wait_for_spares(router, 1)
+    assert time.monotonic() - taken >= 0.2
+    assert recorder.handled == []  # replaced while the conversation still had its event in flight
+    gate.set()
+    replies.wait(1)
