@@ -209,8 +209,8 @@ def test_a_turn_claims_and_reads_in_one_statement_and_stores_in_one(world: World
 
     outcome, statements = world.statements_of(lambda: world.turn(talk_id, at))
 
-    # claim + context, history | talk, processed and reply (one statement of CTEs) | anything more?
-    assert statements == ["UPDATE", "SELECT", "WITH", "SELECT"]
+    # claim + context + history | talk, processed and reply (one statement of CTEs) | anything more?
+    assert statements == ["UPDATE", "WITH", "SELECT"]
     [reply] = world.messages(talk_id, "outbound")
     assert (outcome.status, outcome.reply_message_id, outcome.more_pending) == ("replied", reply.id, False)
     assert reply.body.endswith("What do you need?")
@@ -236,7 +236,7 @@ def test_only_the_lease_claims_transaction_commits_without_waiting_for_the_disk(
     talk_id = world.inbound("Oi")
     with SqlAlchemyUnitOfWork(world.db.sessions, hold_connection=True) as uow:
         assert uow.session is not None
-        claimed = uow.repo.claim_turn(talk_id, T0, T0 + timedelta(minutes=2))
+        claimed = uow.repo.claim_turn(talk_id, T0, T0 + timedelta(minutes=2), 20)
         assert claimed is not None
         assert uow.session.execute(text("SHOW synchronous_commit")).scalar_one() == "off"
         uow.commit()
@@ -255,9 +255,34 @@ def test_a_burst_still_arriving_and_nothing_to_answer_leave_no_lease(world: Worl
     assert world.turn(talk_id, T0 + timedelta(seconds=3), debounce=2.0).status == "replied"
     again, statements = world.statements_of(lambda: world.turn(talk_id, T0 + timedelta(seconds=4)))
     assert again.status == "nothing_pending"
-    assert statements == ["UPDATE", "SELECT"]  # claimed, read, rolled back
+    assert statements == ["UPDATE"]  # claimed with its history, rolled back
     assert world.talk(talk_id).ai_lease_until is None
     assert len(world.messages(talk_id, "outbound")) == 1
+
+
+def test_the_claim_reads_the_same_history_as_the_message_views_in_utc(world: World) -> None:
+    talk_id = world.inbound("first", T0)
+    for n in range(23):
+        world.inbound(
+            f'msg {n} \u00e9 "quoted" \\ {{json}}', T0 + timedelta(seconds=n + 1, microseconds=n * 7)
+        )
+    [*_, answered] = world.messages(talk_id, "inbound")
+    world.set(TalkMessage, answered.id, processed_at=T0 + timedelta(minutes=5, microseconds=3))
+    with SqlAlchemyUnitOfWork(world.db.sessions, hold_connection=True) as uow:
+        assert uow.session is not None
+        # The JSON carries the session's offset; the views come back in UTC all the same.
+        uow.session.execute(text("SET LOCAL TimeZone = 'America/Sao_Paulo'"))
+        expected = uow.repo.message_views(talk_id, 20)
+        claim = uow.repo.claim_turn(talk_id, T0, T0 + timedelta(minutes=2), 20)
+        assert claim is not None
+        _, recent = claim
+        uow.rollback()
+    assert len(expected) == 20
+    assert recent == expected  # the same 20 messages, oldest first, every field equal
+    assert [v.body for v in recent][-1] == 'msg 22 \u00e9 "quoted" \\ {json}'
+    assert recent[-1].processed_at == T0 + timedelta(minutes=5, microseconds=3)
+    assert all(v.created_at.tzinfo == UTC and v.sent_at is not None for v in recent)
+    assert recent[0].processed_at is None
 
 
 def test_a_paused_or_leased_talk_gets_its_outcome_from_the_general_path(world: World) -> None:

@@ -5,7 +5,8 @@ and most of the worker's CPU (identity map, unit-of-work flush, one entity load 
 
 - `claim_turn` (PostgreSQL): one `UPDATE talk … FROM agent, contact … RETURNING` takes the AI lease of a talk
   that is not paused and returns everything the turn reads about it (TalkFlow state, agent, tree flow,
-  contact); its transaction commits without waiting for the disk (the lease needs no durability of its own);
+  contact, and its recent messages as one JSON array); its transaction commits without waiting for the disk
+  (the lease needs no durability of its own);
 - `message_views` / `pending_views`: the talk's recent (or pending) messages as plain rows;
 - `finish_turn` (portable): the talk's update with its lease released (only if it is not paused: the
   statement's WHERE), the opt-out of its contact, one `UPDATE` marking the answered messages processed, and
@@ -29,7 +30,7 @@ import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -47,7 +48,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 
 from luminai_actors.persistence.tables import (
     SEND_PENDING,
@@ -144,6 +145,37 @@ def _lease_free(column: Any, now: Any) -> Any:
 
 # --- AI turn ------------------------------------------------------------------------------------------------
 
+
+_VIEW_COLUMNS = (
+    _msg.c.id,
+    _msg.c.direction,
+    _msg.c.body,
+    _msg.c.processed_at,
+    _msg.c.sent_at,
+    _msg.c.created_at,
+)
+_RECENT = (
+    select(*_VIEW_COLUMNS)
+    .where(_msg.c.talk_id == bindparam("talk_id"))
+    .order_by(_msg.c.created_at.desc(), _msg.c.id.desc())
+    .limit(bindparam("limit"))
+)
+# `_RECENT` as one JSON array of [id, direction, body, processed_at, sent_at, created_at], oldest first: a
+# column of the claim's RETURNING, which saves the turn the round trip of reading its history.
+_recent = _RECENT.subquery("recent")
+_RECENT_JSON = select(
+    func.json_agg(aggregate_order_by(func.json_build_array(*_recent.c), _recent.c.created_at, _recent.c.id))
+).scalar_subquery()
+_PENDING_WHERE = (
+    _msg.c.talk_id == bindparam("talk_id"),
+    _msg.c.direction == "inbound",
+    _msg.c.processed_at.is_(None),
+)
+_PENDING = (
+    select(*_VIEW_COLUMNS).where(*_PENDING_WHERE).order_by(_msg.c.sent_at, _msg.c.created_at, _msg.c.id)
+)
+_ANY_PENDING = select(_msg.c.id).where(*_PENDING_WHERE).limit(1)
+
 _CLAIM_TURN = (
     update(_talk)
     .where(
@@ -166,34 +198,11 @@ _CLAIM_TURN = (
         _contact.c.first_name,
         _contact.c.phone,
         _contact.c.opted_out_at.is_not(None),
+        _RECENT_JSON,
         # This transaction's commit need not wait for its WAL flush (see `claim_turn`).
         func.set_config("synchronous_commit", "off", True),
     )
 )
-
-_VIEW_COLUMNS = (
-    _msg.c.id,
-    _msg.c.direction,
-    _msg.c.body,
-    _msg.c.processed_at,
-    _msg.c.sent_at,
-    _msg.c.created_at,
-)
-_RECENT = (
-    select(*_VIEW_COLUMNS)
-    .where(_msg.c.talk_id == bindparam("talk_id"))
-    .order_by(_msg.c.created_at.desc(), _msg.c.id.desc())
-    .limit(bindparam("limit"))
-)
-_PENDING_WHERE = (
-    _msg.c.talk_id == bindparam("talk_id"),
-    _msg.c.direction == "inbound",
-    _msg.c.processed_at.is_(None),
-)
-_PENDING = (
-    select(*_VIEW_COLUMNS).where(*_PENDING_WHERE).order_by(_msg.c.sent_at, _msg.c.created_at, _msg.c.id)
-)
-_ANY_PENDING = select(_msg.c.id).where(*_PENDING_WHERE).limit(1)
 
 
 def _mark_processed(talk_match: Any) -> Any:
@@ -246,20 +255,38 @@ _FINISH = {
 
 
 def claim_turn(
-    connection: Connection, talk_id: uuid.UUID, now: datetime, until: datetime
-) -> ClaimedTurn | None:
+    connection: Connection, talk_id: uuid.UUID, now: datetime, until: datetime, history: int
+) -> tuple[ClaimedTurn, list[MessageView]] | None:
     """PostgreSQL: take the AI lease of a talk that exists and is not paused, whose lease is free and whose
-    agent and contact exist, and read the turn's context in the same statement. None: nothing changed.
+    agent and contact exist, and read the turn's context and the talk's last `history` messages (oldest
+    first, as `message_views`) in the same statement. None: nothing changed.
 
     The statement also makes its transaction's commit asynchronous (`synchronous_commit` off, for this
     transaction only), which saves the turn one wait for a WAL flush before the brain runs. A lease lost to a
     server crash costs nothing: the turn then fails with that server anyway and runs again after it, since
     its messages are still unanswered; and the turn's next commit, which stores the reply synchronously,
     flushes the WAL up to and including this one."""
-    row = connection.execute(_CLAIM_TURN, {"talk_id": talk_id, "now": now, "until": until}).first()
+    row = connection.execute(
+        _CLAIM_TURN, {"talk_id": talk_id, "now": now, "until": until, "limit": history}
+    ).first()
     if row is None:
         return None
-    return ClaimedTurn(*row[:-1])
+    *claimed, recent, _ = row
+    return ClaimedTurn(*claimed), [_view_of_json(item) for item in recent or ()]
+
+
+def _timestamp(text: str | None) -> datetime | None:
+    """A timestamptz as PostgreSQL writes it in JSON (ISO 8601 with the session's offset), in UTC."""
+    return datetime.fromisoformat(text).astimezone(UTC) if text is not None else None
+
+
+def _view_of_json(item: list[Any]) -> MessageView:
+    message_id, direction, body, processed_at, sent_at, created_at = item
+    created = _timestamp(created_at)
+    assert created is not None, "talk_message.created_at is NOT NULL"
+    return MessageView(
+        uuid.UUID(message_id), direction, body, _timestamp(processed_at), _timestamp(sent_at), created
+    )
 
 
 def message_views(connection: Connection, talk_id: uuid.UUID, limit: int) -> list[MessageView]:

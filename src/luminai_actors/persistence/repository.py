@@ -76,7 +76,9 @@ class Repository(Protocol):
     def messages_from_contact(self, contact_id: uuid.UUID) -> list[TalkMessage]: ...
 
     # The worker's hot path (see `hot_path.py`).
-    def claim_turn(self, talk_id: uuid.UUID, now: datetime, until: datetime) -> ClaimedTurn | None: ...
+    def claim_turn(
+        self, talk_id: uuid.UUID, now: datetime, until: datetime, history: int
+    ) -> tuple[ClaimedTurn, list[MessageView]] | None: ...
     def message_views(self, talk_id: uuid.UUID, limit: int) -> list[MessageView]: ...
     def pending_views(self, talk_id: uuid.UUID) -> list[MessageView]: ...
     def has_pending_inbound(self, talk_id: uuid.UUID) -> bool: ...
@@ -371,9 +373,14 @@ class SqlAlchemyRepository:
 
     # --- the worker's hot path: Core statements on the session's connection (`hot_path.py`) ---------------
 
-    def claim_turn(self, talk_id: uuid.UUID, now: datetime, until: datetime) -> ClaimedTurn | None:
-        """PostgreSQL only (one `UPDATE … FROM … RETURNING`); elsewhere None: the caller's general path."""
-        return hot_path.claim_turn(self.session.connection(), talk_id, now, until) if self.postgres else None
+    def claim_turn(
+        self, talk_id: uuid.UUID, now: datetime, until: datetime, history: int
+    ) -> tuple[ClaimedTurn, list[MessageView]] | None:
+        """PostgreSQL only (one `UPDATE … FROM … RETURNING`, the talk's last `history` messages included);
+        elsewhere None: the caller's general path."""
+        if not self.postgres:
+            return None
+        return hot_path.claim_turn(self.session.connection(), talk_id, now, until, history)
 
     def message_views(self, talk_id: uuid.UUID, limit: int) -> list[MessageView]:
         return hot_path.message_views(self.session.connection(), talk_id, limit)

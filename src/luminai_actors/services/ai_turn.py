@@ -2,8 +2,8 @@
 
 Phases, so that no database transaction stays open while an LLM thinks:
 1. `_prepare` (one transaction): claim the talk (a lease on `talk.ai_lease_until` taken with a conditional
-   UPDATE, so two workers never run turns of one talk at once) and read its TalkFlow and context in the same
-   statement (`Repository.claim_turn`), then its recent history; when that holds the whole talk (fewer than
+   UPDATE, so two workers never run turns of one talk at once) and read its TalkFlow, context and recent
+   history in the same statement (`Repository.claim_turn`); when the history holds the whole talk (fewer than
    `HISTORY_LIMIT` messages) the pending inbound messages are taken from it instead of a second query. With
    nothing pending, or a burst still arriving (debounce), the transaction is rolled back: no lease is kept.
    When the one-statement claim does not apply (talk missing or paused, lease taken, agent missing, or a
@@ -120,10 +120,10 @@ def _prepare(
 ) -> _Prepared | TurnOutcome:
     until = at + timedelta(seconds=lease_seconds)
     with uow_factory() as uow:
-        claimed = uow.repo.claim_turn(talk_id, at, until)
-        if claimed is None:  # not claimable in one statement (or not on this database): find out why
+        claim = uow.repo.claim_turn(talk_id, at, until, HISTORY_LIMIT)
+        if claim is None:  # not claimable in one statement (or not on this database): find out why
             return _prepare_general(uow, talk_id, at, until, debounce)
-        recent = uow.repo.message_views(talk_id, HISTORY_LIMIT)
+        claimed, recent = claim
         pending = _pending_among(recent) if len(recent) < HISTORY_LIMIT else uow.repo.pending_views(talk_id)
         not_yet = _not_yet(pending, at, debounce)
         if not_yet is not None:

@@ -353,7 +353,9 @@ class FakeRepository:
 
     # --- the worker's hot path, with the semantics of `persistence/hot_path.py` on PostgreSQL ---------------
 
-    def claim_turn(self, talk_id: uuid.UUID, now: datetime, until: datetime) -> ClaimedTurn | None:
+    def claim_turn(
+        self, talk_id: uuid.UUID, now: datetime, until: datetime, history: int
+    ) -> tuple[ClaimedTurn, list[MessageView]] | None:
         talk = self.get(Talk, talk_id)
         if talk is None or talk.paused or not _lease_free(talk.ai_lease_until, now):
             return None
@@ -364,7 +366,7 @@ class FakeRepository:
         flow = self.get(TreeFlow, agent.tree_flow_id) if agent.tree_flow_id else None
         talk.ai_lease_until = until
         # a copy, as rows read from a database would be: the turn must not mutate the stored state
-        return copy.deepcopy(ClaimedTurn.of(talk, agent, flow, contact))
+        return copy.deepcopy(ClaimedTurn.of(talk, agent, flow, contact)), self.message_views(talk_id, history)
 
     @staticmethod
     def _view(m: TalkMessage) -> MessageView:
