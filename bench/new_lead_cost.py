@@ -10,7 +10,7 @@ turns wait in Redis), offline brain, debounce 0, send pacing off:
     them; reports the CPU `serve` used per webhook (from /proc, user + kernel) and the client-side latency.
 (b) in process: the service's own container (`bootstrap.build`), `Container.handle_inbound` for 500 new
     leads, one at a time, with every step of the record path timed (thread CPU and wall, per call): the
-    three statements of `persistence.lead_path`, the commit, the model objects, the AI-turn enqueue.
+    three statements of `persistence.lead_path`, the commit, the new rows' values, the AI-turn enqueue.
 (c) the three statements of one new lead, each run 300 times (in a transaction rolled back every time):
     through SQLAlchemy Core (`lead_path`'s own functions), as the compiled SQL string through SQLAlchemy
     (`Connection.exec_driver_sql`), and on a plain psycopg connection. The difference is what SQLAlchemy's
@@ -159,9 +159,9 @@ def in_process(bench: Bench, evolution: FakeEvolutionApi, count: int = 500) -> d
         (inbound, "_record", "record_inbound's transaction"),
         (inbound, "record_lead", "  the lead hot path"),
         *((inbound_lead.lead_path, name, label) for name, label in STATEMENTS),
-        (inbound_lead.identity, "new_contact", "    model object: Contact"),
-        (inbound_lead.identity, "new_whatsapp_talk", "    model object: Talk"),
-        (inbound_lead, "lead_message", "    model object: TalkMessage"),
+        (inbound_lead.identity, "new_contact_row", "    row values: contact"),
+        (inbound_lead.identity, "new_whatsapp_talk_row", "    row values: talk"),
+        (inbound_lead, "lead_message_row", "    row values: talk_message"),
         (uow.SqlAlchemyUnitOfWork, "commit", "  COMMIT (Session.commit)"),
         (uow.SqlAlchemyUnitOfWork, "__enter__", "  unit of work: open"),
         (uow.SqlAlchemyUnitOfWork, "__exit__", "  unit of work: close"),

@@ -284,20 +284,30 @@ def lead_lookup(
     return LeadLookup(contacts, *first[:5])
 
 
-def inserted_values(obj: Base) -> dict[str, Any]:
-    """The columns a flush of a new model object inserts, by column key: those set, and unset ones with a
-    scalar default (callable defaults, ids and times, are the caller's to set). NULLs are left out: the
-    table has no server defaults, and fewer parameters keep psycopg's conversion of the statement cached."""
+@functools.cache
+def _insert_columns(model: type[Base]) -> tuple[tuple[str, str, Any], ...]:
+    """(attribute name, column key, column default or None) of each column of `model`."""
+    return tuple(
+        (attr.key, attr.columns[0].key, attr.columns[0].default) for attr in model.__mapper__.column_attrs
+    )
+
+
+def inserted_values(model: type[Base], row: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns a flush of `model(**row)` inserts, by column key: those set, and unset ones with a scalar
+    default (callable defaults, ids and times, are the caller's to set). NULLs are left out: the table has
+    no server defaults, and fewer parameters keep psycopg's conversion of the statement cached. `row` is by
+    attribute name, as the model's constructor takes it (no model object is built: its instrumentation
+    cost more than the rest of the new lead's Python work outside the statements)."""
+    unknown = row.keys() - {name for name, _, _ in _insert_columns(model)}
+    assert not unknown, f"not columns of {model.__name__}: {sorted(unknown)}"
     values: dict[str, Any] = {}
-    for attr in obj.__mapper__.column_attrs:
-        column = attr.columns[0]
-        value = getattr(obj, attr.key)
-        default: Any = column.default
+    for name, key, default in _insert_columns(model):
+        value = row.get(name)
         if value is None and default is not None:
-            assert default.is_scalar, f"{column} is the caller's to set"
+            assert default.is_scalar, f"{model.__name__}.{name} is the caller's to set"
             value = default.arg
         if value is not None:
-            values[column.key] = value
+            values[key] = value
     return values
 
 
@@ -363,24 +373,25 @@ def _params(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
 
 def store_lead_message(
     connection: Connection,
-    message: TalkMessage,
+    message: Mapping[str, Any],
     *,
-    contact: Contact | None = None,
-    talk: Talk | None = None,
-    talk_agent: TalkAgent | None = None,
+    contact: Mapping[str, Any] | None = None,
+    talk: Mapping[str, Any] | None = None,
+    talk_agent: Mapping[str, Any] | None = None,
     closed_talk: RowChange | None = None,
     touched_talk: RowChange | None = None,
     touched_contact: RowChange | None = None,
 ) -> None:
     """PostgreSQL: insert a lead's message with what it needs, in one statement: a new `contact`; a new
     `talk` with its `talk_agent` row (inserted after `closed_talk`, the expired talk it replaces, is closed);
-    the changes of an existing talk and contact. The rows are the given model objects' `inserted_values`.
-    A unique key that refuses a row (a redelivered message, a contact or talk another process just created)
-    raises IntegrityError and nothing is written."""
-    message_row = inserted_values(message)
-    contact_row = inserted_values(contact) if contact is not None else None
-    talk_row = inserted_values(talk) if talk is not None else None
-    talk_agent_row = inserted_values(talk_agent) if talk_agent is not None else None
+    the changes of an existing talk and contact. The new rows are given by attribute name, as the models'
+    constructors take them, and inserted as `inserted_values` says. A unique key that refuses a row (a
+    redelivered message, a contact or talk another process just created) raises IntegrityError and nothing
+    is written."""
+    message_row = inserted_values(TalkMessage, message)
+    contact_row = inserted_values(Contact, contact) if contact is not None else None
+    talk_row = inserted_values(Talk, talk) if talk is not None else None
+    talk_agent_row = inserted_values(TalkAgent, talk_agent) if talk_agent is not None else None
     assert (talk_row is None) == (talk_agent_row is None), "a new talk comes with its talk_agent row"
     shape: _Shape = (
         tuple(contact_row) if contact_row is not None else None,

@@ -95,6 +95,39 @@ def find_or_create_contact(
     return contact
 
 
+def new_contact_row(
+    org: uuid.UUID,
+    company_id: uuid.UUID,
+    event: MessageUpsert,
+    phone: str | None,
+    lid: str | None,
+    now: datetime,
+    *,
+    business_side: bool = False,
+) -> dict[str, Any]:
+    """The contact row a WhatsApp person becomes, by attribute name (both inbound paths build it here: the
+    ORM path as `new_contact`, the lead path as the values of its INSERT)."""
+    lead_name = None if business_side else event.push_name  # on our side pushName is the business's
+    first, last = split_name(lead_name or "")
+    return {
+        "id": uuid7(),
+        "organization_id": org,
+        "company_id": company_id,
+        "name": lead_name or phone or f"WhatsApp {lid}",
+        "first_name": first,
+        "last_name": last,
+        "email": None,
+        "phone": phone,
+        "mobile_phone": phone,
+        "whatsapp_lid": lid,
+        "lead_source": LEAD_SOURCE,
+        "origin": ORIGIN,
+        "last_contact_date": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def new_contact(
     org: uuid.UUID,
     company_id: uuid.UUID,
@@ -105,26 +138,42 @@ def new_contact(
     *,
     business_side: bool = False,
 ) -> Contact:
-    """The contact row a WhatsApp person becomes (both inbound paths build it here)."""
-    lead_name = None if business_side else event.push_name  # on our side pushName is the business's
-    first, last = split_name(lead_name or "")
-    return Contact(
-        id=uuid7(),
-        organization_id=org,
-        company_id=company_id,
-        name=lead_name or phone or f"WhatsApp {lid}",
-        first_name=first,
-        last_name=last,
-        email=None,
-        phone=phone,
-        mobile_phone=phone,
-        whatsapp_lid=lid,
-        lead_source=LEAD_SOURCE,
-        origin=ORIGIN,
-        last_contact_date=now,
-        created_at=now,
-        updated_at=now,
-    )
+    return Contact(**new_contact_row(org, company_id, event, phone, lid, now, business_side=business_side))
+
+
+def new_whatsapp_talk_row(
+    org: uuid.UUID,
+    contact_id: uuid.UUID,
+    contact_name: str,
+    agent_id: uuid.UUID,
+    owner_id: uuid.UUID,
+    talk_type_id: uuid.UUID,
+    tree_flow_id: uuid.UUID | None,
+    tree_flow_definition: Any,
+    now: datetime,
+) -> dict[str, Any]:
+    """An open WhatsApp talk with a fresh TalkFlow from the agent's TreeFlow, by attribute name (both inbound
+    paths: the ORM path as `new_whatsapp_talk`)."""
+    return {
+        "id": uuid7(),
+        "organization_id": org,
+        "contact_id": contact_id,
+        "agent_id": agent_id,
+        "owner_id": owner_id,
+        "talk_type_id": talk_type_id,
+        "subject": f"WhatsApp - {contact_name}",
+        "channel": CHANNEL_WHATSAPP,
+        "status": TALK_ACTIVE,
+        "archived": False,
+        "paused": False,
+        "needs_human": False,
+        "talk_flow": talkflow.initial_state(
+            str(tree_flow_id) if tree_flow_id else None, normalize_definition(tree_flow_definition)
+        ),
+        "date_start": now,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def new_whatsapp_talk(
@@ -138,26 +187,18 @@ def new_whatsapp_talk(
     tree_flow_definition: Any,
     now: datetime,
 ) -> Talk:
-    """An open WhatsApp talk with a fresh TalkFlow from the agent's TreeFlow (both inbound paths)."""
     return Talk(
-        id=uuid7(),
-        organization_id=org,
-        contact_id=contact_id,
-        agent_id=agent_id,
-        owner_id=owner_id,
-        talk_type_id=talk_type_id,
-        subject=f"WhatsApp - {contact_name}",
-        channel=CHANNEL_WHATSAPP,
-        status=TALK_ACTIVE,
-        archived=False,
-        paused=False,
-        needs_human=False,
-        talk_flow=talkflow.initial_state(
-            str(tree_flow_id) if tree_flow_id else None, normalize_definition(tree_flow_definition)
-        ),
-        date_start=now,
-        created_at=now,
-        updated_at=now,
+        **new_whatsapp_talk_row(
+            org,
+            contact_id,
+            contact_name,
+            agent_id,
+            owner_id,
+            talk_type_id,
+            tree_flow_id,
+            tree_flow_definition,
+            now,
+        )
     )
 
 

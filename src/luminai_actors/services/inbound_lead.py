@@ -10,6 +10,7 @@ written: the caller rolls back and decides it with the ORM path, in a new transa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,13 +20,7 @@ from luminai_actors.domain.phone import jid_user, phone_from_jid, phone_variants
 from luminai_actors.evolution.webhook import MessageUpsert
 from luminai_actors.persistence import lead_path
 from luminai_actors.persistence.lead_path import RowChange
-from luminai_actors.persistence.tables import (
-    TALK_CLOSED,
-    Contact,
-    Talk,
-    TalkAgent,
-    utcnow,
-)
+from luminai_actors.persistence.tables import TALK_CLOSED, utcnow
 from luminai_actors.persistence.uow import UnitOfWork
 from luminai_actors.services import identity
 from luminai_actors.services.identity import DEFAULT_COMPANY, TALK_TYPE_WHATSAPP
@@ -34,7 +29,7 @@ from luminai_actors.services.inbound_model import (
     KnownConversation,
     ignored_by_metadata,
     is_ours,
-    lead_message,
+    lead_message_row,
 )
 
 
@@ -86,14 +81,19 @@ def record_lead(
         tree_flow_id=agent.tree_flow_id,
     )
     wall = utcnow()  # what the ORM's `onupdate` writes into `updated_at` of the rows it updates
-    new_contact: Contact | None = None
+    new_contact: dict[str, Any] | None = None
     touched_contact: RowChange | None = None
     # As `find_or_create_contact`, for no contact or one that needs nothing learned or merged.
     if not found.contacts:
         if found.company_id is None:
             return None
-        new_contact = identity.new_contact(org, found.company_id, event, phone, lid, now)
-        contact_id, contact_name, contact_phone, contact_lid = new_contact.id, new_contact.name, phone, lid
+        new_contact = identity.new_contact_row(org, found.company_id, event, phone, lid, now)
+        contact_id, contact_name, contact_phone, contact_lid = (
+            new_contact["id"],
+            new_contact["name"],
+            phone,
+            lid,
+        )
         open_talk = None
     else:
         if len(found.contacts) > 1:
@@ -118,13 +118,13 @@ def record_lead(
             {"status": TALK_CLOSED, "closed_at": now, "talk_flow": flow, "updated_at": wall},
         )
         open_talk = None
-    new_talk: Talk | None = None
-    talk_agent: TalkAgent | None = None
+    new_talk: dict[str, Any] | None = None
+    talk_agent: Mapping[str, Any] | None = None
     touched_talk: RowChange | None = None
     if open_talk is None:
         if found.talk_type_id is None or found.owner_id is None:
             return None
-        new_talk = identity.new_whatsapp_talk(
+        new_talk = identity.new_whatsapp_talk_row(
             org,
             contact_id,
             contact_name,
@@ -136,11 +136,9 @@ def record_lead(
             now,
         )
         # The ORM inserts the talk and then sets the reply JID and the last message's time: an update.
-        new_talk.whatsapp_remote_jid = event.reply_jid
-        new_talk.date_last_message = now
-        new_talk.updated_at = wall
-        talk_agent = TalkAgent(talk_id=new_talk.id, agent_id=agent.id, created_at=now)
-        talk_id = new_talk.id
+        new_talk.update(whatsapp_remote_jid=event.reply_jid, date_last_message=now, updated_at=wall)
+        talk_id = new_talk["id"]
+        talk_agent = {"talk_id": talk_id, "agent_id": agent.id, "created_at": now}
     else:
         assert open_talk.talk_id is not None
         talk_id = open_talk.talk_id
@@ -151,7 +149,7 @@ def record_lead(
             changes["date_last_message"] = now
         if changes:
             touched_talk = RowChange(talk_id, {**changes, "updated_at": wall})
-    message = lead_message(org, agent.id, talk_id, contact_id, event, now)
+    message = lead_message_row(org, agent.id, talk_id, contact_id, event, now)
     lead_path.store_lead_message(
         connection,
         message,
@@ -166,4 +164,4 @@ def record_lead(
     known_conversation = KnownConversation(
         agent.id, org, agent.updated_at, contact_id, contact_phone, contact_lid, talk_id
     )
-    return InboundOutcome("stored", None, talk_id, message.id, contact_id, known=known_conversation)
+    return InboundOutcome("stored", None, talk_id, message["id"], contact_id, known=known_conversation)

@@ -75,6 +75,32 @@ def ignored_by_metadata(metadata: dict[str, Any] | None, event: MessageUpsert) -
     )
 
 
+def lead_message_row(
+    org: uuid.UUID,
+    agent_id: uuid.UUID,
+    talk_id: uuid.UUID,
+    contact_id: uuid.UUID,
+    event: MessageUpsert,
+    now: datetime,
+) -> dict[str, Any]:
+    """A lead's message as a talk_message row, by attribute name (the ORM path as `lead_message`)."""
+    return {
+        "id": uuid7(),
+        "organization_id": org,
+        "talk_id": talk_id,
+        "agent_id": agent_id,
+        "from_contact_id": contact_id,
+        "direction": "inbound",
+        "channel": "whatsapp",
+        "body": event.content.text,
+        "message_type": message_type(event),
+        "whatsapp_message_id": event.message_id,
+        "meta": inbound_metadata(event),
+        "sent_at": event.sent_at or now,
+        "created_at": now,
+    }
+
+
 def lead_message(
     org: uuid.UUID,
     agent_id: uuid.UUID,
@@ -83,21 +109,7 @@ def lead_message(
     event: MessageUpsert,
     now: datetime,
 ) -> TalkMessage:
-    return TalkMessage(
-        id=uuid7(),
-        organization_id=org,
-        talk_id=talk_id,
-        agent_id=agent_id,
-        from_contact_id=contact_id,
-        direction="inbound",
-        channel="whatsapp",
-        body=event.content.text,
-        message_type=message_type(event),
-        whatsapp_message_id=event.message_id,
-        meta=inbound_metadata(event),
-        sent_at=event.sent_at or now,
-        created_at=now,
-    )
+    return TalkMessage(**lead_message_row(org, agent_id, talk_id, contact_id, event, now))
 
 
 def message_type(event: MessageUpsert) -> str:
