@@ -7,6 +7,8 @@ The statement lists asserted below are what makes the path cheap (12 → 6 state
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -283,6 +285,50 @@ def test_the_claim_reads_the_same_history_as_the_message_views_in_utc(world: Wor
     assert recent[-1].processed_at == T0 + timedelta(minutes=5, microseconds=3)
     assert all(v.created_at.tzinfo == UTC and v.sent_at is not None for v in recent)
     assert recent[0].processed_at is None
+
+
+def test_a_message_stored_while_the_claim_waits_for_the_talk_joins_the_claimed_history(world: World) -> None:
+    talk_id = world.inbound("first", T0)
+    arrived = T0 + timedelta(seconds=1)
+    claimed: list[Any] = []
+    # Another transaction stores a message of the talk and touches the talk, as every inbound path does,
+    # and holds the talk's row until it commits.
+    with world.db.sessions() as other:
+        [first] = world.messages(talk_id, "inbound")
+        second = TalkMessage(
+            id=uuid.uuid4(),
+            organization_id=first.organization_id,
+            talk_id=talk_id,
+            agent_id=first.agent_id,
+            from_contact_id=first.from_contact_id,
+            direction="inbound",
+            channel="whatsapp",
+            body="second",
+            message_type="text",
+            sent_at=arrived,
+            created_at=arrived,
+        )
+        other.add(second)
+        other.execute(update(Talk).where(Talk.id == talk_id).values(date_last_message=arrived))
+        other.flush()
+
+        def claim() -> None:
+            with SqlAlchemyUnitOfWork(world.db.sessions, hold_connection=True) as uow:
+                claimed.append(uow.repo.claim_turn(talk_id, arrived, arrived + timedelta(minutes=2), 20))
+                uow.rollback()
+
+        claimer = threading.Thread(target=claim)
+        claimer.start()
+        waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        deadline = time.monotonic() + 10
+        while other.execute(waiting).scalar_one() == 0:  # the claim's snapshot is taken: it waits for the row
+            other.execute(text("SELECT pg_stat_clear_snapshot()"))  # the view is a per-transaction snapshot
+            assert time.monotonic() < deadline, "the claim never waited for the talk's row"
+            time.sleep(0.01)
+        other.commit()
+    claimer.join(10)
+    [(_, recent)] = claimed
+    assert [v.body for v in recent] == ["first", "second"]
 
 
 def test_a_paused_or_leased_talk_gets_its_outcome_from_the_general_path(world: World) -> None:

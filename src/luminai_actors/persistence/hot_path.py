@@ -199,6 +199,7 @@ _CLAIM_TURN = (
         _contact.c.phone,
         _contact.c.opted_out_at.is_not(None),
         _RECENT_JSON,
+        _talk.c.date_last_message,
         # This transaction's commit need not wait for its WAL flush (see `claim_turn`).
         func.set_config("synchronous_commit", "off", True),
     )
@@ -259,7 +260,8 @@ def claim_turn(
 ) -> tuple[ClaimedTurn, list[MessageView]] | None:
     """PostgreSQL: take the AI lease of a talk that exists and is not paused, whose lease is free and whose
     agent and contact exist, and read the turn's context and the talk's last `history` messages (oldest
-    first, as `message_views`) in the same statement. None: nothing changed.
+    first, as `message_views`) in the same statement; the history is read again, in a statement of its
+    own, when a message was stored while the claim waited for the talk's row. None: nothing changed.
 
     The statement also makes its transaction's commit asynchronous (`synchronous_commit` off, for this
     transaction only), which saves the turn one wait for a WAL flush before the brain runs. A lease lost to a
@@ -271,8 +273,15 @@ def claim_turn(
     ).first()
     if row is None:
         return None
-    *claimed, recent, _ = row
-    return ClaimedTurn(*claimed), [_view_of_json(item) for item in recent or ()]
+    *claimed, recent_json, last_message_at, _ = row
+    recent = [_view_of_json(item) for item in recent_json or ()]
+    if last_message_at is not None and (not recent or last_message_at > recent[-1].created_at):
+        # The talk's row was updated after this statement's snapshot (the UPDATE waited for its lock, or
+        # found it changed, and then claimed the newest version): the history, read in that snapshot, lacks
+        # the message that transaction stored. Read it again (a new snapshot) so that the message joins this
+        # turn (or holds it back while a burst is still arriving) instead of getting a turn of its own.
+        recent = message_views(connection, talk_id, history)
+    return ClaimedTurn(*claimed), recent
 
 
 def _timestamp(text: str | None) -> datetime | None:
