@@ -2,7 +2,8 @@
 
 No database: the handler is a plain function recording what ran, on which thread, and whether two events of
 one key ever overlapped. Waiting is done on Events/Conditions and thread joins, never on sleeps; the only
-sleeps are the "slow handler" itself and the timing test that is loose on purpose.
+sleeps are the "slow handler" itself, the timing test that is loose on purpose, and the spare-refill tests,
+which check that a replacement is *not* started while conversations are busy (bounds of 0.3 s and more).
 """
 
 from __future__ import annotations
@@ -971,3 +972,21 @@ def test_under_steady_work_the_spare_is_replaced_after_spare_refill_wait(harness
     assert recorder.handled == []  # replaced while the conversation still had its event in flight
     gate.set()
     replies.wait(1)
+
+
+def test_under_steady_work_every_taken_spare_is_replaced_after_one_wait(harness: Harness) -> None:
+    gate = harness.gate()
+    recorder, replies = Recorder(blocking_work(gate)), Replies()
+    router = harness.router(recorder, spare_actors=3, spare_refill_wait=0.3)
+    router.start()
+    wait_for_spares(router, 3)
+
+    for n in range(3):  # three new conversations take the three spares and stay busy
+        router.tell(f"lead-{n}", Ev(f"lead-{n}", 0), replies)
+    taken = time.monotonic()
+    wait_for_spares(router, 3)
+    waited = time.monotonic() - taken
+    assert 0.3 <= waited < 0.75  # one wait for quiet, then all three started (not one wait per spare)
+    assert router.spares_used_total == 3
+    gate.set()
+    replies.wait(3)

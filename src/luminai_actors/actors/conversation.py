@@ -327,16 +327,17 @@ class ConversationRouter(Generic[E, R]):
         return None
 
     def _make_spares_forever(self) -> None:
-        """Keep `spare_actors` started actors ready; each is started outside the lock, once the router is
-        quiet (see `_wait_quiet`)."""
+        """Keep `spare_actors` started actors ready: once asked, wait for the router to be quiet (see
+        `_wait_quiet_locked`), then start every missing one, each outside the lock."""
         while not self._stopping.is_set():
             self._refill.wait()
             self._refill.clear()
+            with self._lock:
+                self._wait_quiet_locked()
             while not self._stopping.is_set():
                 with self._lock:
                     if len(self._spares) >= self.spare_actors:
                         break
-                    self._wait_quiet_locked()
                 try:
                     ref = self._new_actor("")  # its key comes with `Bind`
                 except Exception:  # e.g. no thread could be started: new conversations start their own
@@ -356,8 +357,9 @@ class ConversationRouter(Generic[E, R]):
 
         Starting an actor costs ~0.7 ms of the GIL; started at once, the replacement of the spare a new lead
         just took competes with that lead's own first message (its statements came out ~0.35 ms slower).
-        Woken by each finished event (`_done` notifies); under steady load the wait runs out and the spare is
-        started anyway."""
+        Woken by each finished event (`_done` notifies); under steady load the wait runs out and the spares
+        are started anyway, all of them: new conversations that find none start their own thread, on the
+        caller's (the event loop's) time."""
         self._idle.wait_for(self._quiet_locked, timeout=self.spare_refill_wait)
 
     def _returned(self, key: str) -> None:
