@@ -19,7 +19,9 @@ in a process of its own under `valgrind --tool=callgrind`, with collection switc
 Only the Python side is counted: PostgreSQL's and Redis's work, and the waits, are not (the statements and
 Redis commands per operation are listed beside it). Each side runs from its own tree (`--base`: a temporary
 git worktree, its `src` first on PYTHONPATH) on a fresh database migrated by that tree, with
-PYTHONHASHSEED=0. Repeated runs of one build differ by well under 1 % (`--repeat 2` shows it).
+PYTHONHASHSEED=0. Two runs of one build in one invocation agree to 0.001 % (`--repeat 2`); two invocations
+(another database name, port and time of day) differed by up to 0.45 %, so differences under about 1 % are
+not a change's.
 """
 
 from __future__ import annotations
