@@ -89,7 +89,7 @@ def find_or_create_contact(
         contact.last_contact_date = now
         return contact
     company_id = default_company(uow, org, now).id
-    contact = new_contact(org, company_id, event, phone, lid, now, business_side=business_side)
+    contact = Contact(**new_contact_row(org, company_id, event, phone, lid, now, business_side=business_side))
     uow.repo.add(contact)
     uow.repo.flush()
     return contact
@@ -106,7 +106,7 @@ def new_contact_row(
     business_side: bool = False,
 ) -> dict[str, Any]:
     """The contact row a WhatsApp person becomes, by attribute name (both inbound paths build it here: the
-    ORM path as `new_contact`, the lead path as the values of its INSERT)."""
+    ORM path as `Contact(**row)`, the lead path as the values of its INSERT)."""
     lead_name = None if business_side else event.push_name  # on our side pushName is the business's
     first, last = split_name(lead_name or "")
     return {
@@ -128,19 +128,6 @@ def new_contact_row(
     }
 
 
-def new_contact(
-    org: uuid.UUID,
-    company_id: uuid.UUID,
-    event: MessageUpsert,
-    phone: str | None,
-    lid: str | None,
-    now: datetime,
-    *,
-    business_side: bool = False,
-) -> Contact:
-    return Contact(**new_contact_row(org, company_id, event, phone, lid, now, business_side=business_side))
-
-
 def new_whatsapp_talk_row(
     org: uuid.UUID,
     contact_id: uuid.UUID,
@@ -153,7 +140,7 @@ def new_whatsapp_talk_row(
     now: datetime,
 ) -> dict[str, Any]:
     """An open WhatsApp talk with a fresh TalkFlow from the agent's TreeFlow, by attribute name (both inbound
-    paths: the ORM path as `new_whatsapp_talk`)."""
+    paths: the ORM path as `Talk(**row)`)."""
     return {
         "id": uuid7(),
         "organization_id": org,
@@ -174,32 +161,6 @@ def new_whatsapp_talk_row(
         "created_at": now,
         "updated_at": now,
     }
-
-
-def new_whatsapp_talk(
-    org: uuid.UUID,
-    contact_id: uuid.UUID,
-    contact_name: str,
-    agent_id: uuid.UUID,
-    owner_id: uuid.UUID,
-    talk_type_id: uuid.UUID,
-    tree_flow_id: uuid.UUID | None,
-    tree_flow_definition: Any,
-    now: datetime,
-) -> Talk:
-    return Talk(
-        **new_whatsapp_talk_row(
-            org,
-            contact_id,
-            contact_name,
-            agent_id,
-            owner_id,
-            talk_type_id,
-            tree_flow_id,
-            tree_flow_definition,
-            now,
-        )
-    )
 
 
 def _merge_contacts(uow: UnitOfWork, *, keep: Contact, drop: Contact, now: datetime) -> None:
@@ -276,16 +237,18 @@ def find_or_create_talk(
         talk = None
     if talk is None:
         tree_flow = uow.repo.get(TreeFlow, agent.tree_flow_id) if agent.tree_flow_id else None
-        talk = new_whatsapp_talk(
-            agent.organization_id,
-            contact.id,
-            contact.name,
-            agent.id,
-            _talk_owner(uow, agent, now).id,
-            _talk_type(uow, agent.organization_id, now).id,
-            tree_flow.id if tree_flow else None,
-            tree_flow.definition if tree_flow else None,
-            now,
+        talk = Talk(
+            **new_whatsapp_talk_row(
+                agent.organization_id,
+                contact.id,
+                contact.name,
+                agent.id,
+                _talk_owner(uow, agent, now).id,
+                _talk_type(uow, agent.organization_id, now).id,
+                tree_flow.id if tree_flow else None,
+                tree_flow.definition if tree_flow else None,
+                now,
+            )
         )
         uow.repo.add(talk)
         uow.repo.flush()

@@ -46,7 +46,7 @@ from luminai_actors.services.inbound_model import (
     ignored_by_metadata,
     inbound_metadata,
     is_ours,
-    lead_message,
+    lead_message_row,
     message_type,
 )
 
@@ -134,7 +134,9 @@ def _record(
         talk = find_or_create_talk(uow, agent, contact, event, now, talk_expiry)
         if is_ours(event):
             return _record_business_message(uow, agent, contact, talk, event, now)
-        message = lead_message(agent.organization_id, agent.id, talk.id, contact.id, event, now)
+        message = TalkMessage(
+            **lead_message_row(agent.organization_id, agent.id, talk.id, contact.id, event, now)
+        )
         uow.repo.add(message)
         uow.commit()
         known = KnownConversation(

@@ -13,7 +13,6 @@ from typing import Any
 
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.evolution.webhook import MessageUpsert
-from luminai_actors.persistence.tables import TalkMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +82,7 @@ def lead_message_row(
     event: MessageUpsert,
     now: datetime,
 ) -> dict[str, Any]:
-    """A lead's message as a talk_message row, by attribute name (the ORM path as `lead_message`)."""
+    """A lead's message as a talk_message row, by attribute name (the ORM path as `TalkMessage(**row)`)."""
     return {
         "id": uuid7(),
         "organization_id": org,
@@ -99,17 +98,6 @@ def lead_message_row(
         "sent_at": event.sent_at or now,
         "created_at": now,
     }
-
-
-def lead_message(
-    org: uuid.UUID,
-    agent_id: uuid.UUID,
-    talk_id: uuid.UUID,
-    contact_id: uuid.UUID,
-    event: MessageUpsert,
-    now: datetime,
-) -> TalkMessage:
-    return TalkMessage(**lead_message_row(org, agent_id, talk_id, contact_id, event, now))
 
 
 def message_type(event: MessageUpsert) -> str:
