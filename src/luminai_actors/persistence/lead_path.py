@@ -285,11 +285,11 @@ def lead_lookup(
 
 
 @functools.cache
-def _insert_columns(model: type[Base]) -> tuple[tuple[str, str, Any], ...]:
-    """(attribute name, column key, column default or None) of each column of `model`."""
-    return tuple(
-        (attr.key, attr.columns[0].key, attr.columns[0].default) for attr in model.__mapper__.column_attrs
-    )
+def _insert_columns(model: type[Base]) -> dict[str, tuple[str, Any]]:
+    """(column key, column default or None) of each column of `model`, by attribute name."""
+    return {
+        attr.key: (attr.columns[0].key, attr.columns[0].default) for attr in model.__mapper__.column_attrs
+    }
 
 
 def inserted_values(model: type[Base], row: Mapping[str, Any]) -> dict[str, Any]:
@@ -298,10 +298,11 @@ def inserted_values(model: type[Base], row: Mapping[str, Any]) -> dict[str, Any]
     no server defaults, and fewer parameters keep psycopg's conversion of the statement cached. `row` is by
     attribute name, as the model's constructor takes it (no model object is built: its instrumentation
     cost more than the rest of the new lead's Python work outside the statements)."""
-    unknown = row.keys() - {name for name, _, _ in _insert_columns(model)}
+    columns = _insert_columns(model)
+    unknown = row.keys() - columns.keys()
     assert not unknown, f"not columns of {model.__name__}: {sorted(unknown)}"
     values: dict[str, Any] = {}
-    for name, key, default in _insert_columns(model):
+    for name, (key, default) in columns.items():
         value = row.get(name)
         if value is None and default is not None:
             assert default.is_scalar, f"{model.__name__}.{name} is the caller's to set"

@@ -88,12 +88,8 @@ def record_lead(
         if found.company_id is None:
             return None
         new_contact = identity.new_contact_row(org, found.company_id, event, phone, lid, now)
-        contact_id, contact_name, contact_phone, contact_lid = (
-            new_contact["id"],
-            new_contact["name"],
-            phone,
-            lid,
-        )
+        contact_id, contact_name = new_contact["id"], new_contact["name"]
+        contact_phone, contact_lid = phone, lid
         open_talk = None
     else:
         if len(found.contacts) > 1:
