@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -511,6 +511,34 @@ def create_agent_in_process(
     return org, agent
 
 
+def git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True)
+    return done.stdout.rstrip()
+
+
+def working_tree_state() -> dict[str, Any]:
+    """HEAD and the uncommitted changes to tracked files: what a results file says the working tree was."""
+    return {
+        "head": git("rev-parse", "HEAD"),
+        "uncommitted_changes": git("status", "--porcelain", "--untracked-files=no").splitlines(),
+    }
+
+
+@contextlib.contextmanager
+def revision_worktree(revision: str) -> Iterator[Path]:
+    """`revision` checked out in a temporary git worktree that shares this checkout's `.venv` (`run.py` puts
+    the worktree's own `src` first); removed afterwards."""
+    scratch = Path(tempfile.mkdtemp(prefix="luminai-worktree-"))
+    tree = scratch / "tree"
+    git("worktree", "add", "--detach", str(tree), revision)
+    try:
+        (tree / ".venv").symlink_to(ROOT / ".venv")
+        yield tree
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------------------- the harness
 class Bench:
     """Owns everything one benchmark run starts; `close()` undoes all of it (idempotent)."""
@@ -520,6 +548,7 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix=f"luminai-bench-{name}-"))
         self.db_name = f"bench_{name}_{os.getpid()}_{secrets.token_hex(3)}"
         self.db_url: str | None = None
+        self._databases: list[str] = []
         self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.logs: dict[str, Path] = {}
         self.cleanups: list[Callable[[], None]] = []
@@ -546,37 +575,47 @@ class Bench:
         return time.monotonic() - self.started
 
     # -- PostgreSQL and Redis
-    def create_database(self) -> str:
+    def create_database(self, tree: Path = ROOT, tag: str = "") -> str:
+        """A fresh database migrated by `tree`'s `run.py` (a git worktree of another revision, say); its URL.
+        Without `tag` it is the run's database (`db_name`, `db_url`); each `tag` makes one more, named
+        `<db_name>_<tag>`. `close()` drops them all."""
         from sqlalchemy import create_engine, text
         from sqlalchemy.engine import make_url
 
+        name = f"{self.db_name}_{tag}" if tag else self.db_name
         admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{self.db_name}"'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
         admin.dispose()
-        self.db_url = make_url(PG_ADMIN_URL).set(database=self.db_name).render_as_string(hide_password=False)
-        env = self.service_env({})
+        self._databases.append(name)
+        url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        if not tag:
+            self.db_url = url
+        env = self.service_env({"LUMINAI_DATABASE_URL": url})
         subprocess.run(
-            [PYTHON, str(ROOT / "run.py"), "migrate"], env=env, cwd=self.tmp, check=True, capture_output=True
+            [PYTHON, str(tree / "run.py"), "migrate"], env=env, cwd=self.tmp, check=True, capture_output=True
         )
-        return self.db_url
+        return url
 
     def drop_database(self) -> None:
-        if self.db_url is None:
+        """Drop every database `create_database` made."""
+        if not self._databases:
             return
         from sqlalchemy import create_engine, text
 
         admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
         try:
             with admin.connect() as connection:
-                connection.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :n AND pid <> pg_backend_pid()"
-                    ),
-                    {"n": self.db_name},
-                )
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{self.db_name}"'))
+                while self._databases:
+                    name = self._databases.pop()
+                    connection.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = :n AND pid <> pg_backend_pid()"
+                        ),
+                        {"n": name},
+                    )
+                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         finally:
             admin.dispose()
         self.db_url = None

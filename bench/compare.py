@@ -19,21 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, write_results
-
-
-def git(*args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True)
-    return done.stdout.rstrip()
+from _common import ROOT, git, revision_worktree, working_tree_state, write_results
 
 
 def run_side(tree: Path, suffix: str, extra: list[str]) -> dict[str, Any]:
@@ -69,12 +62,8 @@ def main() -> int:
     parser.add_argument("extra", nargs="*", help="more arguments for end_to_end.py (after --)")
     args = parser.parse_args()
     base_commit = git("rev-parse", args.base)
-    work_changes = git("status", "--porcelain", "--untracked-files=no")
-    scratch = Path(tempfile.mkdtemp(prefix="luminai-compare-"))
-    tree = scratch / "base"
-    git("worktree", "add", "--detach", str(tree), base_commit)
-    try:
-        (tree / ".venv").symlink_to(ROOT / ".venv")
+    working_tree = working_tree_state()
+    with revision_worktree(base_commit) as tree:
         rounds: list[dict[str, Any]] = []
         for n in range(1, args.rounds + 1):
             tag = f"-compare-{os.getpid()}-{n}"
@@ -86,27 +75,21 @@ def main() -> int:
                 f"round {n}: base p50 {base['p50_ms']} ms, "
                 f"working tree p50 {work['p50_ms']} ms ({difference:+})"
             )
-        figures = {
-            "base_revision": base_commit,
-            "working_tree": {
-                "head": git("rev-parse", "HEAD"),
-                "uncommitted_changes": work_changes.splitlines(),
-            },
-            "end_to_end_arguments": ["--poll-ms", "100", *args.extra],
-            "rounds": rounds,
-            "median_p50_ms": {
-                side: statistics.median(r[side]["p50_ms"] for r in rounds) for side in ("base", "work")
-            },
-            "median_p99_ms": {
-                side: statistics.median(r[side]["p99_ms"] for r in rounds) for side in ("base", "work")
-            },
-            "p50_differences_ms": [r["p50_difference_ms"] for r in rounds],
-        }
-        print(json.dumps({k: figures[k] for k in ("median_p50_ms", "median_p99_ms", "p50_differences_ms")}))
-        write_results("compare", figures)
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
+    figures = {
+        "base_revision": base_commit,
+        "working_tree": working_tree,
+        "end_to_end_arguments": ["--poll-ms", "100", *args.extra],
+        "rounds": rounds,
+        "median_p50_ms": {
+            side: statistics.median(r[side]["p50_ms"] for r in rounds) for side in ("base", "work")
+        },
+        "median_p99_ms": {
+            side: statistics.median(r[side]["p99_ms"] for r in rounds) for side in ("base", "work")
+        },
+        "p50_differences_ms": [r["p50_difference_ms"] for r in rounds],
+    }
+    print(json.dumps({k: figures[k] for k in ("median_p50_ms", "median_p99_ms", "p50_differences_ms")}))
+    write_results("compare", figures)
     return 0
 
 

@@ -16,8 +16,8 @@ in a process of its own under `valgrind --tool=callgrind`, with collection switc
   (claim, brain, the reply's transaction and, inline, its first sendText to a FakeEvolutionApi in this
   benchmark's process, whose own work is not counted).
 
-Only the Python side is counted: PostgreSQL's and Redis's work, and the waits, are not (the statements and
-Redis commands per operation are listed beside it). Each side runs from its own tree (`--base`: a temporary
+Only the Python side is counted: PostgreSQL's and Redis's work, and the waits, are not (the SQL statements
+per operation are listed beside it). Each side runs from its own tree (`--base`: a temporary
 git worktree, its `src` first on PYTHONPATH) on a fresh database migrated by that tree, with
 PYTHONHASHSEED=0. Two runs of one build in one invocation agree to 0.001 % (`--repeat 2`); two invocations
 (another database name, port and time of day) differed by up to 0.45 %, so differences under about 1 % are
@@ -27,26 +27,28 @@ not a change's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
-    PG_ADMIN_URL,
     PYTHON,
     REDIS_URL,
     ROOT,
     Bench,
     create_agent_in_process,
+    git,
+    revision_worktree,
     set_fake_evolution_nodelay,
     webhook_body,
+    working_tree_state,
     write_results,
 )
 
@@ -111,31 +113,8 @@ def inner(workload: str, count: int, warmup: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- the driver
-def create_database(bench: Bench, tree: Path, tag: str) -> str:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"{bench.db_name}_{tag}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-
-    def drop() -> None:
-        engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with engine.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-
-    bench.cleanups.append(drop)
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    env = {**bench.service_env({}), "LUMINAI_DATABASE_URL": url, "PYTHONPATH": str(tree / "src")}
-    subprocess.run([PYTHON, "run.py", "migrate"], env=env, cwd=tree, check=True, capture_output=True)
-    return url
-
-
 def measure(bench: Bench, tree: Path, workload: str, fake_url: str, count: int, tag: str) -> dict[str, Any]:
-    url = create_database(bench, tree, tag)
+    url = bench.create_database(tree, tag)
     bench.flush_redis()
     env = {
         **bench.service_env({}),
@@ -175,11 +154,6 @@ def measure(bench: Bench, tree: Path, workload: str, fake_url: str, count: int, 
     return result
 
 
-def git(*args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True)
-    return done.stdout.rstrip()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -199,56 +173,45 @@ def main() -> int:
     from luminai_actors.testing import FakeEvolutionApi
 
     workloads = [w for w in args.workloads.split(",") if w]
-    trees: dict[str, Path] = {"work": ROOT}
-    scratch = Path(tempfile.mkdtemp(prefix="luminai-instructions-"))
     base_commit = git("rev-parse", args.base) if args.base else None
-    if base_commit:
-        trees = {"base": scratch / "base", "work": ROOT}
-        git("worktree", "add", "--detach", str(trees["base"]), base_commit)
-        (trees["base"] / ".venv").symlink_to(ROOT / ".venv")
     figures: dict[str, Any] = {
         "base_revision": base_commit,
-        "working_tree": {
-            "head": git("rev-parse", "HEAD"),
-            "uncommitted_changes": git("status", "--porcelain", "--untracked-files=no").splitlines(),
-        },
+        "working_tree": working_tree_state(),
         "count": args.count,
         "warmup": 20,
         "runs": {},
     }
-    try:
-        with Bench("instr", time_limit=7200) as bench:
-            set_fake_evolution_nodelay(True)
-            fake = FakeEvolutionApi().start()
-            bench.cleanups.append(fake.stop)
-            fake.add_instance(INSTANCE, "k")
-            for workload in workloads:
-                for repeat in range(1, args.repeat + 1):
-                    for side, tree in trees.items():
-                        tag = f"{workload}_{side}_{repeat}"
-                        result = measure(bench, tree, workload, fake.url, args.count, tag)
-                        figures["runs"].setdefault(workload, {}).setdefault(side, []).append(result)
-                        per_operation = result["instructions_per_operation"]
-                        print(
-                            f"{workload:9s} {side:4s} run {repeat}: {per_operation:>12,} instructions "
-                            f"per operation, {result['statements_per_operation']} statements"
-                        )
-            if base_commit:
-                figures["work_vs_base"] = {
-                    workload: round(
-                        min(r["instructions_per_operation"] for r in sides["work"])
-                        / min(r["instructions_per_operation"] for r in sides["base"]),
-                        4,
-                    )
-                    for workload, sides in figures["runs"].items()
-                }
-                print(json.dumps(figures["work_vs_base"]))
-            write_results("instructions", figures)
-    finally:
+    with contextlib.ExitStack() as stack:
+        trees: dict[str, Path] = {"work": ROOT}
         if base_commit:
-            remove = ["git", "worktree", "remove", "--force", str(trees["base"])]
-            subprocess.run(remove, cwd=ROOT, check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
+            trees = {"base": stack.enter_context(revision_worktree(base_commit)), "work": ROOT}
+        bench = stack.enter_context(Bench("instr", time_limit=7200))
+        set_fake_evolution_nodelay(True)
+        fake = FakeEvolutionApi().start()
+        bench.cleanups.append(fake.stop)
+        fake.add_instance(INSTANCE, "k")
+        for workload in workloads:
+            for repeat in range(1, args.repeat + 1):
+                for side, tree in trees.items():
+                    tag = f"{workload}_{side}_{repeat}"
+                    result = measure(bench, tree, workload, fake.url, args.count, tag)
+                    figures["runs"].setdefault(workload, {}).setdefault(side, []).append(result)
+                    per_operation = result["instructions_per_operation"]
+                    print(
+                        f"{workload:9s} {side:4s} run {repeat}: {per_operation:>12,} instructions "
+                        f"per operation, {result['statements_per_operation']} statements"
+                    )
+        if base_commit:
+            figures["work_vs_base"] = {
+                workload: round(
+                    min(r["instructions_per_operation"] for r in sides["work"])
+                    / min(r["instructions_per_operation"] for r in sides["base"]),
+                    4,
+                )
+                for workload, sides in figures["runs"].items()
+            }
+            print(json.dumps(figures["work_vs_base"]))
+        write_results("instructions", figures)
     return 0
 
 
