@@ -37,19 +37,23 @@ from sqlalchemy import (
     Connection,
     String,
     Table,
+    Uuid,
     and_,
+    any_,
     bindparam,
     exists,
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 
+from luminai_actors.persistence import direct
 from luminai_actors.persistence.tables import (
     SEND_PENDING,
     SEND_SENDING,
@@ -68,6 +72,14 @@ _contact = cast(Table, Contact.__table__)
 _flow = cast(Table, TreeFlow.__table__)
 _msg = cast(Table, TalkMessage.__table__)
 _earlier = _msg.alias("earlier")
+
+
+def _inline(*words: str) -> list[Any]:
+    """Constants for an `IN` list, written into the SQL (a list of bound values is expanded per execution,
+    which `direct` leaves to SQLAlchemy)."""
+    assert all(word.isidentifier() for word in words), words
+    return [literal_column(f"'{word}'", String) for word in words]
+
 
 #: (attribute of TalkMessage, its column's key) for building INSERT parameters from a model object.
 _MESSAGE_COLUMNS: tuple[tuple[str, str], ...] = tuple(
@@ -206,22 +218,22 @@ _CLAIM_TURN = (
 )
 
 
-def _mark_processed(talk_match: Any) -> Any:
-    """The answered messages (bind `answered`) of the talk `talk_match` selects, marked processed at `at`."""
+def _mark_processed(talk_match: Any, answered: Any) -> Any:
+    """The `answered` messages of the talk `talk_match` selects, marked processed at `at`."""
     return (
         update(_msg)
-        .where(
-            talk_match,
-            _msg.c.direction == "inbound",
-            _msg.c.processed_at.is_(None),
-            _msg.c.id.in_(bindparam("answered", expanding=True)),
-        )
+        .where(talk_match, _msg.c.direction == "inbound", _msg.c.processed_at.is_(None), answered)
         .values(processed_at=bindparam("at"))
     )
 
 
 # (an UPDATE may not name a bind parameter after one of its columns)
-_MARK_PROCESSED = _mark_processed(_msg.c.talk_id == bindparam("the_talk"))
+_MARK_PROCESSED = _mark_processed(
+    _msg.c.talk_id == bindparam("the_talk"), _msg.c.id.in_(bindparam("answered", expanding=True))
+)
+#: PostgreSQL's form of the `answered` condition: one array parameter instead of an expanding IN list, so
+#: that the statement's text is the same for any number of messages (see `direct`).
+_ANSWERED_ANY = _msg.c.id == any_(bindparam("answered", type_=ARRAY(Uuid)))
 _OPT_OUT = (
     update(_contact)
     .where(
@@ -268,9 +280,9 @@ def claim_turn(
     server crash costs nothing: the turn then fails with that server anyway and runs again after it, since
     its messages are still unanswered; and the turn's next commit, which stores the reply synchronously,
     flushes the WAL up to and including this one."""
-    row = connection.execute(
-        _CLAIM_TURN, {"talk_id": talk_id, "now": now, "until": until, "limit": history}
-    ).first()
+    row = direct.first(
+        connection, _CLAIM_TURN, {"talk_id": talk_id, "now": now, "until": until, "limit": history}
+    )
     if row is None:
         return None
     *claimed, recent_json, last_message_at, _ = row
@@ -300,17 +312,17 @@ def _view_of_json(item: list[Any]) -> MessageView:
 
 def message_views(connection: Connection, talk_id: uuid.UUID, limit: int) -> list[MessageView]:
     """The talk's last `limit` messages, oldest first (`Repository.recent_messages` as plain rows)."""
-    rows = connection.execute(_RECENT, {"talk_id": talk_id, "limit": limit}).all()
+    rows = direct.rows(connection, _RECENT, {"talk_id": talk_id, "limit": limit})
     return [MessageView(*row) for row in reversed(rows)]
 
 
 def pending_views(connection: Connection, talk_id: uuid.UUID) -> list[MessageView]:
     """`Repository.pending_inbound` as plain rows."""
-    return [MessageView(*row) for row in connection.execute(_PENDING, {"talk_id": talk_id})]
+    return [MessageView(*row) for row in direct.rows(connection, _PENDING, {"talk_id": talk_id})]
 
 
 def has_pending(connection: Connection, talk_id: uuid.UUID) -> bool:
-    return connection.execute(_ANY_PENDING, {"talk_id": talk_id}).first() is not None
+    return direct.first(connection, _ANY_PENDING, {"talk_id": talk_id}) is not None
 
 
 def finish_turn(
@@ -339,10 +351,10 @@ def finish_turn(
         }
         if answered:
             params["answered"] = list(answered)
-        if connection.execute(statement, params).scalar_one() != 1:
+        if direct.scalar_one(connection, statement, params) != 1:
             return False
         if opt_out:
-            connection.execute(_OPT_OUT, {"talk_id": talk_id, "at": at})
+            direct.rows(connection, _OPT_OUT, {"talk_id": talk_id, "at": at})
         return True
     done = connection.execute(_FINISH[(talk_flow is not None, handoff)], params)
     if done.rowcount != 1:
@@ -373,7 +385,7 @@ def _finish_in_one(
     finished = _finish_statement(with_flow, handoff, nested=True).returning(_talk.c.id).cte("finished")
     ctes = []
     if answered:
-        ctes.append(_mark_processed(_msg.c.talk_id.in_(select(finished.c.id))).cte("marked"))
+        ctes.append(_mark_processed(_msg.c.talk_id.in_(select(finished.c.id)), _ANSWERED_ANY).cte("marked"))
     if replies:
         rows = [
             select(
@@ -398,7 +410,7 @@ _CLAIMABLE = or_(
 _EARLIER_UNSETTLED = exists().where(
     _earlier.c.talk_id == _msg.c.talk_id,
     _earlier.c.direction == "outbound",
-    _earlier.c.send_status.in_((SEND_PENDING, SEND_SENDING)),
+    _earlier.c.send_status.in_(_inline(SEND_PENDING, SEND_SENDING)),
     or_(
         _earlier.c.created_at < _msg.c.created_at,
         and_(_earlier.c.created_at == _msg.c.created_at, _earlier.c.id < _msg.c.id),
@@ -426,7 +438,10 @@ _CLAIM_SEND = (
         _configured(_agent.c.whatsapp_instance_name),
         _agent.c.active.is_(True),
         _agent.c.whatsapp_active.is_(True),
-        or_(_agent.c.whatsapp_status.is_(None), _agent.c.whatsapp_status.not_in(("disconnected", "refused"))),
+        or_(
+            _agent.c.whatsapp_status.is_(None),
+            _agent.c.whatsapp_status.not_in(_inline("disconnected", "refused")),
+        ),
     )
     .values(
         send_status=SEND_SENDING,
@@ -478,7 +493,7 @@ _NEXT_UNSETTLED = (
     .where(
         _msg.c.talk_id == bindparam("talk_id"),
         _msg.c.direction == "outbound",
-        _msg.c.send_status.in_((SEND_PENDING, SEND_SENDING)),
+        _msg.c.send_status.in_(_inline(SEND_PENDING, SEND_SENDING)),
         or_(
             _msg.c.created_at > bindparam("created_at"),
             and_(_msg.c.created_at == bindparam("created_at"), _msg.c.id > bindparam("message_id")),
@@ -500,7 +515,8 @@ def claim_send(
 ) -> ClaimedSend | None:
     """PostgreSQL: record the next attempt of a reply that can be sent now (see the module docstring) and
     return it. None: nothing changed."""
-    row = connection.execute(
+    row = direct.first(
+        connection,
         _CLAIM_SEND,
         {
             "message_id": message_id,
@@ -509,7 +525,7 @@ def claim_send(
             "attempt_at": attempt_at,
             "max_attempts": max_attempts,
         },
-    ).first()
+    )
     if row is None:
         return None
     return ClaimedSend(*row)
@@ -525,9 +541,11 @@ def record_sent(
 ) -> tuple[uuid.UUID, datetime] | None:
     """PostgreSQL: settle a send as sent; its metadata loses `whatsappError`/`whatsappFailedAt` and gains
     `meta_patch`. Returns the message's talk and creation time; None when the message does not exist."""
-    row = connection.execute(
-        _RECORD_SENT, {"message_id": message_id, "at": at, "whatsapp_id": whatsapp_id, "patch": meta_patch}
-    ).first()
+    row = direct.first(
+        connection,
+        _RECORD_SENT,
+        {"message_id": message_id, "at": at, "whatsapp_id": whatsapp_id, "patch": meta_patch},
+    )
     return (row[0], row[1]) if row is not None else None
 
 
@@ -535,6 +553,7 @@ def next_unsettled_id(
     connection: Connection, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID
 ) -> uuid.UUID | None:
     """`Repository.next_unsettled_outbound`, only its id."""
-    return connection.execute(
-        _NEXT_UNSETTLED, {"talk_id": talk_id, "created_at": created_at, "message_id": message_id}
-    ).scalar()
+    row = direct.first(
+        connection, _NEXT_UNSETTLED, {"talk_id": talk_id, "created_at": created_at, "message_id": message_id}
+    )
+    return row[0] if row is not None else None

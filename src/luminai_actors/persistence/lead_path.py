@@ -32,6 +32,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    any_,
     bindparam,
     case,
     func,
@@ -44,7 +45,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import ARRAY
 
+from luminai_actors.persistence import direct
 from luminai_actors.persistence.tables import (
     CHANNEL_WHATSAPP,
     TALK_ACTIVE,
@@ -176,7 +179,7 @@ def inbound_agent(
     `identities`, in their order (the caller sorts them), until the end of the transaction."""
     params: dict[str, Any] = {"instance": instance, "message_id": whatsapp_message_id}
     params.update({f"identity_{n}": identity for n, identity in enumerate(identities)})
-    row = connection.execute(_INBOUND_AGENT[len(identities)], params).first()
+    row = direct.first(connection, _INBOUND_AGENT[len(identities)], params)
     return InboundAgent(*row[:11]) if row is not None else None
 
 
@@ -239,8 +242,10 @@ _LEAD_LOOKUP = (
             and_(
                 _contact.c.organization_id == bindparam("org"),
                 or_(
-                    _contact.c.phone.in_(bindparam("phones", expanding=True)),
-                    _contact.c.mobile_phone.in_(bindparam("phones", expanding=True)),
+                    # one array parameter, not an expanding IN list: the same text for any number of
+                    # spellings (see `direct`)
+                    _contact.c.phone == any_(bindparam("phones", type_=ARRAY(String))),
+                    _contact.c.mobile_phone == any_(bindparam("phones", type_=ARRAY(String))),
                     _contact.c.whatsapp_lid == bindparam("lid", type_=String),
                 ),
             ),
@@ -266,7 +271,8 @@ def lead_lookup(
     (oldest first), each with its open WhatsApp talk with the agent, and what a new contact and talk need:
     the oldest company named `company_name`, the talk type `talk_type_name`, the owner (the user `user_id`,
     else the organization's first user) and the tree flow `tree_flow_id` (None for each that is missing)."""
-    rows = connection.execute(
+    rows = direct.rows(
+        connection,
         _LEAD_LOOKUP,
         {
             "org": organization_id,
@@ -278,7 +284,7 @@ def lead_lookup(
             "user_id": user_id,
             "tree_flow_id": tree_flow_id,
         },
-    ).all()
+    )
     first = rows[0]
     contacts = [LeadContact(*row[5:]) for row in rows if row[5] is not None]
     return LeadLookup(contacts, *first[:5])
@@ -413,4 +419,4 @@ def store_lead_message(
         if change is not None:
             params.update(_params(prefix, change.values))
             params[f"{prefix}key"] = change.id
-    connection.execute(_store_statement(shape), params)
+    direct.rows(connection, _store_statement(shape), params)
