@@ -12,9 +12,10 @@ turns wait in Redis), offline brain, debounce 0, send pacing off:
     leads, one at a time, with every step of the record path timed (thread CPU and wall, per call): the
     three statements of `persistence.lead_path`, the commit, the new rows' values, the AI-turn enqueue.
 (c) the three statements of one new lead, each run 300 times (in a transaction rolled back every time):
-    through SQLAlchemy Core (`lead_path`'s own functions), as the compiled SQL string through SQLAlchemy
-    (`Connection.exec_driver_sql`), and on a plain psycopg connection. The difference is what SQLAlchemy's
-    execution machinery costs per statement.
+    as `lead_path` runs them (`persistence.direct`: the compiled statement on psycopg's cursor), through
+    SQLAlchemy's `Connection.execute` of the same Core statement, as the compiled SQL string through
+    SQLAlchemy (`Connection.exec_driver_sql`), and on a plain psycopg connection. The differences are what
+    SQLAlchemy's execution machinery costs per statement, and how much of it `direct` leaves.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from _common import (
 from luminai_actors import bootstrap
 from luminai_actors.config import Settings
 from luminai_actors.evolution.webhook import parse_webhook
-from luminai_actors.persistence import lead_path, uow
+from luminai_actors.persistence import uow
 from luminai_actors.services import inbound, inbound_lead
 from luminai_actors.testing import FakeEvolutionApi
 
@@ -190,19 +191,29 @@ def _replay_statements(container: Any, timer: StepTimer, feed: Callable[[int, st
     """(c): one more new lead's three statements, captured as sent, each run 300 times three ways."""
     from sqlalchemy import event
 
+    from luminai_actors.persistence import direct
+
     sent: list[tuple[str, Any]] = []
+    core_calls: list[tuple[Any, dict[str, Any]]] = []  # (Core statement, parameters) as lead_path gave them
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
         sent.append((statement, parameters))
 
+    original_rows = direct.rows
+
+    def capture_core(connection: Any, statement: Any, params: Any) -> Any:
+        core_calls.append((statement, dict(params)))
+        return original_rows(connection, statement, params)
+
     event.listen(container.engine, "before_cursor_execute", capture)
+    direct.rows = capture_core  # type: ignore[assignment]
     try:
         feed(1, "C", 5_000)
     finally:
+        direct.rows = original_rows  # type: ignore[assignment]
         event.remove(container.engine, "before_cursor_execute", capture)
     names = [name for name, _ in STATEMENTS]
-    # How the record path called each statement's function, its connection left out.
-    calls = [timer.last_args[label] for _, label in STATEMENTS]
+    assert len(core_calls) == len(names), core_calls
     store_params = sent[2][1]
     with container.engine.begin() as connection:  # the captured lead's rows go: the replays insert them again
         for sql, key in (
@@ -230,9 +241,15 @@ def _replay_statements(container: Any, timer: StepTimer, feed: Callable[[int, st
 
     with container.engine.connect() as connection:
 
+        def through_direct(index: int) -> None:
+            direct.rows(connection, *core_calls[index])
+
+        measure("lead_path_direct", through_direct, connection.rollback)
+
         def core(index: int) -> None:
-            (_, *args), kwargs = calls[index]
-            getattr(lead_path, names[index])(connection, *args, **kwargs)
+            result = connection.execute(*core_calls[index])
+            if result.returns_rows:
+                result.all()
 
         measure("sqlalchemy_core", core, connection.rollback)
 
