@@ -22,6 +22,8 @@ written, and the service then takes its general path (the ORM code, which knows 
 paused, in flight, blocked, waiting, failed, …). The claims that need PostgreSQL's `UPDATE … FROM …
 RETURNING` of joined tables report "not done" on other databases (SQLite: the embedded default), which
 therefore run the general path, as before.
+
+On PostgreSQL the statements run on psycopg's cursor through `direct`, past SQLAlchemy's execution machinery.
 """
 
 from __future__ import annotations

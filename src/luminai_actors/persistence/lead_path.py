@@ -15,7 +15,7 @@ mostly take `services.inbound_fast`) takes three statements (PostgreSQL) instead
   contact touched; the message, whose unique (agent, WhatsApp id) key still refuses a redelivery).
 
 The service decides between the reads and the write; what it does not cover it rolls back (nothing was
-written) and gives to its ORM path.
+written) and gives to its ORM path. The three statements run on psycopg's cursor through `direct`.
 """
 
 from __future__ import annotations
