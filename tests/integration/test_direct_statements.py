@@ -11,7 +11,10 @@ from typing import Any, cast
 
 import pytest
 from sqlalchemy import (
+    Column,
     Engine,
+    Integer,
+    MetaData,
     String,
     Table,
     bindparam,
@@ -114,6 +117,27 @@ def test_python_side_defaults_are_evaluated_per_execution(engine: Engine, fallba
         assert updated >= before > created - timedelta(seconds=1)  # onupdate=utcnow, evaluated now
         name = connection.execute(select(_org.c.name).where(_org.c.id == first)).scalar_one()
         assert name == "A2"
+    assert fallbacks == []
+
+
+def test_a_scalar_column_default_is_inserted_as_sqlalchemy_inserts_it(
+    engine: Engine, fallbacks: list[str]
+) -> None:
+    counted = Table(
+        "direct_scalar_default",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("attempts", Integer, nullable=False, default=7),
+    )
+    add = insert(counted).returning(counted.c.attempts)
+    with engine.connect() as connection:
+        counted.create(connection)
+        try:
+            assert direct.rows(connection, add, {"id": 1}) == [(7,)]  # the default, given no value
+            assert direct.rows(connection, add, {"id": 2, "attempts": 3}) == [(3,)]  # a value given wins
+            assert connection.execute(add, {"id": 3}).all() == [(7,)]  # as SQLAlchemy does it
+        finally:
+            connection.rollback()
     assert fallbacks == []
 
 

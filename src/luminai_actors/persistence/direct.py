@@ -40,8 +40,9 @@ Row = tuple[Any, ...]
 @dataclass(slots=True)
 class _Plan:
     sql: str
-    literals: dict[str, Any]  # values bound at compile time (literal(...), bindparam(value=...))
-    # Python-side column defaults, evaluated per execution (`onupdate=utcnow`, say): (name, callable)
+    # values bound at compile time (literal(...), bindparam(value=...)) and scalar column defaults
+    literals: dict[str, Any]
+    # Python-side callable column defaults, evaluated per execution (`onupdate=utcnow`, say): (name, callable)
     defaults: tuple[tuple[str, Callable[[], Any]], ...]
     bind_processors: tuple[tuple[str, Callable[[Any], Any]], ...]
     result_types: tuple[Any, ...]  # SQLAlchemy types of the result columns, in cursor order
@@ -150,19 +151,19 @@ def _plan(statement: ClauseElement, dialect: Dialect, names: tuple[str, ...]) ->
         or any(bind.expanding or bind.callable is not None for bind in compiled.binds.values())
     ):
         return None
+    literals = {name: bind.value for name, bind in compiled.binds.items() if not bind.required}
     defaults = []
     for column in (*compiled.insert_prefetch, *compiled.update_prefetch):
         default: Any = column.default if column in compiled.insert_prefetch else column.onupdate
         name = column.key
         if default is None or f"%({name})s" not in compiled.string:
             return None
-        if default.is_scalar:
-            defaults.append((name, functools.partial(_constant, default.arg)))
+        if default.is_scalar:  # the same value every time: a literal (prefetched columns are never in params)
+            literals[name] = default.arg
         elif default.is_callable:
             defaults.append((name, functools.partial(default.arg, None)))  # a zero-argument callable, wrapped
         else:
             return None
-    literals = {name: bind.value for name, bind in compiled.binds.items() if not bind.required}
     processors = []
     for name, process in compiled._bind_processors.items():
         if not callable(process):  # a tuple type's processors
@@ -175,10 +176,6 @@ def _plan(statement: ClauseElement, dialect: Dialect, names: tuple[str, ...]) ->
         bind_processors=tuple(processors),
         result_types=tuple(entry.type for entry in compiled._result_columns),
     )
-
-
-def _constant(value: Any) -> Any:
-    return value
 
 
 def _result_processors(
