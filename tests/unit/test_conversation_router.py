@@ -940,12 +940,20 @@ def test_burst_of_new_conversations_beyond_the_spares_still_starts_each_actor(ha
     assert router.wait_idle(WAIT)
 
 
-def test_a_taken_spare_is_replaced_only_once_no_conversation_has_work_in_flight(harness: Harness) -> None:
+def gated_router_with_spares(
+    harness: Harness, spares: int, refill_wait: float
+) -> tuple[threading.Event, Recorder, Replies, ConversationRouter[Any, Any]]:
+    """A started router with `spares` spares ready, whose events wait for the returned gate."""
     gate = harness.gate()
     recorder, replies = Recorder(blocking_work(gate)), Replies()
-    router = harness.router(recorder, spare_actors=1, spare_refill_wait=WAIT)
+    router = harness.router(recorder, spare_actors=spares, spare_refill_wait=refill_wait)
     router.start()
-    wait_for_spares(router, 1)
+    wait_for_spares(router, spares)
+    return gate, recorder, replies, router
+
+
+def test_a_taken_spare_is_replaced_only_once_no_conversation_has_work_in_flight(harness: Harness) -> None:
+    gate, recorder, replies, router = gated_router_with_spares(harness, spares=1, refill_wait=WAIT)
 
     router.tell("lead-a", Ev("lead-a", 0), replies)
     assert recorder.started(Ev("lead-a", 0)).wait(WAIT)
@@ -959,11 +967,7 @@ def test_a_taken_spare_is_replaced_only_once_no_conversation_has_work_in_flight(
 
 
 def test_under_steady_work_the_spare_is_replaced_after_spare_refill_wait(harness: Harness) -> None:
-    gate = harness.gate()
-    recorder, replies = Recorder(blocking_work(gate)), Replies()
-    router = harness.router(recorder, spare_actors=1, spare_refill_wait=0.2)
-    router.start()
-    wait_for_spares(router, 1)
+    gate, recorder, replies, router = gated_router_with_spares(harness, spares=1, refill_wait=0.2)
 
     router.tell("lead-a", Ev("lead-a", 0), replies)  # stays in flight until the gate opens
     taken = time.monotonic()
@@ -975,11 +979,7 @@ def test_under_steady_work_the_spare_is_replaced_after_spare_refill_wait(harness
 
 
 def test_under_steady_work_every_taken_spare_is_replaced_after_one_wait(harness: Harness) -> None:
-    gate = harness.gate()
-    recorder, replies = Recorder(blocking_work(gate)), Replies()
-    router = harness.router(recorder, spare_actors=3, spare_refill_wait=0.3)
-    router.start()
-    wait_for_spares(router, 3)
+    gate, _recorder, replies, router = gated_router_with_spares(harness, spares=3, refill_wait=0.3)
 
     for n in range(3):  # three new conversations take the three spares and stay busy
         router.tell(f"lead-{n}", Ev(f"lead-{n}", 0), replies)
