@@ -103,14 +103,12 @@ class StepTimer:
     def __init__(self) -> None:
         self.cpu: dict[str, float] = collections.defaultdict(float)
         self.wall: dict[str, float] = collections.defaultdict(float)
-        self.last_args: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._undo: list[Callable[[], None]] = []
 
     def wrap(self, owner: Any, name: str, step: str) -> None:
         original = getattr(owner, name)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            self.last_args[step] = (args, kwargs)
             cpu, wall = time.thread_time(), time.perf_counter()
             try:
                 return original(*args, **kwargs)
