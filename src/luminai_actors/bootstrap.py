@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
-import httpx
 import openai
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
@@ -461,9 +460,7 @@ def build(settings: Settings) -> Container:
     session_factory = make_session_factory(engine)
     metrics = Metrics()
     broker = build_broker(settings, metrics)
-    evolution = EvolutionClient(
-        httpx.Client(timeout=settings.evolution_timeout_seconds), timeout=settings.evolution_timeout_seconds
-    )
+    evolution = EvolutionClient(timeout=settings.evolution_timeout_seconds, policy=settings.address_policy)
     brain = build_brain(settings)
 
     def uow_factory() -> SqlAlchemyUnitOfWork:

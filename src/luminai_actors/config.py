@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from luminai_actors.errors import ConfigError
+from luminai_actors.outbound_address import AddressPolicy
 
 DEFAULT_SQLITE_FILE = "luminai.db"
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -63,6 +64,10 @@ class Settings:
     send_max_wait_seconds: float = 3600.0
     """LUMINAI_SEND_MAX_WAIT_SECONDS: how long a reply waits for an inactive agent or a disconnected instance
     (burning no attempts) before it fails with that reason."""
+    evolution_allowed_hosts: tuple[str, ...] = ()
+    """LUMINAI_EVOLUTION_ALLOWED_HOSTS: comma-separated hostnames, IPs and CIDRs that agents set up with an
+    organization key may reach although they are not public (e.g. `evolution.internal,10.0.0.0/8`); empty:
+    such agents reach public unicast addresses only. Agents set up by the operator may point anywhere."""
     evolution_timeout_seconds: float = 30.0
     """LUMINAI_EVOLUTION_TIMEOUT_SECONDS: timeout of one call to Evolution API."""
     conversation_idle_seconds: float = 300.0
@@ -114,6 +119,11 @@ class Settings:
         return frozenset(
             kind for kind, ignored in (*flags, ("newsletter", self.ignore_newsletters)) if ignored
         )
+
+    @cached_property
+    def address_policy(self) -> AddressPolicy:
+        """The outbound address rule for URLs an organization key set (`outbound_address`)."""
+        return AddressPolicy.from_entries(self.evolution_allowed_hosts)
 
     @property
     def uses_memory_broker(self) -> bool:
@@ -200,6 +210,12 @@ class Settings:
         number("LUMINAI_RECOVERY_INTERVAL_SECONDS", "recovery_interval_seconds", float, 0.1)
         number("LUMINAI_RATE_LIMIT_PER_INSTANCE", "rate_limit_per_instance", float, 0)
         number("LUMINAI_RATE_LIMIT_PER_IP", "rate_limit_per_ip", float, 0)
+
+        raw_hosts = source.get("LUMINAI_EVOLUTION_ALLOWED_HOSTS", "").strip()
+        if raw_hosts:
+            hosts = tuple(part.strip() for part in raw_hosts.split(",") if part.strip())
+            AddressPolicy.from_entries(hosts)  # a malformed entry is a ConfigError naming it
+            values["evolution_allowed_hosts"] = hosts
 
         raw_backoff = source.get("LUMINAI_SEND_BACKOFF_SECONDS", "").strip()
         if raw_backoff:

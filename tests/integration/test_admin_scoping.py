@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from starlette.routing import Route
@@ -12,7 +12,9 @@ from starlette.testclient import TestClient
 
 from luminai_actors import bootstrap
 from luminai_actors.bootstrap import Container
+from luminai_actors.persistence.tables import Agent
 from luminai_actors.testing import FakeEvolutionApi
+from luminai_actors.testing.http import HttpBase, JsonResponse, RecordedRequest
 from luminai_actors.web.app import create_app
 from tests.integration.test_pipeline_inprocess import AUTH, WEBHOOK, settings_for
 
@@ -104,7 +106,8 @@ def test_the_openapi_document_covers_every_admin_route(app: tuple[Container, Tes
         (
             route.path.replace("{org_id}", "{orgId}")
             .replace("{talk_id}", "{talkId}")
-            .replace("{agent_id}", "{agentId}"),
+            .replace("{agent_id}", "{agentId}")
+            .replace("{key_id}", "{keyId}"),
             method.lower(),
         )
         for route in client.app.routes  # type: ignore[attr-defined]
@@ -124,3 +127,68 @@ def test_lists_are_paginated(app: tuple[Container, TestClient]) -> None:
     assert len(client.get(f"/api/admin/talks/{talk}/messages?limit=1", headers=AUTH).json()) == 1
     assert client.get(f"/api/admin/talks/{talk}/messages?limit=1&offset=5", headers=AUTH).json() == []
     assert client.get(f"/api/admin/organizations/{org}/talks?limit=x", headers=AUTH).status_code == 422
+
+
+def _org_key(client: TestClient, name: str) -> tuple[str, dict[str, str]]:
+    org = client.post("/api/admin/organizations", json={"name": name}, headers=AUTH).json()["id"]
+    key = client.post(f"/api/admin/organizations/{org}/api-keys", json={}, headers=AUTH).json()["key"]
+    return org, {"Authorization": f"Bearer {key}"}
+
+
+def _agent(instance: str, server_url: str) -> dict[str, object]:
+    return {"name": "SDR", "whatsapp": {"instanceName": instance, "serverUrl": server_url, "apiKey": "k"}}
+
+
+def test_an_organization_key_cannot_point_an_agent_at_an_internal_address(
+    make_app: Callable[..., tuple[Container, TestClient]], evolution: FakeEvolutionApi
+) -> None:
+    """The SSRF of issue 17: loopback (the fake Evolution here, Redis, PostgreSQL) refused for a key, with a
+    422 naming the field; the operator's own agent on loopback works."""
+    _, client = make_app()
+    org, as_org = _org_key(client, "tenant")
+    evolution.add_instance("op-inst", "k")
+    for url in (evolution.url, "http://127.0.0.1:6379", "http://localhost:5432", "http://2130706433:6379"):
+        refused = client.post(f"/api/admin/organizations/{org}/agents", json=_agent("t", url), headers=as_org)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["field"] == "whatsapp.serverUrl"
+        assert "only public addresses are allowed" in refused.json()["error"]
+
+    made = client.post(
+        f"/api/admin/organizations/{org}/agents", json=_agent("op-inst", evolution.url), headers=AUTH
+    )
+    assert made.status_code == 201
+    tested = client.post(f"/api/admin/agents/{made.json()['id']}/whatsapp/test-connection", headers=as_org)
+    assert tested.status_code == 200, tested.text
+    assert tested.json()["status"] == "connected"
+
+
+def test_an_allowed_host_admits_an_organizations_agent_and_errors_carry_only_evolutions_reason(
+    make_app: Callable[..., tuple[Container, TestClient]], evolution: FakeEvolutionApi
+) -> None:
+    container, client = make_app(evolution_allowed_hosts=("127.0.0.1",))
+    org, as_org = _org_key(client, "tenant")
+    evolution.add_instance("t-inst", "k")
+    made = client.post(
+        f"/api/admin/organizations/{org}/agents", json=_agent("t-inst", evolution.url), headers=as_org
+    )
+    assert made.status_code == 201, made.text
+    agent = made.json()["id"]
+    assert (
+        client.post(f"/api/admin/agents/{agent}/whatsapp/test-connection", headers=as_org).status_code == 200
+    )
+
+    with NotEvolution() as internal:  # another loopback service, answering with its own error text
+        with container.uow() as uow:
+            row = uow.repo.get(Agent, uuid.UUID(agent))
+            row.whatsapp_server_url = internal.url
+            uow.commit()
+        failed = client.post(f"/api/admin/agents/{agent}/whatsapp/test-connection", headers=as_org)
+    assert failed.status_code == 502
+    assert "no reason given" in failed.json()["error"]
+    assert "redis_version" not in failed.text
+    assert "internal-secret" not in failed.text
+
+
+class NotEvolution(HttpBase):
+    def handle(self, request: RecordedRequest) -> JsonResponse:
+        return JsonResponse(404, {"banner": "redis_version:7.0.15", "dump": "internal-secret"})

@@ -23,6 +23,7 @@ from luminai_actors.ai.brain import Brain, BrainReply, OfflineBrain, TurnContext
 from luminai_actors.errors import DatabaseUnavailable
 from luminai_actors.evolution.client import EvolutionClient
 from luminai_actors.evolution.webhook import MessageUpsert, parse_webhook
+from luminai_actors.outbound_address import AddressPolicy
 from luminai_actors.persistence.database import create_db_engine, make_session_factory
 from luminai_actors.persistence.tables import Agent, Contact, Talk, TalkMessage
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork
@@ -171,7 +172,8 @@ def evo() -> Iterator[FakeEvolutionApi]:
 
 @pytest.fixture
 def client() -> Iterator[EvolutionClient]:
-    evolution = EvolutionClient(timeout=5.0)
+    # The fake Evolution API listens on loopback: allowed as an operator would allow a LAN host.
+    evolution = EvolutionClient(timeout=5.0, policy=AddressPolicy.from_entries(["127.0.0.1"]))
     yield evolution
     evolution.close()
 

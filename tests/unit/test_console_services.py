@@ -11,6 +11,7 @@ import pytest
 
 from luminai_actors.errors import BrokerUnavailable, Conflict, NotFound, ValidationError
 from luminai_actors.evolution.client import EvolutionClient
+from luminai_actors.outbound_address import AddressPolicy
 from luminai_actors.persistence.tables import Agent, Contact, Talk, TalkMessage
 from luminai_actors.services import console
 from luminai_actors.services.api_keys import OPERATOR, Principal
@@ -273,14 +274,52 @@ def test_agent_settings_are_validated_and_saved_keeping_secrets_and_the_qr_code(
             "active": False,
             "metadata": {"splitMessages": True, "qrcode": "ignored"},
         },
+        policy=PUBLIC_DNS,
     )
     assert agent.whatsapp_instance_name == "acme-2"
+    assert agent.whatsapp_server_url_trusted is False  # set by an organization: the rule applies
     assert agent.whatsapp_phone == "+5511912345678"
     assert agent.whatsapp_server_url == "https://evo.example.com"
     assert agent.whatsapp_active is False
     assert (agent.whatsapp_api_key, agent.whatsapp_webhook_token) == ("secret-key", "hook-token")
     assert agent.whatsapp_metadata == {"splitMessages": True, "qrcode": {"code": "2@abc"}}
     assert agent.whatsapp_status is None  # another instance: unknown until tested
+
+
+PUBLIC_DNS = AddressPolicy(resolver=lambda host, port: {"evo.example.com": ["93.184.215.14"]}[host])
+
+
+def test_an_organization_cannot_point_its_agent_at_an_internal_address(
+    repo: FakeRepository, uow: FakeUnitOfWork
+) -> None:
+    agent = add_agent(repo)
+    for url in ("http://127.0.0.1:6379", "http://2130706433/", "http://169.254.169.254/"):
+        with pytest.raises(ValidationError) as caught:
+            console.update_agent_whatsapp(
+                uow.factory(), OWN, agent.id, {"instanceName": "acme", "serverUrl": url}, policy=PUBLIC_DNS
+            )
+        assert caught.value.field == "whatsapp.serverUrl"
+        assert "only public addresses are allowed" in caught.value.message
+    assert agent.whatsapp_server_url != "http://127.0.0.1:6379"
+
+
+def test_the_operator_may_point_anywhere_and_an_organization_may_keep_that_url(
+    repo: FakeRepository, uow: FakeUnitOfWork
+) -> None:
+    agent = add_agent(repo)
+    lan = {"instanceName": "acme", "serverUrl": "http://10.0.0.5:8080"}
+    console.update_agent_whatsapp(uow.factory(), OPERATOR, agent.id, lan, policy=PUBLIC_DNS)
+    assert (agent.whatsapp_server_url, agent.whatsapp_server_url_trusted) == ("http://10.0.0.5:8080", True)
+
+    console.update_agent_whatsapp(
+        uow.factory(), OWN, agent.id, {**lan, "phone": "+5511912345678"}, policy=PUBLIC_DNS
+    )
+    assert agent.whatsapp_server_url_trusted is True  # the operator's URL, unchanged by the organization
+
+    with pytest.raises(ValidationError):
+        console.update_agent_whatsapp(
+            uow.factory(), OWN, agent.id, {**lan, "serverUrl": "http://10.0.0.6:8080"}, policy=PUBLIC_DNS
+        )
 
 
 def test_agent_settings_replace_or_clear_secrets_when_given(
@@ -333,7 +372,7 @@ def test_a_closed_instance_answers_a_qr_code_that_is_kept_on_the_agent(
 ) -> None:
     fake_evolution.add_instance("acme", "secret-key", state="close")
     agent = add_agent(repo, whatsapp_server_url=fake_evolution.url, whatsapp_status="disconnected")
-    client = EvolutionClient()
+    client = EvolutionClient(policy=AddressPolicy.from_entries(["127.0.0.1"]))
     try:
         result = console.request_qrcode(uow.factory(), client, OWN, agent.id, now=lambda: NOW)
         assert result["status"] == "connecting"

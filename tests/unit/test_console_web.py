@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from luminai_actors.persistence.tables import OrganizationApiKey
 from luminai_actors.testing import LuminaiHarness
 from luminai_actors.web.console.session import COOKIE
 
@@ -159,16 +158,42 @@ def test_an_organization_key_sees_only_its_organization(
     assert luminai.admin.talk(other_talk)["paused"] is False
 
 
-def test_a_revoked_key_ends_its_sessions(luminai: LuminaiHarness, acme: dict[str, str]) -> None:
+def test_a_key_revoked_through_the_api_gets_401_and_ends_its_sessions(
+    luminai: LuminaiHarness, acme: dict[str, str]
+) -> None:
     console = Console(luminai)
     console.sign_in(acme["key"])
     assert console.client.get(f"/console/talks/{acme['talk']}").status_code == 200
-    with luminai.container.uow() as uow:
-        assert uow.session is not None
-        for row in uow.session.query(OrganizationApiKey).all():
-            row.revoked_at = row.created_at
-        uow.commit()
+    as_key = {"Authorization": f"Bearer {acme['key']}"}
+    keys_path = f"/api/admin/organizations/{acme['org']}/api-keys"
+    (listed,) = luminai.client.get(keys_path, headers=as_key).json()
+    assert set(listed) == {"id", "organizationId", "name", "prefix", "createdAt", "lastUsedAt", "revokedAt"}
+    assert acme["key"].startswith(listed["prefix"])
+    assert acme["key"] not in str(listed)
+    assert listed["lastUsedAt"] is not None  # it was just used
+    assert listed["revokedAt"] is None
+
+    other_org = luminai.admin.create_organization("Other")
+    assert (
+        luminai.client.delete(
+            f"/api/admin/organizations/{other_org}/api-keys/{listed['id']}", headers=as_key
+        ).status_code
+        == 404
+    )
+    assert luminai.admin.request("DELETE", f"{keys_path}/{listed['id']}").status_code == 204
+
+    assert luminai.client.get(keys_path, headers=as_key).status_code == 401
+    assert luminai.client.get(f"/api/admin/talks/{acme['talk']}", headers=as_key).status_code == 401
     assert console.client.get(f"/console/talks/{acme['talk']}", follow_redirects=False).status_code == 303
+    assert (
+        Console(luminai)
+        .client.post("/console/sign-in", data={"credential": acme["key"]}, follow_redirects=False)
+        .status_code
+        == 401
+    )
+    (revoked,) = luminai.admin.get(keys_path)
+    assert revoked["revokedAt"] is not None
+    assert luminai.admin.request("DELETE", f"{keys_path}/{listed['id']}").status_code == 204  # idempotent
 
 
 def test_state_changing_forms_need_the_csrf_token_and_the_same_origin(

@@ -57,7 +57,7 @@ def make_client() -> Iterator[Callable[[Handler], tuple[EvolutionClient, Recorde
 
     def make(respond: Handler, timeout: float = 30.0) -> tuple[EvolutionClient, Recorder]:
         recorder = Recorder(respond)
-        client = EvolutionClient(httpx.Client(transport=httpx.MockTransport(recorder)), timeout=timeout)
+        client = EvolutionClient(httpx.MockTransport(recorder), timeout=timeout)
         clients.append(client)
         return client, recorder
 
@@ -91,7 +91,7 @@ def timeouts_of(request: httpx.Request) -> dict[str, float]:
 def test_send_text_v2_posts_the_flat_body_with_the_apikey_header(make_client: Any) -> None:
     client, recorder = make_client(answer(201, SENT))
 
-    client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!")
+    client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!", trusted=True)
 
     request = recorder.last
     assert request.method == "POST"
@@ -105,7 +105,7 @@ def test_send_text_v2_posts_the_flat_body_with_the_apikey_header(make_client: An
 def test_send_text_v2_with_delay_adds_it_and_waits_that_much_longer(make_client: Any) -> None:
     client, recorder = make_client(answer(201, SENT), timeout=10.0)
 
-    client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!", delay_ms=1200)
+    client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!", delay_ms=1200, trusted=True)
 
     assert recorder.last_json() == {"number": NUMBER, "text": "Olá!", "delay": 1200}
     assert timeouts_of(recorder.last)["read"] == pytest.approx(11.2)
@@ -114,7 +114,7 @@ def test_send_text_v2_with_delay_adds_it_and_waits_that_much_longer(make_client:
 def test_send_text_quotes_the_instance_and_tolerates_a_trailing_slash(make_client: Any) -> None:
     client, recorder = make_client(answer(201, SENT))
 
-    client.send_text(SERVER + "/", API_KEY, "acme sales/br", NUMBER, "Olá!")
+    client.send_text(SERVER + "/", API_KEY, "acme sales/br", NUMBER, "Olá!", trusted=True)
 
     assert recorder.last.url.raw_path == b"/message/sendText/acme%20sales%2Fbr"
     assert recorder.last.url.host == "evo.example.com"
@@ -123,10 +123,10 @@ def test_send_text_quotes_the_instance_and_tolerates_a_trailing_slash(make_clien
 def test_send_text_v1_posts_options_and_text_message(make_client: Any) -> None:
     client, recorder = make_client(answer(201, SENT))
 
-    client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!", api_version=1)
+    client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!", api_version=1, trusted=True)
     assert recorder.last_json() == {"number": NUMBER, "options": {}, "textMessage": {"text": "Olá!"}}
 
-    client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!", api_version=1, delay_ms=800)
+    client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!", api_version=1, delay_ms=800, trusted=True)
     assert recorder.last_json() == {
         "number": NUMBER,
         "options": {"delay": 800},
@@ -139,7 +139,7 @@ def test_send_text_result_carries_the_key_id_and_the_resolved_remote_jid(make_cl
     resolved = {**SENT, "key": {**SENT["key"], "remoteJid": "551187654321@s.whatsapp.net"}}
     client, _ = make_client(answer(201, resolved))
 
-    result = client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!")
+    result = client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!", trusted=True)
 
     assert result == SendResult("3EB0A1B2C3D4E5F6A7B8C9", "551187654321@s.whatsapp.net", 201, resolved)
 
@@ -147,7 +147,7 @@ def test_send_text_result_carries_the_key_id_and_the_resolved_remote_jid(make_cl
 def test_send_text_result_without_a_key_has_no_ids(make_client: Any) -> None:
     client, _ = make_client(answer(201, {"status": "PENDING", "key": {"id": 7}}))
 
-    result = client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!")
+    result = client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!", trusted=True)
 
     assert result.message_id is None
     assert result.remote_jid is None
@@ -158,7 +158,7 @@ def test_send_text_answered_without_json_is_an_evolution_error(make_client: Any)
     client, _ = make_client(answer(201, content=b"<html>created</html>"))
 
     with pytest.raises(EvolutionError, match="without JSON") as caught:
-        client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!")
+        client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!", trusted=True)
 
     assert type(caught.value) is EvolutionError  # neither transient nor permanent
 
@@ -195,7 +195,7 @@ def test_400_exists_false_is_permanent_and_says_not_on_whatsapp(make_client: Any
     client, _ = make_client(answer(400, NOT_ON_WHATSAPP))
 
     with pytest.raises(EvolutionPermanentError) as caught:
-        client.send_text(SERVER, API_KEY, "acme", "5511999999999", "Olá!")
+        client.send_text(SERVER, API_KEY, "acme", "5511999999999", "Olá!", trusted=True)
 
     assert "not on WhatsApp" in str(caught.value)
     assert caught.value.status == 400
@@ -209,7 +209,7 @@ def test_client_errors_are_permanent_with_their_status(
     client, _ = make_client(answer(status, body))
 
     with pytest.raises(EvolutionPermanentError) as caught:
-        client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!")
+        client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!", trusted=True)
 
     assert caught.value.status == status
     assert detail in str(caught.value)
@@ -222,7 +222,7 @@ def test_server_errors_429_and_408_are_transient(make_client: Any, status: int, 
     client, _ = make_client(answer(status, body))
 
     with pytest.raises(EvolutionTransientError) as caught:
-        client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!")
+        client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!", trusted=True)
 
     assert caught.value.status == status
     assert str(status) in str(caught.value)
@@ -233,7 +233,7 @@ def test_a_500_connection_closed_keeps_the_message_and_body(make_client: Any) ->
     client, _ = make_client(answer(500, body))
 
     with pytest.raises(EvolutionTransientError, match="Connection Closed") as caught:
-        client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!")
+        client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!", trusted=True)
 
     assert caught.value.body == body
 
@@ -253,7 +253,7 @@ def test_transport_errors_are_transient_without_a_status(make_client: Any, error
     client, _ = make_client(respond)
 
     with pytest.raises(EvolutionTransientError) as caught:
-        client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!")
+        client.send_text(SERVER, API_KEY, "acme", NUMBER, "Olá!", trusted=True)
 
     assert caught.value.status is None
     assert caught.value.__cause__ is error
@@ -265,7 +265,7 @@ def test_transport_errors_are_transient_without_a_status(make_client: Any, error
 def test_connection_state_reads_instance_state(make_client: Any) -> None:
     client, recorder = make_client(answer(200, {"instance": {"instanceName": "acme", "state": "open"}}))
 
-    assert client.connection_state(SERVER, API_KEY, "acme") == "open"
+    assert client.connection_state(SERVER, API_KEY, "acme", trusted=True) == "open"
     assert recorder.last.method == "GET"
     assert str(recorder.last.url) == f"{SERVER}/instance/connectionState/acme"
     assert recorder.last.headers["apikey"] == API_KEY
@@ -275,14 +275,14 @@ def test_connection_state_without_a_state_is_an_evolution_error(make_client: Any
     client, _ = make_client(answer(200, {"instance": {"instanceName": "acme"}}))
 
     with pytest.raises(EvolutionError, match=r"instance\.state"):
-        client.connection_state(SERVER, API_KEY, "acme")
+        client.connection_state(SERVER, API_KEY, "acme", trusted=True)
 
 
 def test_connection_state_of_an_unknown_instance_is_permanent(make_client: Any) -> None:
     client, _ = make_client(answer(404, error_body(404, ['The "x" instance does not exist'], "Not Found")))
 
     with pytest.raises(EvolutionPermanentError) as caught:
-        client.connection_state(SERVER, API_KEY, "x")
+        client.connection_state(SERVER, API_KEY, "x", trusted=True)
     assert caught.value.status == 404
 
 
@@ -291,7 +291,12 @@ def test_set_webhook_sends_the_nested_v2_body_with_explicit_events_and_headers(m
     client, recorder = make_client(answer(201, stored))
 
     result = client.set_webhook(
-        SERVER, API_KEY, "acme", "https://bot.example.com/hook", headers={"authorization": "Bearer s3cret"}
+        SERVER,
+        API_KEY,
+        "acme",
+        "https://bot.example.com/hook",
+        headers={"authorization": "Bearer s3cret"},
+        trusted=True,
     )
 
     assert result == stored
@@ -316,7 +321,13 @@ def test_set_webhook_with_chosen_events_and_by_events(make_client: Any) -> None:
     client, recorder = make_client(answer(201, {}))
 
     client.set_webhook(
-        SERVER, API_KEY, "acme", "https://bot.example.com/hook", events=("MESSAGES_UPSERT",), by_events=True
+        SERVER,
+        API_KEY,
+        "acme",
+        "https://bot.example.com/hook",
+        events=("MESSAGES_UPSERT",),
+        by_events=True,
+        trusted=True,
     )
 
     webhook = recorder.last_json()["webhook"]
@@ -329,7 +340,7 @@ def test_find_webhook_returns_the_stored_configuration(make_client: Any) -> None
     stored = {"enabled": True, "url": "https://bot.example.com/hook", "events": ["MESSAGES_UPSERT"]}
     client, recorder = make_client(answer(200, stored))
 
-    assert client.find_webhook(SERVER, API_KEY, "acme") == stored
+    assert client.find_webhook(SERVER, API_KEY, "acme", trusted=True) == stored
     assert recorder.last.method == "GET"
     assert str(recorder.last.url) == f"{SERVER}/webhook/find/acme"
     assert recorder.last.headers["apikey"] == API_KEY
@@ -346,9 +357,13 @@ NOT_JSON_REASON = (
 @pytest.mark.parametrize(
     "call",
     [
-        pytest.param(lambda c: c.connection_state(SERVER, API_KEY, "acme"), id="connection_state"),
-        pytest.param(lambda c: c.find_webhook(SERVER, API_KEY, "acme"), id="find_webhook"),
-        pytest.param(lambda c: c.set_webhook(SERVER, API_KEY, "acme", "https://h"), id="set_webhook"),
+        pytest.param(
+            lambda c: c.connection_state(SERVER, API_KEY, "acme", trusted=True), id="connection_state"
+        ),
+        pytest.param(lambda c: c.find_webhook(SERVER, API_KEY, "acme", trusted=True), id="find_webhook"),
+        pytest.param(
+            lambda c: c.set_webhook(SERVER, API_KEY, "acme", "https://h", trusted=True), id="set_webhook"
+        ),
     ],
 )
 def test_a_2xx_without_json_is_an_evolution_error_on_every_endpoint(
@@ -364,4 +379,4 @@ def test_connection_state_with_a_non_object_instance_is_an_evolution_error(make_
     client, _ = make_client(answer(200, {"instance": "acme", "state": "open"}))
 
     with pytest.raises(EvolutionError, match=r"instance\.state"):
-        client.connection_state(SERVER, API_KEY, "acme")
+        client.connection_state(SERVER, API_KEY, "acme", trusted=True)

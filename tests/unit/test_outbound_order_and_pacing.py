@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from luminai_actors.evolution.client import EvolutionClient
+from luminai_actors.outbound_address import AddressPolicy
 from luminai_actors.persistence.tables import TalkMessage
 from luminai_actors.services.ai_turn import split_reply, typing_delay_ms
 from luminai_actors.services.outbound import deliver_outbound
@@ -25,7 +26,8 @@ def evo() -> Iterator[FakeEvolutionApi]:
 
 @pytest.fixture
 def client() -> Iterator[EvolutionClient]:
-    evolution = EvolutionClient(timeout=5.0)
+    # The fake Evolution API listens on loopback: allowed as an operator would allow a LAN host.
+    evolution = EvolutionClient(timeout=5.0, policy=AddressPolicy.from_entries(["127.0.0.1"]))
     yield evolution
     evolution.close()
 

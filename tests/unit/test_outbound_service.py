@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from luminai_actors.evolution.client import EvolutionClient
+from luminai_actors.outbound_address import AddressPolicy
 from luminai_actors.persistence.tables import Agent, Contact, Organization, Talk, TalkMessage
 from luminai_actors.services.outbound import DeliveryOutcome, deliver_outbound
 from luminai_actors.testing import FakeEvolutionApi
@@ -32,7 +33,8 @@ def evo() -> Iterator[FakeEvolutionApi]:
 
 @pytest.fixture
 def client() -> Iterator[EvolutionClient]:
-    evolution = EvolutionClient(timeout=5.0)
+    # The fake Evolution API listens on loopback: allowed as an operator would allow a LAN host.
+    evolution = EvolutionClient(timeout=5.0, policy=AddressPolicy.from_entries(["127.0.0.1"]))
     yield evolution
     evolution.close()
 
@@ -285,7 +287,8 @@ def test_v1_agent_gets_the_v1_body() -> None:
 
     outbox = Outbox("https://evo-v1.example.com")
     outbox.agent.whatsapp_metadata = {"apiVersion": "1"}
-    client = EvolutionClient(httpx.Client(transport=httpx.MockTransport(handler)), timeout=5.0)
+    outbox.agent.whatsapp_server_url_trusted = True  # set up by the operator: no address rule
+    client = EvolutionClient(httpx.MockTransport(handler), timeout=5.0)
     try:
         outcome = outbox.deliver(client)
     finally:

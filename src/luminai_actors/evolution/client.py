@@ -4,6 +4,12 @@ typed errors.
 Evolution answers errors as `{status, error, response: {message}}` (reference §4). They are mapped once,
 here: connection errors, timeouts, 5xx and 429 become `EvolutionTransientError` (worth a retry); 400 (schema
 errors, `exists: false`), 401 and 404 become `EvolutionPermanentError` (a retry would fail the same way).
+An error's message carries only Evolution's parsed reason (`response.message`, else `error`), never the raw
+body of whatever answered: the message reaches tenants (test-connection, a failed reply's reason).
+
+Every call says whether its agent's server URL is `trusted` (set by the operator). Untrusted calls go
+through `outbound_address.GuardedTransport`: public unicast addresses only, unless the operator allowed the
+host; a refused address is an `EvolutionPermanentError` and nothing is sent.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from luminai_actors.errors import EvolutionError, EvolutionPermanentError, EvolutionTransientError
+from luminai_actors.outbound_address import AddressPolicy, AddressRefused, GuardedTransport
 
 WEBHOOK_EVENTS = (
     "MESSAGES_UPSERT",
@@ -35,17 +42,22 @@ class SendResult:
     body: Any
 
 
+_REASON_LIMIT = 500
+
+
 def _error_message(body: Any) -> str:
+    """Evolution's reason for an error answer; a body not of Evolution's error shape is not repeated."""
     if isinstance(body, dict):
         response = body.get("response")
         if isinstance(response, dict) and "message" in response:
             message = response["message"]
             if isinstance(message, list):
-                return "; ".join(str(item) for item in message)
-            return str(message)
-        if "error" in body:
-            return str(body["error"])
-    return str(body)[:500]
+                return "; ".join(str(item) for item in message)[:_REASON_LIMIT]
+            return str(message)[:_REASON_LIMIT]
+        error = body.get("error")
+        if isinstance(error, str):
+            return error[:_REASON_LIMIT]
+    return "no reason given (the answer is not an Evolution API error)"
 
 
 def _json(response: httpx.Response) -> Any:
@@ -80,20 +92,43 @@ def _raise_for(response: httpx.Response) -> None:
 
 
 class EvolutionClient:
-    """One shared httpx.Client (connection pool) for every agent's Evolution server."""
+    """Two shared httpx clients over one transport (connection pool) for every agent's Evolution server:
+    one for trusted server URLs, one that applies the outbound address rule (`policy`)."""
 
-    def __init__(self, http: httpx.Client | None = None, *, timeout: float = 30.0) -> None:
-        self._http = http or httpx.Client(timeout=timeout)
+    def __init__(
+        self,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        timeout: float = 30.0,
+        policy: AddressPolicy | None = None,
+    ) -> None:
+        inner = transport or httpx.HTTPTransport()
+        self._http = httpx.Client(transport=inner, timeout=timeout)
+        self._guarded = httpx.Client(
+            transport=GuardedTransport(policy or AddressPolicy(), inner),
+            timeout=timeout,
+            follow_redirects=False,
+            trust_env=False,  # no proxy from the environment: the connection goes to the address checked
+        )
         self._timeout = timeout
 
     def close(self) -> None:
+        self._guarded.close()
         self._http.close()
 
     def _request(
-        self, method: str, url: str, api_key: str, *, json: Any = None, extra_timeout: float = 0.0
+        self,
+        method: str,
+        url: str,
+        api_key: str,
+        *,
+        trusted: bool,
+        json: Any = None,
+        extra_timeout: float = 0.0,
     ) -> httpx.Response:
+        http = self._http if trusted else self._guarded
         try:
-            response = self._http.request(
+            response = http.request(
                 method,
                 url,
                 json=json,
@@ -104,6 +139,8 @@ class EvolutionClient:
             raise EvolutionTransientError(f"timeout calling Evolution API: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
             raise EvolutionTransientError(f"cannot reach Evolution API: {type(exc).__name__}: {exc}") from exc
+        except AddressRefused as exc:
+            raise EvolutionPermanentError(f"refused to call the server URL: {exc.reason}") from exc
         _raise_for(response)
         return response
 
@@ -121,6 +158,7 @@ class EvolutionClient:
         *,
         delay_ms: int | None = None,
         api_version: int = 2,
+        trusted: bool = False,
     ) -> SendResult:
         """POST /message/sendText/{instance}; v2 flat body by default, v1 body for agents configured as v1."""
         body: dict[str, Any]
@@ -135,6 +173,7 @@ class EvolutionClient:
             "POST",
             self._url(server_url, "message/sendText", instance),
             api_key,
+            trusted=trusted,
             json=body,
             extra_timeout=(delay_ms or 0) / 1000,
         )
@@ -145,9 +184,11 @@ class EvolutionClient:
         remote_jid = key.get("remoteJid") if isinstance(key.get("remoteJid"), str) else None
         return SendResult(message_id, remote_jid, response.status_code, payload)
 
-    def connection_state(self, server_url: str, api_key: str, instance: str) -> str:
+    def connection_state(self, server_url: str, api_key: str, instance: str, *, trusted: bool = False) -> str:
         """GET /instance/connectionState/{instance} -> `open`, `connecting`, `close` or `refused`."""
-        response = self._request("GET", self._url(server_url, "instance/connectionState", instance), api_key)
+        response = self._request(
+            "GET", self._url(server_url, "instance/connectionState", instance), api_key, trusted=trusted
+        )
         payload = _json(response)
         inner = payload.get("instance") if isinstance(payload, dict) else None
         state = inner.get("state") if isinstance(inner, dict) else None
@@ -155,13 +196,16 @@ class EvolutionClient:
             raise EvolutionError("connectionState answer has no instance.state", body=payload)
         return state
 
-    def connect(self, server_url: str, api_key: str, instance: str) -> dict[str, Any]:
+    def connect(
+        self, server_url: str, api_key: str, instance: str, *, trusted: bool = False
+    ) -> dict[str, Any]:
         """GET /instance/connect/{instance}: starts pairing a closed instance.
 
         v2 answers `{"pairingCode", "code", "base64"?, "count"}` (the QR code as a data URL when it has one),
         or `{"instance": {"instanceName", "state": "open"}}` when the instance is already connected.
         """
-        payload = _json(self._request("GET", self._url(server_url, "instance/connect", instance), api_key))
+        url = self._url(server_url, "instance/connect", instance)
+        payload = _json(self._request("GET", url, api_key, trusted=trusted))
         if not isinstance(payload, dict):
             raise EvolutionError("instance/connect answer is not a JSON object", body=payload)
         return payload
@@ -176,6 +220,7 @@ class EvolutionClient:
         headers: dict[str, str] | None = None,
         events: tuple[str, ...] = WEBHOOK_EVENTS,
         by_events: bool = False,
+        trusted: bool = False,
     ) -> Any:
         """POST /webhook/set/{instance} with the v2.1+ nested body, always with an explicit events list."""
         body = {
@@ -189,8 +234,11 @@ class EvolutionClient:
             }
         }
         return _json(
-            self._request("POST", self._url(server_url, "webhook/set", instance), api_key, json=body)
+            self._request(
+                "POST", self._url(server_url, "webhook/set", instance), api_key, trusted=trusted, json=body
+            )
         )
 
-    def find_webhook(self, server_url: str, api_key: str, instance: str) -> Any:
-        return _json(self._request("GET", self._url(server_url, "webhook/find", instance), api_key))
+    def find_webhook(self, server_url: str, api_key: str, instance: str, *, trusted: bool = False) -> Any:
+        url = self._url(server_url, "webhook/find", instance)
+        return _json(self._request("GET", url, api_key, trusted=trusted))

@@ -148,6 +148,7 @@ class ClaimedSend:
     contact_phone: str | None
     contact_mobile_phone: str | None
     server_url: str
+    server_url_trusted: bool
     api_key: str
     instance: str
     agent_metadata: dict[str, Any] | None
@@ -468,6 +469,7 @@ _CLAIM_SEND = (
         _contact.c.phone,
         _contact.c.mobile_phone,
         _agent.c.whatsapp_server_url,
+        _agent.c.whatsapp_server_url_trusted,
         _agent.c.whatsapp_api_key,
         _agent.c.whatsapp_instance_name,
         _agent.c.whatsapp_metadata,

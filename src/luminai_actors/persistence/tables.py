@@ -25,6 +25,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    false,
     text,
 )
 from sqlalchemy.dialects import postgresql
@@ -113,6 +114,7 @@ class OrganizationApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     created_at: Mapped[datetime] = _created()
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class User(Base):
@@ -233,6 +235,10 @@ class Agent(Base):
     whatsapp_instance_name: Mapped[str | None] = mapped_column(String(255))
     whatsapp_phone: Mapped[str | None] = mapped_column(String(25))
     whatsapp_server_url: Mapped[str | None] = mapped_column(String(500))
+    # True when the operator set whatsapp_server_url: the outbound address rule does not apply to it.
+    whatsapp_server_url_trusted: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
     whatsapp_api_key: Mapped[str | None] = mapped_column(Text)
     whatsapp_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     whatsapp_status: Mapped[str | None] = mapped_column(String(50))

@@ -17,6 +17,7 @@ from luminai_actors.domain import treeflow
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.domain.phone import normalize_phone
 from luminai_actors.errors import Conflict, NotFound, ValidationError
+from luminai_actors.outbound_address import AddressPolicy, AddressRefused
 from luminai_actors.persistence.tables import (
     Agent,
     Contact,
@@ -75,7 +76,7 @@ def create_tree_flow(uow_factory: UnitOfWorkFactory, org_id: uuid.UUID, body: di
         return flow.id
 
 
-def _server_url(value: str | None) -> str | None:
+def _server_url(value: str | None, policy: AddressPolicy | None) -> str | None:
     if value is None:
         return None
     parsed = urlparse(value)
@@ -83,11 +84,23 @@ def _server_url(value: str | None) -> str | None:
         raise ValidationError(
             "whatsapp.serverUrl", "must be an http(s) URL, e.g. https://evolution.example.com"
         )
+    if policy is not None:
+        try:
+            policy.check_url(value)
+        except AddressRefused as exc:
+            raise ValidationError("whatsapp.serverUrl", exc.reason) from exc
     return value.rstrip("/")
 
 
-def parse_agent(body: dict[str, Any]) -> tuple[dict[str, Any], uuid.UUID | None]:
-    """The agent columns an admin body asks for (validated, 422 naming the field) and its tree flow id."""
+def parse_agent(
+    body: dict[str, Any], *, policy: AddressPolicy | None = None, trusted_url: str | None = None
+) -> tuple[dict[str, Any], uuid.UUID | None]:
+    """The agent columns an admin body asks for (validated, 422 naming the field) and its tree flow id.
+
+    `policy` is the outbound address rule, given when an organization key (not the operator) saves: the
+    server URL must pass it, except `trusted_url`, the URL the operator already set on the agent, kept
+    as it is. `whatsapp_server_url_trusted` records whether the rule applies at connection time.
+    """
     name = _text(body, "name", "name", required=True)
     prompt = _text(body, "prompt", "prompt", required=False, max_len=20_000)
     active = _bool(body, "active", "active", True)
@@ -103,7 +116,9 @@ def parse_agent(body: dict[str, Any]) -> tuple[dict[str, Any], uuid.UUID | None]
         raise ValidationError(
             "whatsapp.phone", "is not a phone number with country code, e.g. +5511999999999"
         )
-    server_url = _server_url(_text(whatsapp, "serverUrl", "whatsapp.serverUrl", required=False, max_len=500))
+    raw_url = _text(whatsapp, "serverUrl", "whatsapp.serverUrl", required=False, max_len=500)
+    kept_trusted = raw_url is not None and trusted_url is not None and raw_url.rstrip("/") == trusted_url
+    server_url = _server_url(raw_url, None if kept_trusted else policy)
     api_key = _text(whatsapp, "apiKey", "whatsapp.apiKey", required=False, max_len=4096)
     webhook_token = _text(whatsapp, "webhookToken", "whatsapp.webhookToken", required=False)
     whatsapp_active = _bool(whatsapp, "active", "whatsapp.active", bool(whatsapp))
@@ -124,6 +139,7 @@ def parse_agent(body: dict[str, Any]) -> tuple[dict[str, Any], uuid.UUID | None]
         "whatsapp_instance_name": instance,
         "whatsapp_phone": phone,
         "whatsapp_server_url": server_url,
+        "whatsapp_server_url_trusted": policy is None or kept_trusted,
         "whatsapp_api_key": api_key,
         "whatsapp_active": whatsapp_active,
         "whatsapp_webhook_token": webhook_token,
@@ -132,8 +148,16 @@ def parse_agent(body: dict[str, Any]) -> tuple[dict[str, Any], uuid.UUID | None]
     return columns, flow_id
 
 
-def create_agent(uow_factory: UnitOfWorkFactory, org_id: uuid.UUID, body: dict[str, Any]) -> uuid.UUID:
-    columns, flow_id = parse_agent(body)
+def create_agent(
+    uow_factory: UnitOfWorkFactory,
+    org_id: uuid.UUID,
+    body: dict[str, Any],
+    *,
+    policy: AddressPolicy | None = None,
+) -> uuid.UUID:
+    """`policy`: the outbound address rule when an organization key creates the agent; None for the
+    operator, whose agents may point anywhere."""
+    columns, flow_id = parse_agent(body, policy=policy)
     instance = columns["whatsapp_instance_name"]
     with uow_factory() as uow:
         _require_org(uow, org_id)

@@ -1,5 +1,10 @@
 """Per-organization API keys: made once (the plaintext is shown only then), stored as SHA-256, resolved to
-the organization they belong to. The operator's LUMINAI_ADMIN_TOKEN is not a key: it sees everything.
+the organization they belong to, listed (never the key) and revoked. The operator's LUMINAI_ADMIN_TOKEN
+is not a key: it sees everything.
+
+`resolve` is the one place a presented key is checked, for the admin API and the console's sign-in alike;
+a revoked key resolves to nothing from the moment it is revoked, and console sessions signed in with it
+end at their next request (`key_still_valid`).
 """
 
 from __future__ import annotations
@@ -8,7 +13,8 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 
@@ -18,6 +24,8 @@ from luminai_actors.persistence.tables import Organization, OrganizationApiKey
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWorkFactory
 
 KEY_PREFIX = "lmk_"
+LAST_USED_PRECISION = timedelta(seconds=60)
+"""last_used_at is written at most once a minute per key: a key in use does not cost a write per call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +33,7 @@ class Principal:
     """Who calls the admin API: the operator (every organization) or one organization's key."""
 
     organization_id: uuid.UUID | None
+    key_id: uuid.UUID | None = None  # the organization key used; None for the operator (the audit's "who")
 
     @property
     def is_operator(self) -> bool:
@@ -69,7 +78,7 @@ def create_api_key(
 
 
 def resolve(uow_factory: UnitOfWorkFactory, key: str) -> Principal | None:
-    """The organization a key belongs to, or None for an unknown or revoked key."""
+    """The organization (and key id) a key belongs to, or None for an unknown or revoked key."""
     if not key.startswith(KEY_PREFIX):
         return None
     with uow_factory() as uow:
@@ -80,4 +89,61 @@ def resolve(uow_factory: UnitOfWorkFactory, key: str) -> Principal | None:
         )
         if row is None or row.revoked_at is not None:
             return None
-        return Principal(row.organization_id)
+        now = datetime.now(UTC)
+        if row.last_used_at is None or now - row.last_used_at >= LAST_USED_PRECISION:
+            row.last_used_at = now
+            uow.commit()
+        return Principal(row.organization_id, row.id)
+
+
+def key_still_valid(uow_factory: UnitOfWorkFactory, key_id: uuid.UUID, organization_id: uuid.UUID) -> bool:
+    """Whether the key of a console session still exists, unrevoked, for that organization."""
+    with uow_factory() as uow:
+        row = uow.repo.get(OrganizationApiKey, key_id)
+        return row is not None and row.revoked_at is None and row.organization_id == organization_id
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def key_json(row: OrganizationApiKey) -> dict[str, Any]:
+    """A key as the API shows it: never the key nor its hash."""
+    return {
+        "id": str(row.id),
+        "organizationId": str(row.organization_id),
+        "name": row.name,
+        "prefix": row.key_prefix,
+        "createdAt": _iso(row.created_at),
+        "lastUsedAt": _iso(row.last_used_at),
+        "revokedAt": _iso(row.revoked_at),
+    }
+
+
+def list_api_keys(uow_factory: UnitOfWorkFactory, organization_id: uuid.UUID) -> list[dict[str, Any]]:
+    with uow_factory() as uow:
+        assert isinstance(uow, SqlAlchemyUnitOfWork)
+        assert uow.session is not None
+        if uow.repo.get(Organization, organization_id) is None:
+            raise NotFound("no such organization")
+        rows = uow.session.scalars(
+            select(OrganizationApiKey)
+            .where(OrganizationApiKey.organization_id == organization_id)
+            .order_by(OrganizationApiKey.created_at, OrganizationApiKey.id)
+        )
+        return [key_json(row) for row in rows]
+
+
+def revoke_api_key(
+    uow_factory: UnitOfWorkFactory, organization_id: uuid.UUID, key_id: uuid.UUID
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Revoke a key of the organization (again: no change); (before, after) as `key_json`."""
+    with uow_factory() as uow:
+        row = uow.repo.get_for_update(OrganizationApiKey, key_id)
+        if row is None or row.organization_id != organization_id:
+            raise NotFound("no such api key")
+        before = key_json(row)
+        if row.revoked_at is None:
+            row.revoked_at = datetime.now(UTC)
+            uow.commit()
+        return before, key_json(row)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.errors import BrokerUnavailable, Conflict, NotFound, ValidationError
 from luminai_actors.evolution.client import EvolutionClient
+from luminai_actors.outbound_address import AddressPolicy
 from luminai_actors.persistence.tables import SEND_FAILED, SEND_PENDING, Agent, Contact, Talk, TalkMessage
 from luminai_actors.persistence.uow import UnitOfWorkFactory
 from luminai_actors.services.admin import parse_agent
@@ -59,21 +60,31 @@ def _enqueue_send(dispatcher: SendDispatcher, message_id: uuid.UUID) -> bool:
 
 
 def update_agent_whatsapp(
-    uow_factory: UnitOfWorkFactory, principal: Principal, agent_id: uuid.UUID, whatsapp: dict[str, Any]
+    uow_factory: UnitOfWorkFactory,
+    principal: Principal,
+    agent_id: uuid.UUID,
+    whatsapp: dict[str, Any],
+    *,
+    policy: AddressPolicy | None = None,
 ) -> Agent:
     """Replace the agent's WhatsApp settings with `whatsapp` (the admin API's `whatsapp` object).
 
     Validated by `services.admin.parse_agent` (422 naming the field, e.g. `whatsapp.serverUrl`); an instance
     name used by another agent is a 409. `apiKey` and `webhookToken` absent from `whatsapp` keep their
     stored values (the console never shows them); present as None they are cleared. Metadata keys the
-    webhooks manage (the latest QR code) are kept.
+    webhooks manage (the latest QR code) are kept. An organization key's server URL must pass the outbound
+    address rule (`policy`), unless it is the URL the operator set, unchanged.
     """
     with uow_factory() as uow:
         agent = uow.repo.get_for_update(Agent, agent_id)
         if agent is None:
             raise NotFound("no such agent")
         ensure_visible(principal, agent.organization_id, "agent")
-        columns, _ = parse_agent({"name": agent.name, "whatsapp": whatsapp})
+        columns, _ = parse_agent(
+            {"name": agent.name, "whatsapp": whatsapp},
+            policy=None if principal.is_operator else policy or AddressPolicy(),
+            trusted_url=agent.whatsapp_server_url if agent.whatsapp_server_url_trusted else None,
+        )
         instance = columns["whatsapp_instance_name"]
         if instance is not None:
             other = uow.repo.agent_by_instance(instance)
@@ -114,8 +125,8 @@ def request_qrcode(
         if not (agent.whatsapp_instance_name and agent.whatsapp_server_url and agent.whatsapp_api_key):
             raise ValidationError("whatsapp", "the agent has no complete WhatsApp configuration")
         server_url, api_key = agent.whatsapp_server_url, agent.whatsapp_api_key
-        instance = agent.whatsapp_instance_name
-    answer = client.connect(server_url, api_key, instance)
+        instance, trusted = agent.whatsapp_instance_name, bool(agent.whatsapp_server_url_trusted)
+    answer = client.connect(server_url, api_key, instance, trusted=trusted)
     state = answer.get("instance", {}).get("state") if isinstance(answer.get("instance"), dict) else None
     qrcode: dict[str, Any] | None = None
     if state is None:

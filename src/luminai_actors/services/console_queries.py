@@ -7,7 +7,6 @@ of another organization is `NotFound`, as in the admin API.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,13 +21,12 @@ from luminai_actors.persistence.tables import (
     Agent,
     Contact,
     Organization,
-    OrganizationApiKey,
     Talk,
     TalkMessage,
     TreeFlow,
 )
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWorkFactory
-from luminai_actors.services.api_keys import KEY_PREFIX, Principal
+from luminai_actors.services.api_keys import Principal
 from luminai_actors.services.console import ensure_visible
 
 TRANSCRIPT_LIMIT = 500
@@ -66,25 +64,6 @@ def session_of(uow: Any) -> Session:
     assert isinstance(uow, SqlAlchemyUnitOfWork)
     assert uow.session is not None
     return uow.session
-
-
-def resolve_key(uow_factory: UnitOfWorkFactory, key: str) -> tuple[uuid.UUID, uuid.UUID] | None:
-    """(key id, organization id) of a live organization key; None for an unknown or revoked one."""
-    if not key.startswith(KEY_PREFIX):
-        return None
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    with uow_factory() as uow:
-        row = session_of(uow).scalar(select(OrganizationApiKey).where(OrganizationApiKey.key_hash == digest))
-        if row is None or row.revoked_at is not None:
-            return None
-        return row.id, row.organization_id
-
-
-def key_still_valid(uow_factory: UnitOfWorkFactory, key_id: uuid.UUID, organization_id: uuid.UUID) -> bool:
-    """Whether a signed-in organization key still exists, unrevoked, for that organization."""
-    with uow_factory() as uow:
-        row = uow.repo.get(OrganizationApiKey, key_id)
-        return row is not None and row.revoked_at is None and row.organization_id == organization_id
 
 
 def list_organizations(uow_factory: UnitOfWorkFactory, principal: Principal) -> list[Organization]:

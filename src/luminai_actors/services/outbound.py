@@ -53,6 +53,7 @@ class DeliveryOutcome:
 @dataclass(frozen=True, slots=True)
 class _Target:
     server_url: str
+    trusted: bool  # the operator set server_url: the outbound address rule does not apply
     api_key: str
     instance: str
     number: str
@@ -213,6 +214,7 @@ def attempt_claimed(
             target.text,
             delay_ms=target.delay_ms,
             api_version=target.api_version,
+            trusted=target.trusted,
         )
     except EvolutionError as exc:
         final = isinstance(exc, EvolutionPermanentError) or attempt >= max_attempts
@@ -318,6 +320,7 @@ def _claimed_target(claimed: ClaimedSend) -> _Target | None:
         return None
     return _build_target(
         claimed.server_url,
+        claimed.server_url_trusted,
         claimed.api_key,
         claimed.instance,
         claimed.agent_metadata,
@@ -363,6 +366,7 @@ def _target(uow: Any, agent: Agent, talk: Talk, message: TalkMessage) -> _Target
         return None
     return _build_target(
         str(agent.whatsapp_server_url),
+        bool(agent.whatsapp_server_url_trusted),
         str(agent.whatsapp_api_key),
         str(agent.whatsapp_instance_name),
         agent.whatsapp_metadata,
@@ -374,6 +378,7 @@ def _target(uow: Any, agent: Agent, talk: Talk, message: TalkMessage) -> _Target
 
 def _build_target(
     server_url: str,
+    trusted: bool,
     api_key: str,
     instance: str,
     agent_metadata: dict[str, Any] | None,
@@ -386,6 +391,7 @@ def _build_target(
     typing = meta.get("typingDelayMs")
     return _Target(
         server_url=server_url,
+        trusted=trusted,
         api_key=api_key,
         instance=instance,
         number=number,

@@ -29,6 +29,7 @@ class Channel:
     server_url: str
     api_key: str
     webhook_token: str | None
+    trusted: bool  # the operator set server_url: the outbound address rule does not apply
 
 
 def find_agent(uow_factory: UnitOfWorkFactory, ref: str) -> Channel:
@@ -51,12 +52,15 @@ def find_agent(uow_factory: UnitOfWorkFactory, ref: str) -> Channel:
             agent.whatsapp_server_url,
             agent.whatsapp_api_key,
             agent.whatsapp_webhook_token,
+            bool(agent.whatsapp_server_url_trusted),
         )
 
 
 def test_connection(uow_factory: UnitOfWorkFactory, client: EvolutionClient, ref: str) -> dict[str, Any]:
     channel = find_agent(uow_factory, ref)
-    state = client.connection_state(channel.server_url, channel.api_key, channel.instance)
+    state = client.connection_state(
+        channel.server_url, channel.api_key, channel.instance, trusted=channel.trusted
+    )
     status = CONNECTION_STATES.get(state, state)
     with uow_factory() as uow:
         agent = uow.repo.get_for_update(Agent, channel.agent_id)
@@ -81,5 +85,12 @@ def configure_webhook(
     if not target or not target.startswith(("http://", "https://")):
         raise ValidationError("url", "give the webhook URL (http/https) or set LUMINAI_PUBLIC_URL")
     headers = {"X-Webhook-Token": channel.webhook_token} if channel.webhook_token else {}
-    row = client.set_webhook(channel.server_url, channel.api_key, channel.instance, target, headers=headers)
+    row = client.set_webhook(
+        channel.server_url,
+        channel.api_key,
+        channel.instance,
+        target,
+        headers=headers,
+        trusted=channel.trusted,
+    )
     return {"agentId": str(channel.agent_id), "instance": channel.instance, "url": target, "evolution": row}

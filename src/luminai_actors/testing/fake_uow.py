@@ -462,6 +462,7 @@ class FakeRepository:
             contact_phone=contact.phone,
             contact_mobile_phone=contact.mobile_phone,
             server_url=agent.whatsapp_server_url,
+            server_url_trusted=bool(agent.whatsapp_server_url_trusted),
             api_key=agent.whatsapp_api_key,
             instance=agent.whatsapp_instance_name,
             agent_metadata=copy.deepcopy(agent.whatsapp_metadata),

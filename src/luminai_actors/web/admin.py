@@ -140,7 +140,11 @@ async def create_tree_flow(request: Request) -> Response:
 async def create_agent(request: Request) -> Response:
     body = await _json_object(request)
     container = _container(request)
-    agent_id = await run_in_threadpool(admin_service.create_agent, container.uow, _org(request), body)
+    org_id = _org(request)
+    policy = None if _principal(request).is_operator else container.settings.address_policy
+    agent_id = await run_in_threadpool(
+        lambda: admin_service.create_agent(container.uow, org_id, body, policy=policy)
+    )
     container.directory.forget()  # an instance cached as unknown now has an owner
     return JSONResponse({"id": str(agent_id)}, status_code=201)
 
@@ -246,6 +250,21 @@ async def resume_talk(request: Request) -> Response:
     if waiting:  # messages the lead sent meanwhile, which no person answered, get their turn now
         await run_in_threadpool(container.dispatcher.request_ai_turn, talk_id)
     return JSONResponse({"id": str(talk.id), "paused": talk.paused, "answering": waiting})
+
+
+@require_admin
+async def list_api_keys(request: Request) -> Response:
+    rows = await run_in_threadpool(api_keys.list_api_keys, _container(request).uow, _org(request))
+    return JSONResponse(rows)
+
+
+@require_admin
+async def revoke_api_key(request: Request) -> Response:
+    """204; from then on the key gets 401 everywhere and console sessions signed in with it end."""
+    org_id = _org(request)
+    key_id = _uuid(request, "key_id")
+    await run_in_threadpool(api_keys.revoke_api_key, _container(request).uow, org_id, key_id)
+    return Response(status_code=204)
 
 
 @require_admin

@@ -35,6 +35,8 @@ def routes() -> list[BaseRoute]:
         Route(org + "/tree-flows", admin.create_tree_flow, methods=["POST"]),
         Route(org + "/agents", admin.create_agent, methods=["POST"]),
         Route(org + "/api-keys", admin.create_api_key, methods=["POST"]),
+        Route(org + "/api-keys", admin.list_api_keys, methods=["GET"]),
+        Route(org + "/api-keys/{key_id}", admin.revoke_api_key, methods=["DELETE"]),
         Route(org + "/contacts", admin.list_contacts, methods=["GET"]),
         Route(org + "/talks", admin.list_talks, methods=["GET"]),
         Route("/api/admin/talks/{talk_id}", admin.get_talk, methods=["GET"]),

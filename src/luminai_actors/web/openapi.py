@@ -65,6 +65,18 @@ def openapi_document() -> dict[str, Any]:
                 "Make an API key for this organization (its plaintext is returned once)",
                 {"201": _json(_ref("ApiKey"), "Created")},
                 params=[org],
+            ),
+            "get": _op(
+                "The organization's API keys (never the key itself)",
+                {"200": _json({"type": "array", "items": _ref("ApiKeyInfo")})},
+                params=[org],
+            ),
+        },
+        "/api/admin/organizations/{orgId}/api-keys/{keyId}": {
+            "delete": _op(
+                "Revoke a key: from then on it gets 401 on every route and its console sessions end",
+                {"204": {"description": "Revoked"}},
+                params=[org, _path_param("keyId")],
             )
         },
         "/api/admin/organizations/{orgId}/tree-flows": {
@@ -77,7 +89,9 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/admin/organizations/{orgId}/agents": {
             "post": _op(
-                "Create an agent (409 when the instance name is taken by any organization)",
+                "Create an agent (409 when the instance name is taken by any organization; 422 when an "
+                "organization key gives a serverUrl that is not a public address nor allowed by "
+                "LUMINAI_EVOLUTION_ALLOWED_HOSTS)",
                 {**created, "409": _json(_ref("Error"), "instance name taken")},
                 body="AgentIn",
                 params=[org],
@@ -144,6 +158,18 @@ def openapi_document() -> dict[str, Any]:
         "ApiKey": {
             "type": "object",
             "properties": {"id": uuid_, "key": string, "prefix": string, "organizationId": uuid_},
+        },
+        "ApiKeyInfo": {
+            "type": "object",
+            "properties": {
+                "id": uuid_,
+                "organizationId": uuid_,
+                "name": string,
+                "prefix": string,
+                "createdAt": when,
+                "lastUsedAt": when,
+                "revokedAt": when,
+            },
         },
         "TreeFlowIn": {
             "type": "object",

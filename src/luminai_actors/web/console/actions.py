@@ -153,7 +153,13 @@ async def save_settings(request: Request, session: ConsoleSession, form: dict[st
     try:
         whatsapp = _whatsapp_from_form(form, agent.whatsapp_metadata or {})
         await run_in_threadpool(
-            console.update_agent_whatsapp, container.uow, session.principal, agent_id, whatsapp
+            lambda: console.update_agent_whatsapp(
+                container.uow,
+                session.principal,
+                agent_id,
+                whatsapp,
+                policy=container.settings.address_policy,
+            )
         )
     except ValidationError as exc:
         field = exc.field.removeprefix("whatsapp.").removeprefix("metadata.")

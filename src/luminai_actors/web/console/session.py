@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from luminai_actors.bootstrap import Container
-from luminai_actors.services import console_queries
+from luminai_actors.services import api_keys
 from luminai_actors.services.api_keys import OPERATOR, Principal
 
 COOKIE = "luminai_console"
@@ -88,7 +88,7 @@ def decode_session(admin_token: str, value: str, now: float | None = None) -> Co
         return None
     if (now if now is not None else time.time()) >= expires or (org is None) != (key_id is None):
         return None
-    return ConsoleSession(Principal(org), key_id, nonce, expires)
+    return ConsoleSession(Principal(org, key_id), key_id, nonce, expires)
 
 
 def csrf_token(admin_token: str, session: ConsoleSession) -> str:
@@ -113,11 +113,10 @@ async def sign_in(request: Request, credential: str) -> ConsoleSession | None:
         return None
     if hmac.compare_digest(given.encode(), token.encode()):
         return new_session(OPERATOR, None)
-    found = await run_in_threadpool(console_queries.resolve_key, container.uow, given)
-    if found is None:
+    principal = await run_in_threadpool(api_keys.resolve, container.uow, given)
+    if principal is None:
         return None
-    key_id, org_id = found
-    return new_session(Principal(org_id), key_id)
+    return new_session(principal, principal.key_id)
 
 
 async def current_session(request: Request) -> ConsoleSession | None:
@@ -132,7 +131,7 @@ async def current_session(request: Request) -> ConsoleSession | None:
         return None
     org, key_id = session.principal.organization_id, session.key_id
     if org is not None and key_id is not None:
-        valid = await run_in_threadpool(console_queries.key_still_valid, container.uow, key_id, org)
+        valid = await run_in_threadpool(api_keys.key_still_valid, container.uow, key_id, org)
         if not valid:
             return None
     return session
