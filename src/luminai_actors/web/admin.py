@@ -9,6 +9,7 @@ another organization is 404 to it, never visible. With no operator token configu
 from __future__ import annotations
 
 import hmac
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import wraps
@@ -24,6 +25,7 @@ from luminai_actors.services import admin as admin_service
 from luminai_actors.services import api_keys, whatsapp_admin
 from luminai_actors.services import talks as talks_service
 from luminai_actors.services.api_keys import OPERATOR, Principal
+from luminai_actors.web.bodies import MAX_ADMIN_BODY_BYTES, is_count, read_body
 from luminai_actors.web.errors import error_response
 from luminai_actors.web.serialize import contact_json, message_json, talk_json
 
@@ -94,8 +96,18 @@ def _uuid(request: Request, name: str) -> uuid.UUID:
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
+    return _object_of(await read_body(request, MAX_ADMIN_BODY_BYTES))
+
+
+async def _optional_json_object(request: Request) -> dict[str, Any]:
+    """The JSON object of a body that may be empty ({} then)."""
+    raw = await read_body(request, MAX_ADMIN_BODY_BYTES)
+    return _object_of(raw) if raw.strip() else {}
+
+
+def _object_of(raw: bytes) -> dict[str, Any]:
     try:
-        body = await request.json()
+        body = json.loads(raw)
     except ValueError as exc:
         raise PayloadError("body is not valid JSON", status=400) from exc
     if not isinstance(body, dict):
@@ -108,7 +120,7 @@ def _paging(request: Request) -> tuple[int, int]:
         raw = request.query_params.get(name)
         if raw is None:
             return default
-        if not raw.isdigit():
+        if not is_count(raw):
             raise PayloadError(f"{name} must be a non-negative integer", status=422, path=name)
         return min(int(raw), maximum)
 
@@ -217,7 +229,7 @@ async def test_connection(request: Request) -> Response:
 @require_admin
 async def configure_webhook(request: Request) -> Response:
     container = _container(request)
-    body = await _json_object(request) if await request.body() else {}
+    body = await _optional_json_object(request)
     await _agent_ref(request)
     url = body.get("url")
     if url is not None and not isinstance(url, str):
@@ -270,7 +282,7 @@ async def revoke_api_key(request: Request) -> Response:
 @require_admin
 async def create_api_key(request: Request) -> Response:
     org_id = _org(request)
-    body = await _json_object(request) if await request.body() else {}
+    body = await _optional_json_object(request)
     created = await run_in_threadpool(
         api_keys.create_api_key, _container(request).uow, org_id, body.get("name")
     )

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from luminai_actors.bootstrap import Container
 from luminai_actors.errors import ConversationBusy, LuminaiError, PayloadError, Unavailable
 from luminai_actors.evolution.webhook import (
+    KNOWN_EVENTS,
     ConnectionUpdate,
     InstanceGone,
     MessageBatch,
@@ -38,6 +39,7 @@ from luminai_actors.evolution.webhook import (
 from luminai_actors.services.channel_events import apply_connection_state, apply_status_update, record_qrcode
 from luminai_actors.services.inbound import InboundOutcome, conversation_key, ignore_reason
 from luminai_actors.web.auth import webhook_authorized
+from luminai_actors.web.bodies import read_body
 from luminai_actors.web.errors import error_response
 from luminai_actors.web.ratelimit import RateLimiter
 
@@ -49,17 +51,7 @@ def _processed(**extra: object) -> JSONResponse:
 
 
 async def read_json_body(request: Request, max_bytes: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadError(f"body larger than {max_bytes} bytes", status=413)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadError(f"body larger than {max_bytes} bytes", status=413)
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await read_body(request, max_bytes)
     if not raw.strip():
         raise PayloadError("empty body: expected a JSON object", status=400)
     try:
@@ -170,13 +162,16 @@ def _rate_limited(limiter: RateLimiter, key: str, what: str) -> Response | None:
 
 
 def _event_label(event: WebhookEvent) -> str:
-    return getattr(event, "event", None) or {
+    """The metrics label of an event: a known Evolution event name, else `other` (the sender chooses the
+    `event` field; as a label it would grow /metrics without bound)."""
+    name = getattr(event, "event", None) or {
         MessageBatch: "messages.upsert",
         MessageStatusUpdate: "messages.update",
         StatusUpdates: "messages.update",
         ConnectionUpdate: "connection.update",
         QrCodeUpdate: "qrcode.updated",
     }.get(type(event), "other")
+    return name if name in KNOWN_EVENTS else "other"
 
 
 async def evolution_webhook(request: Request) -> Response:
@@ -206,7 +201,6 @@ async def _receive(request: Request, container: Container) -> Response:
         return limited
     payload = await read_json_body(request, container.settings.max_webhook_bytes)
     event = parse_webhook(payload, request.path_params.get("event_slug"))
-    request.state.event = _event_label(event)
     limited = _rate_limited(
         request.app.state.instance_limiter, event.instance, f"instance {event.instance!r}"
     )
@@ -217,6 +211,7 @@ async def _receive(request: Request, container: Container) -> Response:
         agent = await run_in_threadpool(container.directory.lookup, event.instance)
     if agent is not None and not webhook_authorized(agent.webhook_token, request.headers):
         return error_response(401, f"missing or wrong webhook secret for instance {event.instance!r}")
+    request.state.event = _event_label(event)  # labelled only once authenticated
     return await _dispatch(request, container, event)
 
 

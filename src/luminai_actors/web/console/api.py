@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from luminai_actors.services import console_analytics, console_queries
+from luminai_actors.web.bodies import is_count
 from luminai_actors.web.console.guard import console_api, path_uuid
 from luminai_actors.web.console.pages import PAGE_SIZE, analytics_days
 from luminai_actors.web.console.present import agent_view, summary_view, talk_view
@@ -41,7 +42,7 @@ async def talks(request: Request, session: ConsoleSession) -> Response:
     container = container_of(request)
     org_id = path_uuid(request, "org_id")
     raw = request.query_params.get("offset", "0")
-    offset = min(int(raw), 10**6) if raw.isdigit() else 0
+    offset = min(int(raw), 10**6) if is_count(raw) else 0
     rows = await run_in_threadpool(
         console_queries.list_talks, container.uow, session.principal, org_id, PAGE_SIZE, offset
     )

@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from luminai_actors.bootstrap import Container
 from luminai_actors.services import console_analytics, console_queries
+from luminai_actors.web.bodies import is_count
 from luminai_actors.web.console import charts
 from luminai_actors.web.console.guard import console_page, path_uuid
 from luminai_actors.web.console.present import agent_view, summary_view, talk_view
@@ -31,7 +32,7 @@ async def org_context(container: Container, session: ConsoleSession, org_id: uui
 
 def _offset(request: Request) -> int:
     raw = request.query_params.get("offset", "0")
-    return min(int(raw), 10**6) if raw.isdigit() else 0
+    return min(int(raw), 10**6) if is_count(raw) else 0
 
 
 async def sign_in_form(request: Request) -> Response:
@@ -172,7 +173,7 @@ async def talk(request: Request, session: ConsoleSession) -> Response:
 
 def analytics_days(request: Request) -> int:
     raw = request.query_params.get("days", "30")
-    return int(raw) if raw.isdigit() and int(raw) in ANALYTICS_DAYS else 30
+    return int(raw) if is_count(raw) and int(raw) in ANALYTICS_DAYS else 30
 
 
 @console_page

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from luminai_actors.errors import PayloadError
+from luminai_actors.web.bodies import read_body
 from luminai_actors.web.console.session import ConsoleSession, container_of, csrf_token
 
 HERE = Path(__file__).resolve().parent
@@ -161,9 +162,7 @@ def safe_next(value: str | None, default: str) -> str:
 async def read_form(request: Request) -> dict[str, str]:
     """An `application/x-www-form-urlencoded` body (what the console's forms send), last value wins."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise PayloadError("form too large", status=413)
+    body = await read_body(request, MAX_FORM_BYTES)
     if body and content_type not in ("application/x-www-form-urlencoded", ""):
         raise PayloadError("send the form url-encoded", status=415)
     try:
