@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from luminai_actors.persistence.tables import TalkMessage
 from luminai_actors.testing import LuminaiHarness
+from tests.integration.test_pipeline_inprocess import settings_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -161,3 +162,97 @@ def test_ten_thousand_hostile_bodies_never_get_a_5xx_and_only_accepted_ones_are_
         assert total == len(stored)
         assert statuses.get(422, 0) > 1000
         assert statuses.get(400, 0) > 100
+
+
+# The fuzz findings of issue 17, on PostgreSQL (which, unlike SQLite, enforces column lengths) -------------
+
+
+def _upsert(**key: Any) -> dict[str, Any]:
+    document = base(key.pop("id", "FINDING-1"), "oi")
+    document["data"]["key"].update(key)
+    return document
+
+
+FINDINGS = [
+    pytest.param(_upsert(), 200, id="baseline"),
+    pytest.param(
+        {**_upsert(id="PN-245"), "data": {**_upsert()["data"], "pushName": "N" * 245}}, 200, id="pushName-245"
+    ),
+    pytest.param(_upsert(id="K" * 129), 422, id="key.id-129"),
+    pytest.param(_upsert(id="LID-70", senderLid="9" * 70 + "@lid"), 422, id="senderLid-70"),
+    pytest.param(_upsert(id="JID-200", remoteJid="5" * 200 + "@s.whatsapp.net"), 422, id="remoteJid-200"),
+    pytest.param(_upsert(id="AT-LID", remoteJid="@lid"), 422, id="remoteJid-empty-user"),
+    pytest.param(_upsert(id="ALT-LID", remoteJidAlt="@lid"), 200, id="remoteJidAlt-empty-user"),
+    pytest.param(_upsert(id="SENDER-LID", senderLid="@lid"), 200, id="senderLid-empty-user"),
+    pytest.param({**_upsert(id="INST"), "instance": "i" * 300}, 422, id="instance-300"),
+]
+
+
+@pytest.mark.parametrize(("body", "status"), FINDINGS)
+def test_out_of_bounds_fields_are_bounded_at_parse_time_on_postgresql(
+    clean_pg: str, fake_evolution: Any, body: dict[str, Any], status: int
+) -> None:
+    with LuminaiHarness(settings_for(clean_pg), evolution=fake_evolution) as luminai:
+        org = luminai.admin.create_organization("Fuzz")
+        luminai.admin.create_agent(org, "fuzz")
+        first = luminai.client.post("/api/webhooks/whatsapp/evolution", json=body)
+        assert first.status_code == status, first.text
+        if status == 422:
+            assert first.json()["path"]
+        # a redelivery is answered the same way: never a database error Evolution would retry forever
+        again = luminai.client.post("/api/webhooks/whatsapp/evolution", json=body)
+        assert again.status_code == status, again.text
+        for contact in luminai.admin.contacts(org):
+            assert contact["whatsappLid"] != ""  # an empty JID user is absent, never a LID of ''
+            assert len(contact["name"] or "") <= 255
+
+
+LONG_TEXT = st.one_of(st.text(max_size=30), st.text(min_size=60, max_size=300), st.just("@lid"))
+ID_PATHS = [
+    ("data", "key", "id"),
+    ("data", "key", "remoteJid"),
+    ("data", "key", "remoteJidAlt"),
+    ("data", "key", "senderLid"),
+    ("data", "key", "senderPn"),
+    ("data", "pushName"),
+    ("instance",),
+]
+
+
+def test_long_and_empty_identifiers_never_get_a_5xx_nor_leave_half_written_rows_on_postgresql(
+    clean_pg: str, fake_evolution: Any
+) -> None:
+    with LuminaiHarness(
+        settings_for(clean_pg, rate_limit_per_instance=0, rate_limit_per_ip=0), evolution=fake_evolution
+    ) as luminai:
+        org = luminai.admin.create_organization("Fuzz")
+        luminai.admin.create_agent(org, "fuzz")
+        stored: set[str] = set()
+
+        @settings(
+            max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+        )
+        @given(
+            message_id=st.text(min_size=1, max_size=160),
+            changes=st.lists(st.tuples(st.sampled_from(ID_PATHS), LONG_TEXT), max_size=3),
+        )
+        def post(message_id: str, changes: list[tuple[tuple[str, ...], str]]) -> None:
+            document = base(message_id, "oi")
+            for path, value in changes:
+                if path[-1] in ("senderLid", "remoteJidAlt") and not value.endswith("@lid"):
+                    value = f"{value}@lid"
+                _set(document, path, value)
+            response = luminai.client.post("/api/webhooks/whatsapp/evolution", json=document)
+            assert response.status_code < 500, (response.status_code, response.text, document)
+            message = response.headers.get("X-Luminai-Message-Id")
+            if response.status_code == 200 and message and not response.json().get("duplicate"):
+                stored.add(message)
+
+        post()
+        luminai.drain(timeout=60)
+        with luminai.container.session_factory() as session:
+            written = {
+                str(i)
+                for i in session.scalars(select(TalkMessage.id).where(TalkMessage.from_agent_id.is_(None)))
+            }
+        assert written == stored

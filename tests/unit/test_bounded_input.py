@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from sqlalchemy import exc as sa_exc
+
+from luminai_actors.errors import PayloadError
+from luminai_actors.persistence.uow import translate_db_error
 from luminai_actors.testing import LuminaiHarness
 from luminai_actors.web.bodies import MAX_ADMIN_BODY_BYTES, is_count
 from luminai_actors.web.console.render import MAX_FORM_BYTES
@@ -91,3 +95,11 @@ def test_webhook_metrics_label_known_events_only_and_only_once_authenticated(lum
     assert events <= {"other", "unparsed", "connection.update"}
     assert any('event="connection.update"' in line and 'outcome="processed"' in line for line in labelled)
     assert not any('event="connection.update"' in line and 'outcome="401"' in line for line in labelled)
+
+
+def test_a_value_the_database_refuses_is_a_422_not_an_outage() -> None:
+    refused = sa_exc.DataError("INSERT ...", {}, Exception("value too long for type character varying(255)"))
+    translated = translate_db_error(refused)
+    assert isinstance(translated, PayloadError)
+    assert translated.status == 422
+    assert "value too long" in str(translated)

@@ -21,6 +21,9 @@ _INTEGER = re.compile(r"-?[0-9]{1,20}")
 # Bounded so that int()/float() never meet megabyte-long digit strings from a hostile body.
 _DECIMAL = re.compile(r"-?[0-9]{1,20}(?:\.[0-9]{1,20})?")
 
+MAX_ID_LENGTH = 128
+"""Identifiers (message ids, JIDs) are stored in 128-character columns; real ones are far shorter."""
+
 _INT32_MIN = -(2**31)
 _UINT32_MAX = 2**32 - 1
 
@@ -55,35 +58,42 @@ def _str_or_none(obj: Mapping[str, object], key: str, path: str) -> str | None:
     return value
 
 
-def opt_id(obj: Mapping[str, object], key: str, path: str) -> str | None:
+def opt_id(obj: Mapping[str, object], key: str, path: str, *, max_length: int = MAX_ID_LENGTH) -> str | None:
     """An identifier (JID, message id, state): None when missing or empty.
 
     Identifiers are compared and used as database keys, so unlike text they are refused rather than repaired
-    when they hold characters no real WhatsApp identifier has.
+    when they hold characters no real WhatsApp identifier has, or more than `max_length` characters.
     """
     value = _str_or_none(obj, key, path)
-    return identifier(value, join(path, key)) if value else None
+    return identifier(value, join(path, key), max_length=max_length) if value else None
 
 
-def identifier(value: str, path: str) -> str:
-    """`value` unchanged, or PayloadError when it holds what no real identifier has (NUL, lone surrogates)."""
+def identifier(value: str, path: str, *, max_length: int = MAX_ID_LENGTH) -> str:
+    """`value` unchanged, or PayloadError when it holds what no real identifier has (NUL, lone surrogates,
+    more than max_length characters)."""
     if _UNSTORABLE.search(value):
         raise PayloadError(f"{path} holds a NUL or a lone surrogate", path=path)
+    if len(value) > max_length:
+        raise PayloadError(f"{path} is longer than {max_length} characters", path=path)
     return value
 
 
-def req_id(obj: Mapping[str, object], key: str, path: str) -> str:
-    value = opt_id(obj, key, path)
+def req_id(obj: Mapping[str, object], key: str, path: str, *, max_length: int = MAX_ID_LENGTH) -> str:
+    value = opt_id(obj, key, path, max_length=max_length)
     if value is None or not value.strip():
         where = join(path, key)
         raise PayloadError(f"{where} is required and must be a non-empty string", path=where)
     return value
 
 
-def opt_text(obj: Mapping[str, object], key: str, path: str) -> str | None:
-    """Free text written by a person (or a hostile client): kept as given, only made storable."""
+def opt_text(obj: Mapping[str, object], key: str, path: str, *, max_length: int | None = None) -> str | None:
+    """Free text written by a person (or a hostile client): kept as given, only made storable, and cut to
+    `max_length` characters when one is given (a display name, not a message)."""
     value = _str_or_none(obj, key, path)
-    return None if value is None else clean_text(value)
+    if value is None:
+        return None
+    text = clean_text(value)
+    return text[:max_length] if max_length is not None else text
 
 
 def opt_bool(obj: Mapping[str, object], key: str, path: str) -> bool | None:

@@ -59,6 +59,11 @@ _STATUS_NUMBER: Final = re.compile(r"[0-9]{1,3}")
 
 _PN_SUFFIX: Final = "@s.whatsapp.net"
 _LID_SUFFIX: Final = "@lid"
+# Bounds of what a webhook may carry, set by the columns that store it (parse-time, so that a hostile or
+# broken body is a 422 here and never a database error that Evolution would redeliver forever).
+MAX_INSTANCE_LENGTH: Final = 255  # agent.whatsapp_instance_name
+MAX_LID_LENGTH: Final = 64  # contact.whatsapp_lid
+MAX_PUSH_NAME_LENGTH: Final = 100  # display names; WhatsApp's own limit is 25. talk.subject holds 255
 # WhatsApp did not exist before 2009, and a value past 2100 is a millisecond count or garbage.
 _EARLIEST_TIMESTAMP: Final = 1_230_768_000
 _LATEST_TIMESTAMP: Final = 4_102_444_800
@@ -172,7 +177,7 @@ def normalize_event_name(name: str) -> str:
 def parse_webhook(payload: object, path_event: str | None = None) -> WebhookEvent:
     """The event in one webhook body; `path_event` is the byEvents URL slug when the request carried one."""
     body = as_mapping(payload, "")
-    instance = req_id(body, "instance", "")
+    instance = req_id(body, "instance", "", max_length=MAX_INSTANCE_LENGTH)
     event = _event_name(body, path_event)
     data = body.get("data")
     if event in ("messages.upsert", "send.message"):
@@ -223,6 +228,9 @@ def _parse_upsert(event: str, instance: str, data: Mapping[str, object], path: s
     key = as_mapping(data.get("key"), key_path)
     message_id = req_id(key, "id", key_path)
     remote_jid = req_id(key, "remoteJid", key_path)
+    if not _bare_jid(remote_jid).partition("@")[0]:
+        where = join(key_path, "remoteJid")
+        raise PayloadError(f"{where} has no user part before '@'", path=where)
     # An absent fromMe reads as protobuf's default, false, the way Baileys itself reads it.
     from_me = opt_bool(key, "fromMe", key_path) or False
     chat_kind = _chat_kind(remote_jid)
@@ -246,7 +254,7 @@ def _parse_upsert(event: str, instance: str, data: Mapping[str, object], path: s
     # Evolution ≥2.2 moves the quote out of the content into data.contextInfo; older ones leave it inside.
     context = opt_mapping(data, "contextInfo", path)
     outer_quote = None if context is None else opt_id(context, "stanzaId", join(path, "contextInfo"))
-    push_name = (opt_text(data, "pushName", path) or "").strip() or None
+    push_name = (opt_text(data, "pushName", path, max_length=MAX_PUSH_NAME_LENGTH) or "").strip() or None
     return MessageUpsert(
         event=event,
         instance=instance,
@@ -284,10 +292,19 @@ def _bare_jid(jid: str) -> str:
 
 
 def _first_jid(key: Mapping[str, object], path: str, suffix: str, *fields: str) -> str | None:
+    """The first of `fields` holding a JID on `suffix`'s server; an empty user (`"@lid"`) is absent."""
     for name in fields:
         jid = opt_id(key, name, path)
-        if jid is not None and _bare_jid(jid).endswith(suffix):
-            return _bare_jid(jid)
+        if jid is None:
+            continue
+        bare = _bare_jid(jid)
+        user = bare.partition("@")[0]
+        if not bare.endswith(suffix) or not user:
+            continue
+        if suffix == _LID_SUFFIX and len(user) > MAX_LID_LENGTH:
+            where = join(path, name)
+            raise PayloadError(f"{where} has a LID longer than {MAX_LID_LENGTH} characters", path=where)
+        return bare
     return None
 
 

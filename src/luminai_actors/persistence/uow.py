@@ -25,7 +25,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from luminai_actors.errors import Conflict, DatabaseUnavailable
+from luminai_actors.errors import Conflict, DatabaseUnavailable, PayloadError
 from luminai_actors.persistence.repository import Repository, SqlAlchemyRepository
 
 
@@ -57,6 +57,12 @@ def translate_db_error(exc: BaseException) -> BaseException:
     """The error tree's view of a SQLAlchemy error (or the error itself when it is not one)."""
     if isinstance(exc, sa_exc.IntegrityError):
         return Conflict(str(exc.orig) if exc.orig is not None else str(exc))
+    if isinstance(
+        exc, sa_exc.DataError
+    ):  # a value the database refuses (too long, out of range): every retry
+        # would fail the same way, so it is the request's fault (422), not an outage (503)
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        return PayloadError(f"a value does not fit the database: {reason}", status=422)
     if isinstance(exc, _UNAVAILABLE) or (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
         return DatabaseUnavailable(f"database unavailable: {type(exc).__name__}")
     return exc

@@ -68,7 +68,7 @@ async def handle_message(container: Container, event: MessageUpsert) -> InboundO
     def settle(result: Any) -> None:
         if future.done():
             return
-        if isinstance(result, Unavailable):
+        if isinstance(result, Unavailable | PayloadError):  # 503 (retry later) or 422 (never retry)
             future.set_exception(result)
         elif isinstance(result, BaseException):
             # Whatever broke while handling (a bug, a lost race that survived the retry): the message was not
