@@ -108,6 +108,10 @@ class Settings:
     """LUMINAI_IGNORE_BROADCASTS: skip status@broadcast and broadcast lists; `false` records them."""
     ignore_newsletters: bool = True
     """LUMINAI_IGNORE_NEWSLETTERS: skip channel (newsletter) posts; `false` records them."""
+    allow_unauthenticated_webhooks: bool = False
+    """LUMINAI_ALLOW_UNAUTHENTICATED_WEBHOOKS: `true` lets agents without a webhook secret (made before
+    secrets were generated) take webhooks that prove nothing; anyone knowing the instance name could then
+    make the bot write to any number. Default `false`: such webhooks get 401."""
     rate_limit_per_instance: float = 50.0
     """LUMINAI_RATE_LIMIT_PER_INSTANCE: webhooks per second per instance (burst 4x); 0 disables; over: 429."""
     rate_limit_per_ip: float = 500.0
@@ -182,6 +186,7 @@ class Settings:
         flag("LUMINAI_IGNORE_NEWSLETTERS", "ignore_newsletters")
         flag("LUMINAI_FAST_INGEST", "fast_ingest")
         flag("LUMINAI_INLINE_SEND", "inline_send")
+        flag("LUMINAI_ALLOW_UNAUTHENTICATED_WEBHOOKS", "allow_unauthenticated_webhooks")
         text("LUMINAI_DATABASE_URL", "database_url")
         text("LUMINAI_BROKER_URL", "broker_url")
         text("LUMINAI_ADMIN_TOKEN", "admin_token")

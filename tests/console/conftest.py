@@ -70,7 +70,8 @@ class LiveConsole:
 
     def webhook(self, payload: dict[str, Any]) -> int:
         """POST a webhook to the live service the way Evolution does; returns the status code."""
-        status, _ = self.harness.evolution.post_webhook(self.url + WEBHOOK_PATH, payload)
+        headers = self.harness.webhook_headers(str(payload.get("instance")))
+        status, _ = self.harness.evolution.post_webhook(self.url + WEBHOOK_PATH, payload, headers)
         return status
 
     def say(self, instance: str, text: str, **kw: Any) -> None:

@@ -27,6 +27,8 @@ from luminai_actors.testing import FakeEvolutionApi, FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "e2e-admin-token"
+# The webhook secret of the agents `Admin.setup_agent` creates, which `Service.post_webhook` sends.
+WEBHOOK_SECRET = "e2e-webhook-secret"
 WEBHOOK = "/api/webhooks/whatsapp/evolution"
 
 
@@ -59,9 +61,13 @@ class Service:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
 
-    def post_webhook(self, payload: dict[str, Any], path: str = WEBHOOK) -> httpx.Response:
+    def post_webhook(
+        self, payload: dict[str, Any], path: str = WEBHOOK, secret: str | None = WEBHOOK_SECRET
+    ) -> httpx.Response:
+        """Post as Evolution would, with the webhook secret of `setup_agent`'s agents (None: no secret)."""
+        headers = {} if secret is None else {"X-Webhook-Token": secret}
         with self.client() as client:
-            return client.post(path, json=payload)
+            return client.post(path, json=payload, headers=headers)
 
     def log_text(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.logs)
@@ -124,7 +130,7 @@ class Admin:
         org_name: str = "Acme",
         steps: list[Any] | None = None,
         metadata: dict[str, Any] | None = None,
-        token: str | None = None,
+        token: str = WEBHOOK_SECRET,
     ) -> tuple[str, str]:
         """Organization, tree flow and agent on `instance` of the fake Evolution; returns (org, agent)."""
         api_key = f"key-{instance}"

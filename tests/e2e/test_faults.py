@@ -19,7 +19,9 @@ from sqlalchemy.engine import make_url
 
 from luminai_actors.testing import FakeEvolutionApi
 from luminai_actors.testing.tcp_proxy import TcpProxy
-from tests.e2e.conftest import Admin, Db, Service, text_message, wait_until
+from tests.e2e.conftest import WEBHOOK_SECRET, Admin, Db, Service, text_message, wait_until
+
+SIGNED = {"X-Webhook-Token": WEBHOOK_SECRET}
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
@@ -50,7 +52,7 @@ def deliver_until_accepted(
     seen: list[int] = []
     waiting = list(payloads)
     deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=service.url, timeout=30) as client:
+    with httpx.Client(base_url=service.url, timeout=30, headers=SIGNED) as client:
         while waiting and time.monotonic() < deadline:
             retry = []
             for payload in waiting:
@@ -81,7 +83,7 @@ def test_postgresql_down_for_ten_seconds_answers_503_and_loses_nothing(
 
     proxy.cut()
     started = time.monotonic()
-    with httpx.Client(base_url=service.url, timeout=30) as client:
+    with httpx.Client(base_url=service.url, timeout=30, headers=SIGNED) as client:
         statuses = [client.post("/api/webhooks/whatsapp/evolution", json=p).status_code for p in during]
         ready = client.get("/readyz")
     assert set(statuses) == {503}, statuses  # never 200 for a message that was not stored
@@ -113,7 +115,7 @@ def test_redis_down_still_stores_inbound_and_answers_every_lead_after_recovery(
 
     proxy.cut()
     payloads = [text_message(INSTANCE, lead(i), f"hello {i}") for i in range(6)]
-    with httpx.Client(base_url=service.url, timeout=30) as client:
+    with httpx.Client(base_url=service.url, timeout=30, headers=SIGNED) as client:
         statuses = [client.post("/api/webhooks/whatsapp/evolution", json=p).status_code for p in payloads]
     assert statuses == [200] * 6  # stored: Redis is not needed to accept a message
     assert len(db.rows("SELECT id FROM talk_message WHERE direction = 'inbound'")) == 6
@@ -148,7 +150,7 @@ def test_a_duplicate_storm_stores_each_message_once_and_answers_each_once(
 
     async def storm() -> list[int]:
         limit = asyncio.Semaphore(48)
-        async with httpx.AsyncClient(base_url=service.url, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=service.url, timeout=60, headers=SIGNED) as client:
 
             async def post(payload: dict[str, Any]) -> int:
                 async with limit:
@@ -188,7 +190,8 @@ def test_a_webhook_without_its_secret_is_401_and_writes_nothing(
     service = start_service()
     admin = Admin(service)
     admin.setup_agent(evolution, INSTANCE, token="s3cret")
-    response = service.post_webhook(text_message(INSTANCE, lead(1), "hi", message_id=uuid.uuid4().hex))
-    assert response.status_code == 401
+    message = text_message(INSTANCE, lead(1), "hi", message_id=uuid.uuid4().hex)
+    assert service.post_webhook(message, secret=None).status_code == 401
+    assert service.post_webhook(message).status_code == 401  # another agent's secret
     assert db.rows("SELECT id FROM talk_message") == []
     admin.close()

@@ -12,7 +12,7 @@ from luminai_actors import bootstrap
 from luminai_actors.bootstrap import Container
 from luminai_actors.testing import FakeEvolutionApi, FakeOpenAI
 from luminai_actors.web.app import create_app
-from tests.integration.test_pipeline_inprocess import settings_for
+from tests.integration.test_pipeline_inprocess import SIGNED, settings_for
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def make_app(clean_pg: str) -> Iterator[Callable[..., tuple[Container, TestClien
     def make(**overrides: Any) -> tuple[Container, TestClient]:
         container = bootstrap.build(settings_for(clean_pg, **overrides))
         container.start(recovery=False)
-        client = TestClient(create_app(container=container))
+        client = TestClient(create_app(container=container), headers=SIGNED)
         client.__enter__()
         opened.append((container, client))
         return container, client

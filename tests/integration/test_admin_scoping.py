@@ -16,7 +16,7 @@ from luminai_actors.persistence.tables import Agent
 from luminai_actors.testing import FakeEvolutionApi
 from luminai_actors.testing.http import HttpBase, JsonResponse, RecordedRequest
 from luminai_actors.web.app import create_app
-from tests.integration.test_pipeline_inprocess import AUTH, WEBHOOK, settings_for
+from tests.integration.test_pipeline_inprocess import AUTH, SIGNED, WEBHOOK, WEBHOOK_SECRET, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 def app(clean_pg: str) -> Iterator[tuple[Container, TestClient]]:
     container = bootstrap.build(settings_for(clean_pg))
     container.start(recovery=False)
-    with TestClient(create_app(container=container)) as client:
+    with TestClient(create_app(container=container), headers=SIGNED) as client:
         yield container, client
     container.close()
 
@@ -38,7 +38,12 @@ def org_with_talk(client: TestClient, evolution: FakeEvolutionApi, name: str) ->
         f"/api/admin/organizations/{org}/agents",
         json={
             "name": "SDR",
-            "whatsapp": {"instanceName": instance, "serverUrl": evolution.url, "apiKey": "k"},
+            "whatsapp": {
+                "instanceName": instance,
+                "serverUrl": evolution.url,
+                "apiKey": "k",
+                "webhookToken": WEBHOOK_SECRET,
+            },
         },
         headers=AUTH,
     ).json()["id"]

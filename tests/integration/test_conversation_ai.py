@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from luminai_actors.bootstrap import Container
 from luminai_actors.persistence.tables import Contact, Talk, TalkMessage
 from luminai_actors.testing import FakeEvolutionApi, FakeOpenAI
-from tests.integration.test_pipeline_inprocess import AUTH, WEBHOOK, wait_for
+from tests.integration.test_pipeline_inprocess import AUTH, WEBHOOK, WEBHOOK_SECRET, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +69,7 @@ def setup(client: TestClient, evolution: FakeEvolutionApi, script: dict[str, Any
                 "serverUrl": evolution.url,
                 "apiKey": "k1",
                 "active": True,
+                "webhookToken": WEBHOOK_SECRET,
             },
         },
         headers=AUTH,

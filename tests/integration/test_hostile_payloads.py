@@ -18,7 +18,9 @@ from sqlalchemy import func, select
 
 from luminai_actors.persistence.tables import TalkMessage
 from luminai_actors.testing import LuminaiHarness
-from tests.integration.test_pipeline_inprocess import settings_for
+from tests.integration.test_pipeline_inprocess import SIGNED, settings_for
+
+SECRET = SIGNED["X-Webhook-Token"]
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -124,7 +126,7 @@ def bodies(draw: st.DrawFn) -> bytes:
 def test_ten_thousand_hostile_bodies_never_get_a_5xx_and_only_accepted_ones_are_stored() -> None:
     with LuminaiHarness(rate_limit_per_instance=0, rate_limit_per_ip=0) as luminai:
         org = luminai.admin.create_organization("Fuzz")
-        luminai.admin.create_agent(org, "fuzz")
+        luminai.admin.create_agent(org, "fuzz", token=SECRET)
         stored: set[str] = set()
         statuses: dict[int, int] = {}
 
@@ -137,7 +139,9 @@ def test_ten_thousand_hostile_bodies_never_get_a_5xx_and_only_accepted_ones_are_
         @given(body=bodies())
         def post(body: bytes) -> None:
             response = luminai.client.post(
-                "/api/webhooks/whatsapp/evolution", content=body, headers={"Content-Type": "application/json"}
+                "/api/webhooks/whatsapp/evolution",
+                content=body,
+                headers={"Content-Type": "application/json", **SIGNED},
             )
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             assert response.status_code < 500, (response.status_code, response.text, body[:300])
@@ -194,13 +198,13 @@ def test_out_of_bounds_fields_are_bounded_at_parse_time_on_postgresql(
 ) -> None:
     with LuminaiHarness(settings_for(clean_pg), evolution=fake_evolution) as luminai:
         org = luminai.admin.create_organization("Fuzz")
-        luminai.admin.create_agent(org, "fuzz")
-        first = luminai.client.post("/api/webhooks/whatsapp/evolution", json=body)
+        luminai.admin.create_agent(org, "fuzz", token=SECRET)
+        first = luminai.client.post("/api/webhooks/whatsapp/evolution", json=body, headers=SIGNED)
         assert first.status_code == status, first.text
         if status == 422:
             assert first.json()["path"]
         # a redelivery is answered the same way: never a database error Evolution would retry forever
-        again = luminai.client.post("/api/webhooks/whatsapp/evolution", json=body)
+        again = luminai.client.post("/api/webhooks/whatsapp/evolution", json=body, headers=SIGNED)
         assert again.status_code == status, again.text
         for contact in luminai.admin.contacts(org):
             assert contact["whatsappLid"] != ""  # an empty JID user is absent, never a LID of ''
@@ -226,7 +230,7 @@ def test_long_and_empty_identifiers_never_get_a_5xx_nor_leave_half_written_rows_
         settings_for(clean_pg, rate_limit_per_instance=0, rate_limit_per_ip=0), evolution=fake_evolution
     ) as luminai:
         org = luminai.admin.create_organization("Fuzz")
-        luminai.admin.create_agent(org, "fuzz")
+        luminai.admin.create_agent(org, "fuzz", token=SECRET)
         stored: set[str] = set()
 
         @settings(
@@ -242,7 +246,7 @@ def test_long_and_empty_identifiers_never_get_a_5xx_nor_leave_half_written_rows_
                 if path[-1] in ("senderLid", "remoteJidAlt") and not value.endswith("@lid"):
                     value = f"{value}@lid"
                 _set(document, path, value)
-            response = luminai.client.post("/api/webhooks/whatsapp/evolution", json=document)
+            response = luminai.client.post("/api/webhooks/whatsapp/evolution", json=document, headers=SIGNED)
             assert response.status_code < 500, (response.status_code, response.text, document)
             message = response.headers.get("X-Luminai-Message-Id")
             if response.status_code == 200 and message and not response.json().get("duplicate"):

@@ -31,6 +31,10 @@ pytestmark = pytest.mark.integration
 TOKEN = "test-admin"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WEBHOOK = "/api/webhooks/whatsapp/evolution"
+# Every agent these tests create has this webhook secret, and their clients send it with every request:
+# webhooks without a secret are refused (test_webhook_secrets.py proves that).
+WEBHOOK_SECRET = "whk-test-secret"
+SIGNED = {"X-Webhook-Token": WEBHOOK_SECRET}
 
 
 def settings_for(database_url: str, **overrides: Any) -> Settings:
@@ -51,7 +55,7 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
 def running(clean_pg: str) -> Iterator[tuple[Container, TestClient]]:
     container = bootstrap.build(settings_for(clean_pg))
     container.start(recovery=False)
-    with TestClient(create_app(container=container)) as client:
+    with TestClient(create_app(container=container), headers=SIGNED) as client:
         yield container, client
     container.close()
 
@@ -75,6 +79,7 @@ def setup_agent(client: TestClient, evolution: FakeEvolutionApi, instance: str, 
                 "serverUrl": evolution.url,
                 "apiKey": api_key,
                 "active": True,
+                "webhookToken": WEBHOOK_SECRET,
             },
         },
         headers=AUTH,
@@ -146,7 +151,7 @@ def running_with(database_url: str, **overrides: Any) -> Iterator[tuple[Containe
     container = bootstrap.build(settings_for(database_url, **overrides))
     container.start(recovery=False)
     try:
-        with TestClient(create_app(container=container)) as client:
+        with TestClient(create_app(container=container), headers=SIGNED) as client:
             yield container, client
     finally:
         container.close()
@@ -313,7 +318,7 @@ def test_database_down_answers_503_and_readyz_says_so(tmp_path: Any) -> None:
     container = bootstrap.build(settings_for("postgresql+psycopg://root@127.0.0.1:1/none"))
     container.start(recovery=False)
     try:
-        with TestClient(create_app(container=container)) as client:
+        with TestClient(create_app(container=container), headers=SIGNED) as client:
             response = client.post(WEBHOOK, json=webhook("acme"))
             assert response.status_code == 503
             assert response.headers["Retry-After"]
@@ -366,7 +371,7 @@ def test_admin_api_contract_and_errors(
 def test_admin_api_refuses_everything_without_a_configured_token(clean_pg: str) -> None:
     container = bootstrap.build(settings_for(clean_pg, admin_token=None))
     try:
-        with TestClient(create_app(container=container)) as client:
+        with TestClient(create_app(container=container), headers=SIGNED) as client:
             response = client.post("/api/admin/organizations", json={"name": "x"}, headers=AUTH)
             assert response.status_code == 401
             assert "LUMINAI_ADMIN_TOKEN" in response.json()["error"]
@@ -378,7 +383,7 @@ def test_ops_counts_a_reply_waiting_for_its_retry(clean_pg: str, evolution: Fake
     container = bootstrap.build(settings_for(clean_pg, send_backoff_seconds=(30.0,)))
     container.start(recovery=False)
     try:
-        with TestClient(create_app(container=container)) as client:
+        with TestClient(create_app(container=container), headers=SIGNED) as client:
             setup_agent(client, evolution, "acme")
             evolution.fail_next(1, status=500)
             client.post(WEBHOOK, json=webhook("acme"))

@@ -21,7 +21,7 @@ from luminai_actors.bootstrap import Container
 from luminai_actors.persistence.tables import Agent, Contact, Talk, TalkMessage
 from luminai_actors.testing import FakeEvolutionApi
 from luminai_actors.web.auth import sign_jwt_hs256
-from tests.integration.test_pipeline_inprocess import AUTH, WEBHOOK, wait_for
+from tests.integration.test_pipeline_inprocess import AUTH, WEBHOOK, WEBHOOK_SECRET, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def add_agent(
     evolution: FakeEvolutionApi,
     *,
     instance: str = INSTANCE,
-    token: str | None = None,
+    token: str = WEBHOOK_SECRET,
     metadata: dict[str, Any] | None = None,
     org: str | None = None,
 ) -> str:
@@ -52,8 +52,7 @@ def add_agent(
         "apiKey": "k1",
         "active": True,
     }
-    if token:
-        whatsapp["webhookToken"] = token
+    whatsapp["webhookToken"] = token
     if metadata:
         whatsapp["metadata"] = metadata
     response = client.post(

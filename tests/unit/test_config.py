@@ -14,6 +14,7 @@ FULL_ENV = {
     "LUMINAI_BROKER_URL": "redis://127.0.0.1:6379/3",
     "LUMINAI_ADMIN_TOKEN": "admin-s3cret",
     "LUMINAI_EVOLUTION_ALLOWED_HOSTS": "evolution.internal,10.0.0.0/8",
+    "LUMINAI_ALLOW_UNAUTHENTICATED_WEBHOOKS": "true",
     "OPENAI_API_KEY": "sk-test",
     "OPENAI_BASE_URL": "http://127.0.0.1:9999/v1",
     "LUMINAI_AI_MODEL": "gpt-4.1-mini",

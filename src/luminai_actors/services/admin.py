@@ -6,6 +6,7 @@ an instance name already used by any organization's agent is a 409 (instance nam
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -148,6 +149,11 @@ def parse_agent(
     return columns, flow_id
 
 
+def new_webhook_token() -> str:
+    """A webhook secret for an agent: what Evolution must send back (`X-Webhook-Token`, or as `jwt_key`)."""
+    return "whk_" + secrets.token_urlsafe(32)
+
+
 def create_agent(
     uow_factory: UnitOfWorkFactory,
     org_id: uuid.UUID,
@@ -155,9 +161,23 @@ def create_agent(
     *,
     policy: AddressPolicy | None = None,
 ) -> uuid.UUID:
-    """`policy`: the outbound address rule when an organization key creates the agent; None for the
+    """The new agent's id (see `add_agent`)."""
+    return add_agent(uow_factory, org_id, body, policy=policy)[0]
+
+
+def add_agent(
+    uow_factory: UnitOfWorkFactory,
+    org_id: uuid.UUID,
+    body: dict[str, Any],
+    *,
+    policy: AddressPolicy | None = None,
+) -> tuple[uuid.UUID, str | None]:
+    """Create an agent: (its id, the webhook secret generated for it when the body gave none, to be shown
+    once). `policy`: the outbound address rule when an organization key creates the agent; None for the
     operator, whose agents may point anywhere."""
     columns, flow_id = parse_agent(body, policy=policy)
+    generated = None if columns["whatsapp_webhook_token"] else new_webhook_token()
+    columns["whatsapp_webhook_token"] = columns["whatsapp_webhook_token"] or generated
     instance = columns["whatsapp_instance_name"]
     with uow_factory() as uow:
         _require_org(uow, org_id)
@@ -173,7 +193,7 @@ def create_agent(
             uow.commit()
         except Conflict as exc:  # two creations raced for one instance name
             raise Conflict(f"whatsapp.instanceName {instance!r} is already used by another agent") from exc
-        return agent.id
+        return agent.id, generated
 
 
 def _session(uow: Any) -> Any:

@@ -32,7 +32,7 @@ from luminai_actors.domain.treeflow import validate_definition
 from luminai_actors.errors import ValidationError
 from luminai_actors.persistence.tables import Agent, Organization, TreeFlow
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWorkFactory
-from luminai_actors.services.admin import parse_agent
+from luminai_actors.services.admin import new_webhook_token, parse_agent
 
 
 def load_document(path: Path) -> Any:
@@ -139,9 +139,18 @@ def import_document(uow_factory: UnitOfWorkFactory, document: Any) -> dict[str, 
                         f"{a_path}.whatsapp.instanceName", f"{instance!r} belongs to another organization"
                     )
                 if agent is None:
+                    columns["whatsapp_webhook_token"] = (
+                        columns["whatsapp_webhook_token"] or new_webhook_token()
+                    )
                     session.add(Agent(id=uuid7(), organization_id=org.id, tree_flow_id=flow_id, **columns))
                     counts["agentsCreated"] += 1
                 else:
+                    if not columns[
+                        "whatsapp_webhook_token"
+                    ]:  # a file without the secret keeps the stored one
+                        columns["whatsapp_webhook_token"] = (
+                            agent.whatsapp_webhook_token or new_webhook_token()
+                        )
                     for key, value in columns.items():
                         setattr(agent, key, value)
                     agent.tree_flow_id = flow_id

@@ -16,6 +16,7 @@ from luminai_actors.errors import NotFound, ValidationError
 from luminai_actors.evolution.client import EvolutionClient
 from luminai_actors.persistence.tables import Agent
 from luminai_actors.persistence.uow import UnitOfWorkFactory
+from luminai_actors.services.admin import new_webhook_token
 from luminai_actors.services.channel_events import CONNECTION_STATES
 
 WEBHOOK_PATH = "/api/webhooks/whatsapp/evolution"
@@ -54,6 +55,18 @@ def find_agent(uow_factory: UnitOfWorkFactory, ref: str) -> Channel:
             agent.whatsapp_webhook_token,
             bool(agent.whatsapp_server_url_trusted),
         )
+
+
+def rotate_webhook_token(uow_factory: UnitOfWorkFactory, ref: str) -> str:
+    """Give the agent a new webhook secret (the old one stops working at once) and return it."""
+    channel = find_agent(uow_factory, ref)
+    token = new_webhook_token()
+    with uow_factory() as uow:
+        agent = uow.repo.get_for_update(Agent, channel.agent_id)
+        assert agent is not None
+        agent.whatsapp_webhook_token = token
+        uow.commit()
+    return token
 
 
 def test_connection(uow_factory: UnitOfWorkFactory, client: EvolutionClient, ref: str) -> dict[str, Any]:

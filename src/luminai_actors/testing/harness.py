@@ -133,7 +133,8 @@ class AdminApi:
         The instance is registered on the fake Evolution API first (with `api_key`, in connection `state`),
         and the agent points at that fake. `tree_flow` is a TreeFlow id (`create_tree_flow`); without one
         the agent has no script. `token` is the agent's webhook secret: `post_webhook` and `say` send it as
-        `X-Webhook-Token` unless given explicit headers. `metadata` is the agent's `whatsapp.metadata`.
+        `X-Webhook-Token` unless given explicit headers; without one, the token the service generated (in
+        the creation's answer) is sent. `metadata` is the agent's `whatsapp.metadata`.
         """
         evolution = self._harness.evolution
         evolution.add_instance(instance, api_key, state)
@@ -150,9 +151,10 @@ class AdminApi:
         body: dict[str, Any] = {"name": name, "prompt": prompt, "active": True, "whatsapp": whatsapp}
         if tree_flow is not None:
             body["treeFlowId"] = tree_flow
-        agent_id = str(self.post(f"/api/admin/organizations/{org}/agents", body)["id"])
-        self._harness._webhook_tokens[instance] = token
-        return agent_id
+        created = self.post(f"/api/admin/organizations/{org}/agents", body)
+        # Without a token of the test's own, the agent got a generated one (shown once, in the answer).
+        self._harness._webhook_tokens[instance] = token or created.get("webhookToken")
+        return str(created["id"])
 
     def contacts(self, org: str) -> list[dict[str, Any]]:
         """The organization's contacts (first 1000)."""
@@ -360,13 +362,16 @@ class LuminaiHarness:
         sent = {"Content-Type": "application/json", "User-Agent": "axios/1.7.9"}
         if headers is None:
             instance = payload.get("instance") if isinstance(payload, Mapping) else None
-            token = self._webhook_tokens.get(instance) if isinstance(instance, str) else None
-            if token:
-                sent["X-Webhook-Token"] = token
+            sent.update(self.webhook_headers(instance) if isinstance(instance, str) else {})
         else:
             sent.update(headers)
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         return self.client.post(path or WEBHOOK_PATH, content=body, headers=sent)
+
+    def webhook_headers(self, instance: str) -> dict[str, str]:
+        """The headers Evolution sends for `instance` once set-webhook installed its agent's secret."""
+        token = self._webhook_tokens.get(instance)
+        return {"X-Webhook-Token": token} if token else {}
 
     def say(self, instance: str, text: str, **kw: Any) -> Response:
         """The lead writes `text` to `instance`: `message(instance, text, **kw)` posted by `post_webhook`."""

@@ -154,11 +154,24 @@ async def create_agent(request: Request) -> Response:
     container = _container(request)
     org_id = _org(request)
     policy = None if _principal(request).is_operator else container.settings.address_policy
-    agent_id = await run_in_threadpool(
-        lambda: admin_service.create_agent(container.uow, org_id, body, policy=policy)
+    agent_id, generated = await run_in_threadpool(
+        lambda: admin_service.add_agent(container.uow, org_id, body, policy=policy)
     )
     container.directory.forget()  # an instance cached as unknown now has an owner
-    return JSONResponse({"id": str(agent_id)}, status_code=201)
+    created: dict[str, Any] = {"id": str(agent_id)}
+    if generated is not None:  # shown this once; `whatsapp set-webhook` installs it on the instance
+        created["webhookToken"] = generated
+    return JSONResponse(created, status_code=201)
+
+
+@require_admin
+async def rotate_webhook_token(request: Request) -> Response:
+    """A new webhook secret for the agent, shown once; run set-webhook so Evolution sends it."""
+    container = _container(request)
+    ref = await _agent_ref(request)
+    token = await run_in_threadpool(whatsapp_admin.rotate_webhook_token, container.uow, ref)
+    container.directory.forget()
+    return JSONResponse({"webhookToken": token}, status_code=201)
 
 
 @require_admin

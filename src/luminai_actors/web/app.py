@@ -47,6 +47,11 @@ def routes() -> list[BaseRoute]:
             "/api/admin/agents/{agent_id}/whatsapp/test-connection", admin.test_connection, methods=["POST"]
         ),
         Route("/api/admin/agents/{agent_id}/whatsapp/webhook", admin.configure_webhook, methods=["POST"]),
+        Route(
+            "/api/admin/agents/{agent_id}/whatsapp/webhook-token",
+            admin.rotate_webhook_token,
+            methods=["POST"],
+        ),
         Route("/api/admin/openapi.json", openapi, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),

@@ -2,8 +2,13 @@
 
 Evolution signs nothing by default (reference §1.1). We configure our secret in the instance webhook's
 custom headers, so a request proves itself with `X-Webhook-Token: <token>`, or, when the secret was set as
-`jwt_key`, with `Authorization: Bearer <JWT>` signed HS256 with the token, whose `exp` must be in the future.
-Comparisons are constant-time. An agent without a token accepts unauthenticated webhooks (the seed's default).
+`jwt_key`, with `Authorization: Bearer <JWT>` signed HS256 with the token. Evolution's JWT is
+`{iat, exp: iat + 600, app, action}`, so one is accepted only with a numeric `iat` not in the future, an `exp`
+at most `MAX_JWT_LIFETIME_SECONDS` after it, and `exp` not past, each with `CLOCK_SKEW_SECONDS` of skew (an
+`exp` of 1e308 once made a JWT valid forever). Comparisons are constant-time.
+
+Every agent has a token (one is generated when none is given); an agent without one (made before tokens were
+generated) is refused unless the operator opts out with LUMINAI_ALLOW_UNAUTHENTICATED_WEBHOOKS.
 """
 
 from __future__ import annotations
@@ -13,19 +18,26 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import Mapping
 
 TOKEN_HEADER = "x-webhook-token"  # noqa: S105 - a header name, not a secret
 CLOCK_SKEW_SECONDS = 30
+MAX_JWT_LIFETIME_SECONDS = 600  # what Evolution issues (generateJwtToken)
 
 
 def _b64decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
+def _seconds(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def verify_jwt_hs256(token: str, secret: str, *, now: float | None = None) -> bool:
-    """True when `token` is a well-formed HS256 JWT signed with `secret` and not expired."""
+    """True when `token` is a well-formed HS256 JWT signed with `secret`, issued (`iat`) not in the future,
+    living at most MAX_JWT_LIFETIME_SECONDS and not expired."""
     parts = token.split(".")
     if len(parts) != 3:
         return False
@@ -41,10 +53,15 @@ def verify_jwt_hs256(token: str, secret: str, *, now: float | None = None) -> bo
     expected = hmac.new(secret.encode(), f"{header_b64}.{payload_b64}".encode(), hashlib.sha256).digest()
     if not hmac.compare_digest(signature, expected):
         return False
-    exp = payload.get("exp")
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
+    exp, iat = payload.get("exp"), payload.get("iat")
+    if not (_seconds(exp) and _seconds(iat)):
         return False
-    return (now if now is not None else time.time()) < exp + CLOCK_SKEW_SECONDS
+    assert isinstance(exp, int | float)
+    assert isinstance(iat, int | float)
+    if not 0 < exp - iat <= MAX_JWT_LIFETIME_SECONDS:
+        return False
+    moment = now if now is not None else time.time()
+    return iat <= moment + CLOCK_SKEW_SECONDS and moment < exp + CLOCK_SKEW_SECONDS
 
 
 def sign_jwt_hs256(payload: Mapping[str, object], secret: str) -> str:
@@ -59,10 +76,13 @@ def sign_jwt_hs256(payload: Mapping[str, object], secret: str) -> str:
     return f"{header}.{body}.{encode(signature)}"
 
 
-def webhook_authorized(expected_token: str | None, headers: Mapping[str, str]) -> bool:
-    """Whether a webhook's headers prove the agent's secret (always True when the agent has none)."""
+def webhook_authorized(
+    expected_token: str | None, headers: Mapping[str, str], *, allow_unauthenticated: bool = False
+) -> bool:
+    """Whether a webhook's headers prove the agent's secret. An agent without one passes only when the
+    operator allowed unauthenticated webhooks."""
     if not expected_token:
-        return True
+        return allow_unauthenticated
     given = headers.get(TOKEN_HEADER)
     if given is not None and hmac.compare_digest(given.encode(), expected_token.encode()):
         return True

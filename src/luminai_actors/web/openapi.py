@@ -56,6 +56,7 @@ def openapi_document() -> dict[str, Any]:
             {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}}}, "Created"
         )
     }
+    secret = {"type": "object", "properties": {"webhookToken": {"type": "string"}}}
     paths: dict[str, Any] = {
         "/api/admin/organizations": {
             "post": _op("Create an organization (operator token only)", created, body="OrganizationIn")
@@ -92,7 +93,22 @@ def openapi_document() -> dict[str, Any]:
                 "Create an agent (409 when the instance name is taken by any organization; 422 when an "
                 "organization key gives a serverUrl that is not a public address nor allowed by "
                 "LUMINAI_EVOLUTION_ALLOWED_HOSTS)",
-                {**created, "409": _json(_ref("Error"), "instance name taken")},
+                {
+                    "201": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "string", "format": "uuid"},
+                                "webhookToken": {
+                                    "type": "string",
+                                    "description": "generated when the body gave none; shown this once",
+                                },
+                            },
+                        },
+                        "Created",
+                    ),
+                    "409": _json(_ref("Error"), "instance name taken"),
+                },
                 body="AgentIn",
                 params=[org],
             )
@@ -140,6 +156,14 @@ def openapi_document() -> dict[str, Any]:
             "post": _op(
                 "Point the instance's Evolution webhook at this service",
                 {"200": _json({"type": "object"}), "502": _json(_ref("Error"), "Evolution API failed")},
+                params=[agent],
+            )
+        },
+        "/api/admin/agents/{agentId}/whatsapp/webhook-token": {
+            "post": _op(
+                "Give the agent a new webhook secret (the old one stops working at once; shown once; "
+                "then run set-webhook)",
+                {"201": _json(secret, "Rotated")},
                 params=[agent],
             )
         },

@@ -209,7 +209,16 @@ async def _receive(request: Request, container: Container) -> Response:
     hit, agent = container.directory.cached(event.instance)
     if not hit:  # only a miss queries the database, off the event loop
         agent = await run_in_threadpool(container.directory.lookup, event.instance)
-    if agent is not None and not webhook_authorized(agent.webhook_token, request.headers):
+    allow = container.settings.allow_unauthenticated_webhooks
+    if agent is not None and not webhook_authorized(
+        agent.webhook_token, request.headers, allow_unauthenticated=allow
+    ):
+        if not agent.webhook_token:
+            return error_response(
+                401,
+                f"instance {event.instance!r}: its agent has no webhook secret; rotate one "
+                "(POST /api/admin/agents/{agentId}/whatsapp/webhook-token) and run `whatsapp set-webhook`",
+            )
         return error_response(401, f"missing or wrong webhook secret for instance {event.instance!r}")
     request.state.event = _event_label(event)  # labelled only once authenticated
     return await _dispatch(request, container, event)
