@@ -27,6 +27,7 @@ from sqlalchemy import (
     Uuid,
     false,
     text,
+    true,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
@@ -99,6 +100,7 @@ class Organization(Base):
     __tablename__ = "organization"
     id: Mapped[uuid.UUID] = _pk()
     name: Mapped[str] = mapped_column(String(255), nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, server_default=true())
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 
@@ -202,8 +204,23 @@ class TreeFlow(Base):
     name: Mapped[str] = mapped_column(String(255), nullable=False)
     definition: Mapped[dict[str, Any]] = mapped_column(JSONDocument, nullable=False)
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
+
+
+class TreeFlowVersion(Base):
+    """Every saved definition of a TreeFlow; a talk keeps the version it started with."""
+
+    __tablename__ = "tree_flow_version"
+    __table_args__ = (UniqueConstraint("tree_flow_id", "version"),)
+    id: Mapped[uuid.UUID] = _pk()
+    tree_flow_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tree_flow.id", ondelete="CASCADE"), nullable=False
+    )
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONDocument, nullable=False)
+    created_at: Mapped[datetime] = _created()
 
 
 class Agent(Base):
@@ -351,4 +368,44 @@ class TalkMessage(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = _created()
+
+
+class AuditLog(Base):
+    """One change made through the admin API or the console: who, what, when, before and after (masked)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("idx_audit_log_org_created", "organization_id", "created_at"),)
+    id: Mapped[uuid.UUID] = _pk()
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("organization.id", ondelete="CASCADE"), nullable=False
+    )
+    actor: Mapped[str] = mapped_column(String(80), nullable=False)  # "operator" or "key:<key id>"
+    action: Mapped[str] = mapped_column(String(80), nullable=False)  # e.g. "agent.update"
+    entity_type: Mapped[str] = mapped_column(String(40), nullable=False)
+    entity_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = _created()
+
+
+class SuppressedNumber(Base):
+    """A keyed hash of the number of an erased contact who had opted out: the agent never writes to it."""
+
+    __tablename__ = "suppressed_number"
+    __table_args__ = (UniqueConstraint("organization_id", "number_hash"),)
+    id: Mapped[uuid.UUID] = _pk()
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("organization.id", ondelete="CASCADE"), nullable=False
+    )
+    number_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+
+class ServiceSecret(Base):
+    """A secret the service generated for itself (e.g. the suppression list's hashing key)."""
+
+    __tablename__ = "service_secret"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = _created()
