@@ -5,6 +5,7 @@ LuminaiError
  ├── PayloadError                a webhook body is not JSON or not the shape Evolution sends  (400 / 422)
  ├── ValidationError             an admin request names a bad field                          (422)
  ├── NotFound                    no such row, or it belongs to another organization           (404)
+ ├── Forbidden                   an organization key asks for what only the operator may do    (403)
  ├── Conflict                    a unique value is taken (e.g. an instance name)              (409)
  ├── Unavailable                 we cannot take the work right now; the caller should retry    (503)
  │    ├── DatabaseUnavailable    the database refused or dropped the connection
@@ -47,6 +48,10 @@ class ValidationError(LuminaiError):
 
 class NotFound(LuminaiError):
     """The thing asked for does not exist (or is not visible to the caller)."""
+
+
+class Forbidden(LuminaiError):
+    """The caller is known but may not do this (only the operator may)."""
 
 
 class Conflict(LuminaiError):

@@ -31,6 +31,8 @@ def initial_state(tree_flow_id: str | None, definition: dict[str, Any]) -> dict[
     steps = definition.get("steps") or []
     return {
         "treeFlowId": tree_flow_id,
+        # The version the talk started with, which it keeps following when the flow is edited.
+        "treeFlowVersion": definition.get("version", 1) if tree_flow_id else None,
         "status": STATUS_ACTIVE if steps else STATUS_COMPLETED,
         "currentStepId": steps[0]["id"] if steps else None,
         "askedField": None,
@@ -39,6 +41,15 @@ def initial_state(tree_flow_id: str | None, definition: dict[str, Any]) -> dict[
         "history": [],
         "outcome": None if steps else "completed",
     }
+
+
+def pinned_version(state: dict[str, Any] | None) -> tuple[str, int] | None:
+    """(tree flow id, version) a talk follows, or None when it follows no flow. Talks that began before
+    flows had versions follow version 1, the definition they began with."""
+    if not state or not state.get("treeFlowId"):
+        return None
+    version = state.get("treeFlowVersion")
+    return str(state["treeFlowId"]), version if isinstance(version, int) and version > 0 else 1
 
 
 @dataclass(frozen=True, slots=True)

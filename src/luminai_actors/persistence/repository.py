@@ -33,6 +33,7 @@ from luminai_actors.persistence.tables import (
     TalkAgent,
     TalkMessage,
     TalkType,
+    TreeFlowVersion,
     User,
 )
 
@@ -46,6 +47,7 @@ class Repository(Protocol):
     def get(self, model: type[M], ident: uuid.UUID) -> M | None: ...
     def get_for_update(self, model: type[M], ident: uuid.UUID) -> M | None: ...
     def agent_by_instance(self, instance_name: str) -> Agent | None: ...
+    def tree_flow_version(self, tree_flow_id: uuid.UUID, version: int) -> TreeFlowVersion | None: ...
     def contact_by_phones(self, organization_id: uuid.UUID, phones: Sequence[str]) -> Contact | None: ...
     def contact_by_lid(self, organization_id: uuid.UUID, lid: str) -> Contact | None: ...
     def contact_by_jid(self, organization_id: uuid.UUID, jid: str) -> Contact | None: ...
@@ -146,6 +148,13 @@ class SqlAlchemyRepository:
 
     def agent_by_instance(self, instance_name: str) -> Agent | None:
         return self.session.scalar(select(Agent).where(Agent.whatsapp_instance_name == instance_name))
+
+    def tree_flow_version(self, tree_flow_id: uuid.UUID, version: int) -> TreeFlowVersion | None:
+        return self.session.scalar(
+            select(TreeFlowVersion).where(
+                TreeFlowVersion.tree_flow_id == tree_flow_id, TreeFlowVersion.version == version
+            )
+        )
 
     def contact_by_phones(self, organization_id: uuid.UUID, phones: Sequence[str]) -> Contact | None:
         if not phones:

@@ -27,8 +27,10 @@ from luminai_actors.persistence.tables import (
     TalkAgent,
     TalkMessage,
     TreeFlow,
+    TreeFlowVersion,
 )
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWorkFactory
+from luminai_actors.services import audit
 
 
 def _text(body: dict[str, Any], key: str, path: str, *, required: bool, max_len: int = 255) -> str | None:
@@ -51,13 +53,31 @@ def _bool(body: dict[str, Any], key: str, path: str, default: bool) -> bool:
     return value
 
 
-def create_organization(uow_factory: UnitOfWorkFactory, body: dict[str, Any]) -> uuid.UUID:
+def create_organization(
+    uow_factory: UnitOfWorkFactory, body: dict[str, Any], *, actor: str = audit.OPERATOR
+) -> uuid.UUID:
     name = _text(body, "name", "name", required=True)
     with uow_factory() as uow:
         org = Organization(id=uuid7(), name=name)
         uow.repo.add(org)
+        uow.repo.flush()
+        _record(uow, actor, org.id, "organization.create", "organization", org.id, {"name": name})
         uow.commit()
         return org.id
+
+
+def _record(
+    uow: Any, actor: str, org_id: uuid.UUID, action: str, kind: str, entity: uuid.UUID, after: Any
+) -> None:
+    audit.record(
+        _session(uow),
+        actor=actor,
+        organization_id=org_id,
+        action=action,
+        entity_type=kind,
+        entity_id=entity,
+        after=after,
+    )
 
 
 def _require_org(uow: Any, org_id: uuid.UUID) -> Organization:
@@ -67,14 +87,35 @@ def _require_org(uow: Any, org_id: uuid.UUID) -> Organization:
     return org  # type: ignore[no-any-return]  # repo.get returns the model asked for
 
 
-def create_tree_flow(uow_factory: UnitOfWorkFactory, org_id: uuid.UUID, body: dict[str, Any]) -> uuid.UUID:
+def create_tree_flow(
+    uow_factory: UnitOfWorkFactory,
+    org_id: uuid.UUID,
+    body: dict[str, Any],
+    *,
+    actor: str = audit.OPERATOR,
+) -> uuid.UUID:
+    """A new TreeFlow at version 1."""
     with uow_factory() as uow:
         _require_org(uow, org_id)
         definition = treeflow.validate_definition(body)
-        flow = TreeFlow(id=uuid7(), organization_id=org_id, name=definition["name"], definition=definition)
+        flow = TreeFlow(id=uuid7(), organization_id=org_id, name=definition["name"], definition={}, version=0)
         uow.repo.add(flow)
+        uow.repo.flush()
+        new_version(_session(uow), flow, definition)
+        _record(uow, actor, org_id, "tree_flow.create", "tree_flow", flow.id, flow.definition)
         uow.commit()
         return flow.id
+
+
+def new_version(session: Any, flow: TreeFlow, definition: dict[str, Any]) -> None:
+    """Make `definition` (validated) the flow's next version (1 for a new flow), kept in tree_flow_version
+    so that talks begun on an earlier version keep following it."""
+    flow.version = (flow.version or 0) + 1
+    flow.definition = {**definition, "version": flow.version}
+    flow.name = definition["name"]
+    session.add(
+        TreeFlowVersion(id=uuid7(), tree_flow_id=flow.id, version=flow.version, definition=flow.definition)
+    )
 
 
 def _server_url(value: str | None, policy: AddressPolicy | None) -> str | None:
@@ -171,6 +212,7 @@ def add_agent(
     body: dict[str, Any],
     *,
     policy: AddressPolicy | None = None,
+    actor: str = audit.OPERATOR,
 ) -> tuple[uuid.UUID, str | None]:
     """Create an agent: (its id, the webhook secret generated for it when the body gave none, to be shown
     once). `policy`: the outbound address rule when an organization key creates the agent; None for the
@@ -189,6 +231,7 @@ def add_agent(
             raise Conflict(f"whatsapp.instanceName {instance!r} is already used by another agent")
         agent = Agent(id=uuid7(), organization_id=org_id, tree_flow_id=flow_id, **columns)
         uow.repo.add(agent)
+        _record(uow, actor, org_id, "agent.create", "agent", agent.id, dict(columns))  # secrets masked
         try:
             uow.commit()
         except Conflict as exc:  # two creations raced for one instance name

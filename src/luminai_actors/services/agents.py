@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from luminai_actors.persistence.tables import Organization
 from luminai_actors.persistence.uow import UnitOfWorkFactory
 
 
@@ -22,6 +23,7 @@ class AgentInfo:
     organization_id: uuid.UUID
     webhook_token: str | None
     active: bool
+    organization_active: bool = True  # an inactive organization's webhooks are ignored
 
 
 class AgentDirectory:
@@ -52,12 +54,14 @@ class AgentDirectory:
             return info
         with self._uow_factory() as uow:
             agent = uow.repo.agent_by_instance(instance)
+            org = uow.repo.get(Organization, agent.organization_id) if agent is not None else None
             info = (
                 AgentInfo(
                     agent.id,
                     agent.organization_id,
                     agent.whatsapp_webhook_token,
                     bool(agent.active and agent.whatsapp_active),
+                    org is None or org.active,
                 )
                 if agent is not None
                 else None

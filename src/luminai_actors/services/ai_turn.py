@@ -129,7 +129,7 @@ def _prepare(
         if not_yet is not None:
             uow.rollback()  # gives the lease back: nothing was written
             return not_yet
-        prepared = _prepared(talk_id, claimed, recent, pending)
+        prepared = _prepared(talk_id, claimed, recent, pending, _followed_definition(uow, claimed))
         uow.commit()
         return prepared
 
@@ -158,7 +158,7 @@ def _prepare_general(
     tree_flow = uow.repo.get(TreeFlow, agent.tree_flow_id) if agent.tree_flow_id else None
     contact = uow.repo.get(Contact, talk.contact_id)
     claimed = ClaimedTurn.of(talk, agent, tree_flow, contact)
-    prepared = _prepared(talk_id, claimed, recent, pending)
+    prepared = _prepared(talk_id, claimed, recent, pending, _followed_definition(uow, claimed))
     uow.commit()
     return prepared
 
@@ -174,8 +174,28 @@ def _not_yet(pending: list[MessageView], at: datetime, debounce: float) -> TurnO
     return None
 
 
+def _followed_definition(uow: UnitOfWork, claimed: ClaimedTurn) -> dict[str, Any] | None:
+    """The TreeFlow definition the talk follows: the version it started with (`talkflow.pinned_version`),
+    so an edit of the flow applies to new talks only; the agent's current flow when the talk follows none
+    yet or its version is gone (the flow was deleted). One indexed read per turn."""
+    pin = talkflow.pinned_version(claimed.talk_flow)
+    if pin is not None:
+        try:
+            flow_id = uuid.UUID(pin[0])
+        except ValueError:
+            return claimed.tree_flow_definition
+        pinned = uow.repo.tree_flow_version(flow_id, pin[1])
+        if pinned is not None:
+            return pinned.definition
+    return claimed.tree_flow_definition
+
+
 def _prepared(
-    talk_id: uuid.UUID, claimed: ClaimedTurn, recent: list[MessageView], pending: list[MessageView]
+    talk_id: uuid.UUID,
+    claimed: ClaimedTurn,
+    recent: list[MessageView],
+    pending: list[MessageView],
+    definition: dict[str, Any] | None,
 ) -> _Prepared:
     return _Prepared(
         talk_id=talk_id,
@@ -184,7 +204,7 @@ def _prepared(
         agent_name=claimed.agent_name,
         agent_prompt=claimed.agent_prompt or "",
         channel_options=dict(claimed.agent_metadata or {}),
-        definition=normalize_definition(claimed.tree_flow_definition),
+        definition=normalize_definition(definition),
         state=claimed.talk_flow,
         pending=[(m.id, m.body) for m in pending],
         history=[

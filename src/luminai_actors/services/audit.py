@@ -19,7 +19,9 @@ from luminai_actors.domain.ids import uuid7
 from luminai_actors.persistence.tables import AuditLog
 
 OPERATOR = "operator"
-SECRET_FIELDS = frozenset({"apiKey", "webhookToken", "key", "keyHash", "token"})
+SECRET_FIELDS = frozenset(
+    {"apiKey", "webhookToken", "key", "keyHash", "token", "whatsapp_api_key", "whatsapp_webhook_token"}
+)
 
 
 def actor_of(key_id: uuid.UUID | None) -> str:

@@ -32,7 +32,7 @@ from luminai_actors.domain.treeflow import validate_definition
 from luminai_actors.errors import ValidationError
 from luminai_actors.persistence.tables import Agent, Organization, TreeFlow
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWorkFactory
-from luminai_actors.services.admin import new_webhook_token, parse_agent
+from luminai_actors.services.admin import new_version, new_webhook_token, parse_agent
 
 
 def load_document(path: Path) -> Any:
@@ -99,12 +99,15 @@ def import_document(uow_factory: UnitOfWorkFactory, document: Any) -> dict[str, 
                 )
                 if flow is None:
                     flow = TreeFlow(
-                        id=uuid7(), organization_id=org.id, name=definition["name"], definition=definition
+                        id=uuid7(), organization_id=org.id, name=definition["name"], definition={}, version=0
                     )
                     session.add(flow)
+                    session.flush()
+                    new_version(session, flow, definition)
                     counts["treeFlowsCreated"] += 1
                 else:
-                    flow.definition = definition
+                    if {k: v for k, v in flow.definition.items() if k != "version"} != definition:
+                        new_version(session, flow, definition)  # talks under way keep their version
                     counts["treeFlowsUpdated"] += 1
                 session.flush()
                 flows[definition["name"]] = flow

@@ -27,6 +27,7 @@ from luminai_actors.persistence.tables import (
     SEND_SENT,
     Agent,
     Contact,
+    Organization,
     Talk,
     TalkMessage,
 )
@@ -224,7 +225,9 @@ def attempt_claimed(
     return _record_success(uow_factory, message_id, attempt, result, clock())
 
 
-def _unavailable_reason(agent: Agent) -> str | None:
+def _unavailable_reason(agent: Agent, organization: Organization | None) -> str | None:
+    if organization is not None and not organization.active:
+        return "organization is inactive"
     if not agent.active:
         return "agent is inactive"
     if not agent.whatsapp_active:
@@ -289,7 +292,11 @@ def _claim_general(
     target = None if problem or talk is None or agent is None else _target(uow, agent, talk, message)
     if problem is None and target is None:
         problem = "talk has no WhatsApp address to reply to"
-    unavailable = _unavailable_reason(agent) if agent is not None and problem is None else None
+    unavailable = (
+        _unavailable_reason(agent, uow.repo.get(Organization, agent.organization_id))
+        if agent is not None and problem is None
+        else None
+    )
     if unavailable is not None:
         waited = (at - message.created_at).total_seconds()
         if waited < max_wait_seconds:

@@ -46,6 +46,7 @@ from luminai_actors.persistence.tables import (
     TalkMessage,
     TalkType,
     TreeFlow,
+    TreeFlowVersion,
     User,
 )
 from luminai_actors.persistence.uow import UnitOfWorkFactory
@@ -180,6 +181,9 @@ class FakeRepository:
 
     def agent_by_instance(self, instance_name: str) -> Agent | None:
         return self._first(Agent, lambda a: a.whatsapp_instance_name == instance_name)
+
+    def tree_flow_version(self, tree_flow_id: uuid.UUID, version: int) -> TreeFlowVersion | None:
+        return self._first(TreeFlowVersion, lambda v: v.tree_flow_id == tree_flow_id and v.version == version)
 
     def contact_by_phones(self, organization_id: uuid.UUID, phones: Sequence[str]) -> Contact | None:
         rows = sorted(

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from luminai_actors.bootstrap import Container
 from luminai_actors.errors import NotFound, PayloadError
 from luminai_actors.services import admin as admin_service
-from luminai_actors.services import api_keys, whatsapp_admin
+from luminai_actors.services import api_keys, audit, whatsapp_admin
 from luminai_actors.services import talks as talks_service
 from luminai_actors.services.api_keys import OPERATOR, Principal
 from luminai_actors.web.bodies import MAX_ADMIN_BODY_BYTES, is_count, read_body
@@ -74,6 +74,11 @@ def require_operator(endpoint: Endpoint) -> Endpoint:
 def _principal(request: Request) -> Principal:
     principal: Principal = request.state.principal
     return principal
+
+
+def _actor(request: Request) -> str:
+    """Who the audit log names for this request's changes."""
+    return audit.actor_of(_principal(request).key_id)
 
 
 def _visible(request: Request, organization_id: uuid.UUID, what: str) -> None:
@@ -135,15 +140,18 @@ def _container(request: Request) -> Container:
 @require_operator
 async def create_organization(request: Request) -> Response:
     body = await _json_object(request)
-    org_id = await run_in_threadpool(admin_service.create_organization, _container(request).uow, body)
+    org_id = await run_in_threadpool(
+        lambda: admin_service.create_organization(_container(request).uow, body, actor=_actor(request))
+    )
     return JSONResponse({"id": str(org_id)}, status_code=201)
 
 
 @require_admin
 async def create_tree_flow(request: Request) -> Response:
     body = await _json_object(request)
+    org_id, actor = _org(request), _actor(request)
     flow_id = await run_in_threadpool(
-        admin_service.create_tree_flow, _container(request).uow, _org(request), body
+        lambda: admin_service.create_tree_flow(_container(request).uow, org_id, body, actor=actor)
     )
     return JSONResponse({"id": str(flow_id)}, status_code=201)
 
@@ -154,8 +162,9 @@ async def create_agent(request: Request) -> Response:
     container = _container(request)
     org_id = _org(request)
     policy = None if _principal(request).is_operator else container.settings.address_policy
+    actor = _actor(request)
     agent_id, generated = await run_in_threadpool(
-        lambda: admin_service.add_agent(container.uow, org_id, body, policy=policy)
+        lambda: admin_service.add_agent(container.uow, org_id, body, policy=policy, actor=actor)
     )
     container.directory.forget()  # an instance cached as unknown now has an owner
     created: dict[str, Any] = {"id": str(agent_id)}

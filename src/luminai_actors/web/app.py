@@ -14,7 +14,7 @@ from luminai_actors import bootstrap
 from luminai_actors.bootstrap import Container
 from luminai_actors.config import Settings
 from luminai_actors.errors import LuminaiError
-from luminai_actors.web import admin, console, ops, webhook
+from luminai_actors.web import admin, admin_edit, console, ops, webhook
 from luminai_actors.web.errors import handle_error
 from luminai_actors.web.openapi import openapi_document
 from luminai_actors.web.ratelimit import RateLimiter
@@ -32,8 +32,20 @@ def routes() -> list[BaseRoute]:
         Route(WEBHOOK_PATH, webhook.evolution_webhook, methods=["POST"]),
         Route(WEBHOOK_PATH + "/{event_slug}", webhook.evolution_webhook, methods=["POST"]),
         Route("/api/admin/organizations", admin.create_organization, methods=["POST"]),
+        Route("/api/admin/organizations", admin_edit.list_organizations, methods=["GET"]),
+        Route(org, admin_edit.get_organization, methods=["GET"]),
+        Route(org, admin_edit.update_organization, methods=["PATCH"]),
+        Route(org + "/audit", admin_edit.audit_log, methods=["GET"]),
         Route(org + "/tree-flows", admin.create_tree_flow, methods=["POST"]),
+        Route(org + "/tree-flows", admin_edit.list_tree_flows, methods=["GET"]),
+        Route("/api/admin/tree-flows/{tree_flow_id}", admin_edit.get_tree_flow, methods=["GET"]),
+        Route("/api/admin/tree-flows/{tree_flow_id}", admin_edit.update_tree_flow, methods=["PATCH"]),
+        Route("/api/admin/tree-flows/{tree_flow_id}", admin_edit.delete_tree_flow, methods=["DELETE"]),
         Route(org + "/agents", admin.create_agent, methods=["POST"]),
+        Route(org + "/agents", admin_edit.list_agents, methods=["GET"]),
+        Route("/api/admin/agents/{agent_id}", admin_edit.get_agent, methods=["GET"]),
+        Route("/api/admin/agents/{agent_id}", admin_edit.update_agent, methods=["PATCH"]),
+        Route("/api/admin/agents/{agent_id}", admin_edit.delete_agent, methods=["DELETE"]),
         Route(org + "/api-keys", admin.create_api_key, methods=["POST"]),
         Route(org + "/api-keys", admin.list_api_keys, methods=["GET"]),
         Route(org + "/api-keys/{key_id}", admin.revoke_api_key, methods=["DELETE"]),

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from luminai_actors.errors import (
     Conflict,
     EvolutionError,
+    Forbidden,
     NotFound,
     PayloadError,
     Unavailable,
@@ -34,6 +35,8 @@ async def handle_error(request: Request, exc: Exception) -> Response:
         return error_response(404, str(exc) or "not found")
     if isinstance(exc, Conflict):
         return error_response(409, str(exc))
+    if isinstance(exc, Forbidden):
+        return error_response(403, str(exc))
     if isinstance(exc, EvolutionError):
         return error_response(502, f"Evolution API: {exc}", evolutionStatus=exc.status)
     if isinstance(exc, Unavailable):

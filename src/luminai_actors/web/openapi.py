@@ -21,6 +21,7 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 _ERRORS = {
     "401": _json(_ref("Error"), "missing or wrong bearer token (or no LUMINAI_ADMIN_TOKEN configured)"),
+    "403": _json(_ref("Error"), "only the operator token may do this"),
     "404": _json(_ref("Error"), "not found, or of another organization"),
     "422": _json(_ref("Error"), "a field is invalid; `field` names it"),
 }
@@ -57,9 +58,56 @@ def openapi_document() -> dict[str, Any]:
         )
     }
     secret = {"type": "object", "properties": {"webhookToken": {"type": "string"}}}
+    flow = _path_param("treeFlowId")
+    obj = {"type": "object"}
+    listed = {"200": _json({"type": "array", "items": obj})}
+    conflict = {"409": _json(_ref("Error"), "still in use: deactivate it instead")}
+    gone = {"204": {"description": "Deleted"}, **conflict}
+    patch = {"required": True, "content": {"application/json": {"schema": obj}}}
+
+    def patched(summary: str, params: list[Any]) -> Any:
+        return {**_op(summary, {"200": _json(obj)}, params=params), "requestBody": patch}
+
     paths: dict[str, Any] = {
         "/api/admin/organizations": {
-            "post": _op("Create an organization (operator token only)", created, body="OrganizationIn")
+            "post": _op("Create an organization (operator token only)", created, body="OrganizationIn"),
+            "get": _op("Organizations (an organization key: its own)", listed, params=_PAGE),
+        },
+        "/api/admin/organizations/{orgId}": {
+            "get": _op("One organization {id, name, active}", {"200": _json(obj)}, params=[org]),
+            "patch": patched(
+                '{"name"?, "active"?} (active: operator only, else 403); an inactive organization\'s '
+                "webhooks are answered 200 ignored and nothing is sent",
+                [org],
+            ),
+        },
+        "/api/admin/organizations/{orgId}/audit": {
+            "get": _op(
+                "Every change through the admin API or the console, newest first: actor (operator or "
+                "key:<id>), action, entityType, entityId, before, after (secrets masked), createdAt",
+                listed,
+                params=[org, *_PAGE],
+            )
+        },
+        "/api/admin/agents/{agentId}": {
+            "get": _op(
+                "One agent (secrets only as apiKeySet / webhookTokenSet)", {"200": _json(obj)}, params=[agent]
+            ),
+            "patch": patched(
+                "Change any field of the creation's body; whatsapp fields merge; a new apiKey or "
+                "webhookToken rotates it",
+                [agent],
+            ),
+            "delete": _op("Delete an agent that has no conversations", gone, params=[agent]),
+        },
+        "/api/admin/tree-flows/{treeFlowId}": {
+            "get": _op("One tree flow with its current version", {"200": _json(obj)}, params=[flow]),
+            "patch": patched(
+                "Change definition fields (stored as the next version: talks under way keep theirs) or "
+                "active",
+                [flow],
+            ),
+            "delete": _op("Delete a flow no agent uses and no open talk follows", gone, params=[flow]),
         },
         "/api/admin/organizations/{orgId}/api-keys": {
             "post": _op(
@@ -86,7 +134,8 @@ def openapi_document() -> dict[str, Any]:
                 created,
                 body="TreeFlowIn",
                 params=[org],
-            )
+            ),
+            "get": _op("The organization's tree flows", listed, params=[org, *_PAGE]),
         },
         "/api/admin/organizations/{orgId}/agents": {
             "post": _op(
@@ -111,7 +160,8 @@ def openapi_document() -> dict[str, Any]:
                 },
                 body="AgentIn",
                 params=[org],
-            )
+            ),
+            "get": _op("The organization's agents (no secrets)", listed, params=[org, *_PAGE]),
         },
         "/api/admin/organizations/{orgId}/contacts": {
             "get": _op(

@@ -1,0 +1,447 @@
+"""Read, edit and delete what the admin API creates: organizations, agents and tree flows.
+
+Every edit and deletion is recorded in the audit log (`services.audit`) in the same transaction. An edit is
+a partial document in the creation's shape, merged over what is stored and validated as a creation is
+(`services.admin.parse_agent`, `domain.treeflow.validate_definition`), so one rule validates both.
+
+- An inactive organization's webhooks are ignored and nothing is sent for it; only the operator may
+  (de)activate one.
+- Secrets (an agent's Evolution `apiKey`, its `webhookToken`) are written, never read back: documents say
+  only whether they are set. A secret is rotated by PATCHing a new value; the webhook secret stays set.
+- A tree flow edit that changes the definition stores it as the next version: talks keep the version they
+  started with (`domain.talkflow.pinned_version`), new talks take the new one.
+- An agent or tree flow still in use cannot be deleted (409 naming what uses it): deactivate it instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from luminai_actors.domain import treeflow
+from luminai_actors.errors import Conflict, Forbidden, NotFound, ValidationError
+from luminai_actors.outbound_address import AddressPolicy
+from luminai_actors.persistence.tables import (
+    TALK_ACTIVE,
+    Agent,
+    Organization,
+    Talk,
+    TalkAgent,
+    TalkMessage,
+    TreeFlow,
+)
+from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWork, UnitOfWorkFactory
+from luminai_actors.services import audit
+from luminai_actors.services.admin import new_version, parse_agent
+from luminai_actors.services.api_keys import Principal
+
+AGENT_FIELDS = frozenset({"name", "prompt", "treeFlowId", "active", "whatsapp"})
+WHATSAPP_FIELDS = frozenset(
+    {"instanceName", "phone", "serverUrl", "apiKey", "active", "webhookToken", "metadata"}
+)
+TREE_FLOW_FIELDS = frozenset({"name", "objective", "closing", "steps", "outcomes", "active"})
+
+
+def _session(uow: UnitOfWork) -> Session:
+    assert isinstance(uow, SqlAlchemyUnitOfWork)
+    assert uow.session is not None
+    return uow.session
+
+
+def _visible(principal: Principal, organization_id: uuid.UUID, what: str) -> None:
+    if not principal.sees(organization_id):
+        raise NotFound(f"no such {what}")
+
+
+def _only(body: dict[str, Any], allowed: frozenset[str], prefix: str = "") -> None:
+    for key in body:
+        if key not in allowed:
+            raise ValidationError(f"{prefix}{key}", "is not a field that can be changed")
+
+
+# --- organizations ------------------------------------------------------------------------------------------
+
+
+def organization_json(org: Organization) -> dict[str, Any]:
+    return {
+        "id": str(org.id),
+        "name": org.name,
+        "active": org.active,
+        "createdAt": org.created_at.isoformat(),
+        "updatedAt": org.updated_at.isoformat(),
+    }
+
+
+def list_organizations(
+    uow_factory: UnitOfWorkFactory, principal: Principal, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    """Every organization for the operator; an organization key's own only."""
+    with uow_factory() as uow:
+        query = select(Organization).order_by(Organization.created_at, Organization.id)
+        if principal.organization_id is not None:
+            query = query.where(Organization.id == principal.organization_id)
+        rows = _session(uow).scalars(query.limit(limit).offset(offset))
+        return [organization_json(org) for org in rows]
+
+
+def get_organization(
+    uow_factory: UnitOfWorkFactory, principal: Principal, org_id: uuid.UUID
+) -> dict[str, Any]:
+    _visible(principal, org_id, "organization")
+    with uow_factory() as uow:
+        org = uow.repo.get(Organization, org_id)
+        if org is None:
+            raise NotFound("no such organization")
+        return organization_json(org)
+
+
+def update_organization(
+    uow_factory: UnitOfWorkFactory, principal: Principal, org_id: uuid.UUID, body: dict[str, Any]
+) -> dict[str, Any]:
+    """PATCH `{"name"?, "active"?}`; `active` is the operator's to change (403 for a key)."""
+    _visible(principal, org_id, "organization")
+    _only(body, frozenset({"name", "active"}))
+    name = body.get("name", ...)
+    if name is not ... and (not isinstance(name, str) or not name.strip() or len(name) > 255):
+        raise ValidationError("name", "must be a non-empty string of at most 255 characters")
+    active = body.get("active", ...)
+    if active is not ... and not isinstance(active, bool):
+        raise ValidationError("active", "must be true or false")
+    if active is not ... and not principal.is_operator:
+        raise Forbidden("only the operator can activate or deactivate an organization")
+    with uow_factory() as uow:
+        org = uow.repo.get_for_update(Organization, org_id)
+        if org is None:
+            raise NotFound("no such organization")
+        before = organization_json(org)
+        if isinstance(name, str):
+            org.name = name.strip()
+        if isinstance(active, bool):
+            org.active = active
+        _session(uow).flush()
+        after = organization_json(org)
+        record_change(uow, principal, org_id, "organization.update", "organization", org_id, before, after)
+        uow.commit()
+        return after
+
+
+# --- agents -------------------------------------------------------------------------------------------------
+
+
+def agent_json(agent: Agent) -> dict[str, Any]:
+    """The agent as the admin API shows it: every field, secrets only as whether they are set."""
+    return {
+        "id": str(agent.id),
+        "organizationId": str(agent.organization_id),
+        "name": agent.name,
+        "prompt": agent.prompt,
+        "active": agent.active,
+        "treeFlowId": str(agent.tree_flow_id) if agent.tree_flow_id else None,
+        "whatsapp": {
+            "instanceName": agent.whatsapp_instance_name,
+            "phone": agent.whatsapp_phone,
+            "serverUrl": agent.whatsapp_server_url,
+            "active": agent.whatsapp_active,
+            "status": agent.whatsapp_status,
+            "metadata": agent.whatsapp_metadata,
+            "apiKeySet": bool(agent.whatsapp_api_key),
+            "webhookTokenSet": bool(agent.whatsapp_webhook_token),
+            "lastConnectedAt": (
+                agent.whatsapp_last_connected_at.isoformat() if agent.whatsapp_last_connected_at else None
+            ),
+        },
+        "createdAt": agent.created_at.isoformat(),
+        "updatedAt": agent.updated_at.isoformat(),
+    }
+
+
+def _audited_agent(agent: Agent) -> dict[str, Any]:
+    """What the audit log keeps of an agent: its document, with the secrets themselves (masked there)."""
+    document = agent_json(agent)
+    document["whatsapp"]["apiKey"] = agent.whatsapp_api_key
+    document["whatsapp"]["webhookToken"] = agent.whatsapp_webhook_token
+    return document
+
+
+def _stored_body(agent: Agent) -> dict[str, Any]:
+    """The stored agent in the creation's shape, for an edit to be merged over."""
+    body: dict[str, Any] = {
+        "name": agent.name,
+        "prompt": agent.prompt,
+        "active": agent.active,
+        "treeFlowId": str(agent.tree_flow_id) if agent.tree_flow_id else None,
+    }
+    if agent.whatsapp_instance_name is not None:
+        body["whatsapp"] = {
+            "instanceName": agent.whatsapp_instance_name,
+            "phone": agent.whatsapp_phone,
+            "serverUrl": agent.whatsapp_server_url,
+            "apiKey": agent.whatsapp_api_key,
+            "active": agent.whatsapp_active,
+            "webhookToken": agent.whatsapp_webhook_token,
+            "metadata": agent.whatsapp_metadata,
+        }
+    return body
+
+
+def _agent_of(uow: UnitOfWork, principal: Principal, agent_id: uuid.UUID, *, lock: bool) -> Agent:
+    agent = uow.repo.get_for_update(Agent, agent_id) if lock else uow.repo.get(Agent, agent_id)
+    if agent is None or not principal.sees(agent.organization_id):
+        raise NotFound("no such agent")
+    return agent
+
+
+def list_agents(
+    uow_factory: UnitOfWorkFactory, principal: Principal, org_id: uuid.UUID, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    _visible(principal, org_id, "organization")
+    with uow_factory() as uow:
+        query = (
+            select(Agent)
+            .where(Agent.organization_id == org_id)
+            .order_by(Agent.created_at, Agent.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return [agent_json(agent) for agent in _session(uow).scalars(query)]
+
+
+def get_agent(uow_factory: UnitOfWorkFactory, principal: Principal, agent_id: uuid.UUID) -> dict[str, Any]:
+    with uow_factory() as uow:
+        return agent_json(_agent_of(uow, principal, agent_id, lock=False))
+
+
+def update_agent(
+    uow_factory: UnitOfWorkFactory,
+    principal: Principal,
+    agent_id: uuid.UUID,
+    body: dict[str, Any],
+    *,
+    policy: AddressPolicy | None = None,
+) -> tuple[dict[str, Any], str | None]:
+    """PATCH an agent: any field of the creation's body; `whatsapp` fields merge into the stored ones.
+    Returns (the agent's document, its previous instance name). An organization key's `serverUrl` must pass
+    the outbound address rule unless it is the operator's URL, unchanged."""
+    _only(body, AGENT_FIELDS)
+    patch_whatsapp = body.get("whatsapp", {})
+    if not isinstance(patch_whatsapp, dict):
+        raise ValidationError("whatsapp", "must be an object")
+    _only(patch_whatsapp, WHATSAPP_FIELDS, "whatsapp.")
+    if "webhookToken" in patch_whatsapp and not patch_whatsapp["webhookToken"]:
+        raise ValidationError("whatsapp.webhookToken", "cannot be removed; give a new one to rotate it")
+    with uow_factory() as uow:
+        agent = _agent_of(uow, principal, agent_id, lock=True)
+        before = _audited_agent(agent)
+        stored = _stored_body(agent)
+        merged = {**stored, **{k: v for k, v in body.items() if k != "whatsapp"}}
+        if patch_whatsapp or "whatsapp" in stored:
+            merged["whatsapp"] = {**stored.get("whatsapp", {}), **patch_whatsapp}
+        columns, flow_id = parse_agent(
+            merged,
+            policy=None if principal.is_operator else policy or AddressPolicy(),
+            trusted_url=agent.whatsapp_server_url if agent.whatsapp_server_url_trusted else None,
+        )
+        if flow_id is not None and flow_id != agent.tree_flow_id:
+            flow = uow.repo.get(TreeFlow, flow_id)
+            if flow is None or flow.organization_id != agent.organization_id:
+                raise ValidationError("treeFlowId", "no such tree flow in this organization")
+        if columns["whatsapp_instance_name"] and not columns["whatsapp_webhook_token"]:
+            columns["whatsapp_webhook_token"] = agent.whatsapp_webhook_token
+        instance, previous = columns["whatsapp_instance_name"], agent.whatsapp_instance_name
+        if instance is not None and instance != previous:
+            other = uow.repo.agent_by_instance(instance)
+            if other is not None and other.id != agent.id:
+                raise Conflict(f"whatsapp.instanceName {instance!r} is already used by another agent")
+            agent.whatsapp_status = None  # another instance: its state is unknown until tested
+        for column, value in columns.items():
+            setattr(agent, column, value)
+        agent.tree_flow_id = flow_id
+        _session(uow).flush()
+        after = _audited_agent(agent)
+        record_change(uow, principal, agent.organization_id, "agent.update", "agent", agent.id, before, after)
+        try:
+            uow.commit()
+        except Conflict as exc:  # another agent took the instance name meanwhile
+            raise Conflict(f"whatsapp.instanceName {instance!r} is already used by another agent") from exc
+        return agent_json(agent), previous
+
+
+def delete_agent(uow_factory: UnitOfWorkFactory, principal: Principal, agent_id: uuid.UUID) -> str | None:
+    """Delete an agent that never talked to anyone (its instance name, to forget); 409 otherwise."""
+    with uow_factory() as uow:
+        agent = _agent_of(uow, principal, agent_id, lock=True)
+        session = _session(uow)
+        talks = session.scalar(
+            select(func.count()).select_from(Talk).where(Talk.agent_id == agent_id)
+        ) or session.scalar(select(func.count()).select_from(TalkAgent).where(TalkAgent.agent_id == agent_id))
+        messages = session.scalar(
+            select(func.count())
+            .select_from(TalkMessage)
+            .where((TalkMessage.agent_id == agent_id) | (TalkMessage.from_agent_id == agent_id))
+        )
+        if talks or messages:
+            raise Conflict(
+                'agent is in use by its conversations; deactivate it instead (PATCH {"active": false}), '
+                "or erase those contacts first"
+            )
+        before = _audited_agent(agent)
+        record_change(uow, principal, agent.organization_id, "agent.delete", "agent", agent.id, before, None)
+        instance = agent.whatsapp_instance_name
+        session.delete(agent)
+        uow.commit()
+        return instance
+
+
+# --- tree flows ---------------------------------------------------------------------------------------------
+
+
+def tree_flow_json(flow: TreeFlow) -> dict[str, Any]:
+    definition = {k: v for k, v in flow.definition.items() if k != "version"}
+    return {
+        "id": str(flow.id),
+        "organizationId": str(flow.organization_id),
+        "name": flow.name,
+        "active": flow.active,
+        "version": flow.version,
+        **{k: v for k, v in definition.items() if k not in ("name",)},
+        "createdAt": flow.created_at.isoformat(),
+        "updatedAt": flow.updated_at.isoformat(),
+    }
+
+
+def _flow_of(uow: UnitOfWork, principal: Principal, flow_id: uuid.UUID, *, lock: bool) -> TreeFlow:
+    flow = uow.repo.get_for_update(TreeFlow, flow_id) if lock else uow.repo.get(TreeFlow, flow_id)
+    if flow is None or not principal.sees(flow.organization_id):
+        raise NotFound("no such tree flow")
+    return flow
+
+
+def list_tree_flows(
+    uow_factory: UnitOfWorkFactory, principal: Principal, org_id: uuid.UUID, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    _visible(principal, org_id, "organization")
+    with uow_factory() as uow:
+        query = (
+            select(TreeFlow)
+            .where(TreeFlow.organization_id == org_id)
+            .order_by(TreeFlow.created_at, TreeFlow.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return [tree_flow_json(flow) for flow in _session(uow).scalars(query)]
+
+
+def get_tree_flow(uow_factory: UnitOfWorkFactory, principal: Principal, flow_id: uuid.UUID) -> dict[str, Any]:
+    with uow_factory() as uow:
+        return tree_flow_json(_flow_of(uow, principal, flow_id, lock=False))
+
+
+def update_tree_flow(
+    uow_factory: UnitOfWorkFactory, principal: Principal, flow_id: uuid.UUID, body: dict[str, Any]
+) -> dict[str, Any]:
+    """PATCH a tree flow: definition fields replace the stored ones (a new version when they change it);
+    `active` switches the flow on or off."""
+    _only(body, TREE_FLOW_FIELDS)
+    active = body.get("active", ...)
+    if active is not ... and not isinstance(active, bool):
+        raise ValidationError("active", "must be true or false")
+    with uow_factory() as uow:
+        flow = _flow_of(uow, principal, flow_id, lock=True)
+        before = tree_flow_json(flow)
+        current = {k: v for k, v in flow.definition.items() if k != "version"}
+        changes = {k: v for k, v in body.items() if k != "active"}
+        if changes:
+            definition = treeflow.validate_definition({**current, **changes})
+            if definition != current:
+                new_version(_session(uow), flow, definition)
+        if isinstance(active, bool):
+            flow.active = active
+        _session(uow).flush()
+        after = tree_flow_json(flow)
+        record_change(
+            uow, principal, flow.organization_id, "tree_flow.update", "tree_flow", flow.id, before, after
+        )
+        uow.commit()
+        return after
+
+
+def delete_tree_flow(uow_factory: UnitOfWorkFactory, principal: Principal, flow_id: uuid.UUID) -> None:
+    """Delete a flow no agent uses and no open talk follows; 409 otherwise."""
+    with uow_factory() as uow:
+        flow = _flow_of(uow, principal, flow_id, lock=True)
+        session = _session(uow)
+        users = session.scalar(select(func.count()).select_from(Agent).where(Agent.tree_flow_id == flow_id))
+        if users:
+            raise Conflict(f"tree flow is used by {users} agent(s); point them at another flow first")
+        following = sum(
+            1
+            for state in session.scalars(
+                select(Talk.talk_flow).where(
+                    Talk.organization_id == flow.organization_id, Talk.status == TALK_ACTIVE
+                )
+            )
+            if isinstance(state, dict) and state.get("treeFlowId") == str(flow_id)
+        )
+        if following:
+            raise Conflict(
+                f"tree flow is followed by {following} open talk(s); deactivate it instead "
+                '(PATCH {"active": false}) and delete it once they are closed'
+            )
+        before = tree_flow_json(flow)
+        record_change(
+            uow, principal, flow.organization_id, "tree_flow.delete", "tree_flow", flow.id, before, None
+        )
+        session.delete(flow)
+        uow.commit()
+
+
+# --- the audit log ------------------------------------------------------------------------------------------
+
+
+def record_change(
+    uow: UnitOfWork,
+    principal: Principal,
+    organization_id: uuid.UUID,
+    action: str,
+    entity_type: str,
+    entity_id: uuid.UUID | None,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    """Record a change made by `principal` in the transaction of `uow` (see `services.audit`)."""
+    audit.record(
+        _session(uow),
+        actor=audit.actor_of(principal.key_id),
+        organization_id=organization_id,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        before=before,
+        after=after,
+    )
+
+
+def audit_entries(
+    uow_factory: UnitOfWorkFactory, principal: Principal, org_id: uuid.UUID, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    _visible(principal, org_id, "organization")
+    with uow_factory() as uow:
+        if uow.repo.get(Organization, org_id) is None:
+            raise NotFound("no such organization")
+        return [
+            {
+                "id": str(entry.id),
+                "organizationId": str(entry.organization_id),
+                "actor": entry.actor,
+                "action": entry.action,
+                "entityType": entry.entity_type,
+                "entityId": str(entry.entity_id) if entry.entity_id else None,
+                "before": entry.before,
+                "after": entry.after,
+                "createdAt": entry.created_at.isoformat(),
+            }
+            for entry in audit.entries(_session(uow), org_id, limit, offset)
+        ]
