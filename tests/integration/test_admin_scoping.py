@@ -112,7 +112,8 @@ def test_the_openapi_document_covers_every_admin_route(app: tuple[Container, Tes
             route.path.replace("{org_id}", "{orgId}")
             .replace("{talk_id}", "{talkId}")
             .replace("{agent_id}", "{agentId}")
-            .replace("{key_id}", "{keyId}"),
+            .replace("{key_id}", "{keyId}")
+            .replace("{contact_id}", "{contactId}"),
             method.lower(),
         )
         for route in client.app.routes  # type: ignore[attr-defined]
