@@ -50,6 +50,7 @@ from luminai_actors.services.agents import AgentDirectory
 from luminai_actors.services.inbound import InboundOutcome, conversation_key, record_inbound
 from luminai_actors.services.inbound_fast import FastInbound, SlowInbound, TurnRequests, insert_known_messages
 from luminai_actors.services.pacing import MemoryPacer, NoPacing, Pacer, RedisPacer
+from luminai_actors.services.privacy import Erased, SuppressionList
 from luminai_actors.services.recovery import find_stalled_work
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ class Container:
     worker: dramatiq.Worker | None = None
     fast_inbound: FastInbound | None = None  # PostgreSQL only: known conversations' messages, group-committed
     turn_requests: TurnRequests = field(default_factory=TurnRequests)
+    suppression: SuppressionList | None = None  # the suppression list (`services.privacy`), set by `build`
     _recovery_stop: threading.Event = field(default_factory=threading.Event)
     _recovery_thread: threading.Thread | None = None
     _writer_batch: threading.local = field(default_factory=threading.local)  # see `writer_callbacks`
@@ -316,6 +318,13 @@ class Container:
         for talk_id in requested:
             self.turn_requests.mark(talk_id, requested_at, debounce)
 
+    def forget_erased(self, erased: Erased) -> None:
+        """Drop what this process remembers about an erased contact (its known conversations, its talks'
+        turn requests): its number's next message takes the full lookup and starts a fresh contact."""
+        if self.fast_inbound is not None:
+            self.fast_inbound.forget_contact(erased.contact_id)
+        self.turn_requests.forget(erased.talk_ids)
+
     def resume_agent_sends(self, instance: str) -> int:
         """Enqueue the replies that waited for this instance to reconnect; returns how many."""
         with self.uow() as uow:
@@ -467,9 +476,11 @@ def build(settings: Settings) -> Container:
         # The task actors' blocks wait on nothing between their transactions: one connection each.
         return SqlAlchemyUnitOfWork(session_factory, hold_connection=True)
 
-    dispatcher = declare_task_actors(
-        broker, TaskDeps(settings, uow_factory, brain, evolution, build_pacer(settings, broker), metrics)
+    suppression = SuppressionList(uow_factory, settings.suppression_key)
+    deps = TaskDeps(
+        settings, uow_factory, brain, evolution, build_pacer(settings, broker), metrics, suppression
     )
+    dispatcher = declare_task_actors(broker, deps)
     holder: dict[str, Container] = {}
 
     def handle(event: MessageUpsert | SlowInbound) -> InboundOutcome | Deferred:
@@ -497,6 +508,7 @@ def build(settings: Settings) -> Container:
             talk_expiry=timedelta(hours=settings.talk_expiry_hours),
             capacity=max(10_000, 2 * settings.max_conversation_actors),
         )
+    container.suppression = suppression
     holder["container"] = container
     if container.fast_inbound is not None:
         router.set_fast_lane(container.fast_lane)

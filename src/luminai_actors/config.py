@@ -41,6 +41,9 @@ class Settings:
     configuring an instance's webhook."""
     admin_token: str | None = None
     """LUMINAI_ADMIN_TOKEN: bearer token of the admin API; unset means the admin API refuses every call."""
+    suppression_key: str | None = None
+    """LUMINAI_SUPPRESSION_KEY: the HMAC key of the suppression list (numbers of erased contacts who had
+    opted out); unset means a random key generated once and kept in the database."""
     openai_api_key: str | None = None
     """OPENAI_API_KEY: when set, replies are written by the OpenAI brain; otherwise by the offline brain."""
     openai_base_url: str | None = None
@@ -190,6 +193,7 @@ class Settings:
         text("LUMINAI_DATABASE_URL", "database_url")
         text("LUMINAI_BROKER_URL", "broker_url")
         text("LUMINAI_ADMIN_TOKEN", "admin_token")
+        text("LUMINAI_SUPPRESSION_KEY", "suppression_key")
         text("LUMINAI_PUBLIC_URL", "public_url")
         text("OPENAI_API_KEY", "openai_api_key")
         text("OPENAI_BASE_URL", "openai_base_url")

@@ -113,7 +113,8 @@ def test_the_openapi_document_covers_every_admin_route(app: tuple[Container, Tes
             .replace("{talk_id}", "{talkId}")
             .replace("{agent_id}", "{agentId}")
             .replace("{key_id}", "{keyId}")
-            .replace("{tree_flow_id}", "{treeFlowId}"),
+            .replace("{tree_flow_id}", "{treeFlowId}")
+            .replace("{contact_id}", "{contactId}"),
             method.lower(),
         )
         for route in client.app.routes  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ FULL_ENV = {
     "LUMINAI_DATABASE_URL": "postgresql+psycopg://luminai:pw@db.internal:5432/luminai",
     "LUMINAI_BROKER_URL": "redis://127.0.0.1:6379/3",
     "LUMINAI_ADMIN_TOKEN": "admin-s3cret",
+    "LUMINAI_SUPPRESSION_KEY": "suppression-k3y",
     "LUMINAI_EVOLUTION_ALLOWED_HOSTS": "evolution.internal,10.0.0.0/8",
     "LUMINAI_ALLOW_UNAUTHENTICATED_WEBHOOKS": "true",
     "OPENAI_API_KEY": "sk-test",
@@ -83,6 +84,7 @@ def test_every_variable_is_parsed() -> None:
     assert settings.broker_url == "redis://127.0.0.1:6379/3"
     assert not settings.uses_memory_broker
     assert settings.admin_token == "admin-s3cret"
+    assert settings.suppression_key == "suppression-k3y"
     assert settings.openai_api_key == "sk-test"
     assert settings.openai_base_url == "http://127.0.0.1:9999/v1"
     assert settings.ai_model == "gpt-4.1-mini"

@@ -47,6 +47,7 @@ from luminai_actors.services.outbound import (
     deliver_outbound,
 )
 from luminai_actors.services.pacing import NoPacing, Pacer
+from luminai_actors.services.privacy import SuppressionList
 from luminai_actors.services.talks import flag_for_human
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class TaskDeps:
     evolution: EvolutionClient
     pacer: Pacer = field(default_factory=NoPacing)
     metrics: Metrics = field(default_factory=Metrics)
+    suppression: SuppressionList | None = None  # the erased, opted-out numbers no turn may answer
 
 
 def _current_retries() -> int:
@@ -161,6 +163,7 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
                 debounce_seconds=settings.ai_debounce_seconds,
                 on_reply=request_send,
                 claim_reply=claim_reply if settings.inline_send else None,
+                suppressed=deps.suppression.talk_is_suppressed if deps.suppression is not None else None,
             )
         except (BrainError, Unavailable) as exc:
             deps.metrics.ai_turns.labels("error").inc()

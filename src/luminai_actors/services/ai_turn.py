@@ -77,6 +77,7 @@ class _Prepared:
     region: str | None
     opted_out: bool
     tree_flow_name: str | None
+    suppressed: bool = False  # the contact's number is on the suppression list (`services.privacy`)
 
 
 @dataclass(slots=True)
@@ -98,13 +99,16 @@ def run_ai_turn(
     now: Callable[[], datetime] | None = None,
     on_reply: Callable[[uuid.UUID], None] | None = None,
     claim_reply: Callable[[UnitOfWork, uuid.UUID], None] | None = None,
+    suppressed: Callable[[UnitOfWork, uuid.UUID], bool] | None = None,
 ) -> TurnOutcome:
     """One turn. `on_reply(first reply id)` is called as soon as the reply is committed (before the read
     for messages that arrived meanwhile), so its send can start while the turn finishes. `claim_reply(uow,
     first reply id)` runs inside the transaction that stores the reply, before its commit (the worker
-    records the first send attempt there, saving that attempt a transaction of its own)."""
+    records the first send attempt there, saving that attempt a transaction of its own). `suppressed(uow,
+    talk id)`, asked in the claim's transaction, is True when the talk's contact is on the suppression list
+    (`privacy.SuppressionList.talk_is_suppressed`): the turn then replies nothing and opts the contact out."""
     clock = now or (lambda: datetime.now(UTC))
-    prepared = _prepare(uow_factory, talk_id, clock(), lease_seconds, debounce_seconds)
+    prepared = _prepare(uow_factory, talk_id, clock(), lease_seconds, debounce_seconds, suppressed)
     if isinstance(prepared, TurnOutcome):
         return prepared
     try:
@@ -116,22 +120,45 @@ def run_ai_turn(
 
 
 def _prepare(
-    uow_factory: UnitOfWorkFactory, talk_id: uuid.UUID, at: datetime, lease_seconds: float, debounce: float
+    uow_factory: UnitOfWorkFactory,
+    talk_id: uuid.UUID,
+    at: datetime,
+    lease_seconds: float,
+    debounce: float,
+    suppressed: Callable[[UnitOfWork, uuid.UUID], bool] | None = None,
 ) -> _Prepared | TurnOutcome:
     until = at + timedelta(seconds=lease_seconds)
     with uow_factory() as uow:
         claim = uow.repo.claim_turn(talk_id, at, until, HISTORY_LIMIT)
         if claim is None:  # not claimable in one statement (or not on this database): find out why
-            return _prepare_general(uow, talk_id, at, until, debounce)
+            return _screened(uow, _prepare_general(uow, talk_id, at, until, debounce), suppressed)
         claimed, recent = claim
         pending = _pending_among(recent) if len(recent) < HISTORY_LIMIT else uow.repo.pending_views(talk_id)
         not_yet = _not_yet(pending, at, debounce)
         if not_yet is not None:
             uow.rollback()  # gives the lease back: nothing was written
             return not_yet
-        prepared = _prepared(talk_id, claimed, recent, pending, _followed_definition(uow, claimed))
+        definition = _followed_definition(uow, claimed)
+        prepared = _screened(uow, _prepared(talk_id, claimed, recent, pending, definition), suppressed)
         uow.commit()
         return prepared
+
+
+def _screened(
+    uow: UnitOfWork,
+    prepared: _Prepared | TurnOutcome,
+    suppressed: Callable[[UnitOfWork, uuid.UUID], bool] | None,
+) -> _Prepared | TurnOutcome:
+    """The one place the suppression list is applied: a suppressed contact is treated as opted out (no
+    reply), and the turn's store opts the contact out, so its later turns need not ask again."""
+    if (
+        isinstance(prepared, _Prepared)
+        and not prepared.opted_out
+        and suppressed is not None
+        and suppressed(uow, prepared.talk_id)
+    ):
+        prepared.opted_out = prepared.suppressed = True
+    return prepared
 
 
 def _prepare_general(
@@ -244,7 +271,10 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
     texts = [text for _, text in prepared.pending]
     ids = [str(message_id) for message_id, _ in prepared.pending]
     if prepared.opted_out:
-        return _Decision(new_state=prepared.state, meta={"ai": {"skipped": "contact opted out"}})
+        reason = "number suppressed" if prepared.suppressed else "contact opted out"
+        return _Decision(
+            new_state=prepared.state, meta={"ai": {"skipped": reason}}, opt_out=prepared.suppressed
+        )
     state = prepared.state or talkflow.initial_state(None, prepared.definition)
     asked = state.get("askedField")
     current = step_by_id(prepared.definition, state.get("currentStepId"))

@@ -152,6 +152,14 @@ class FastInbound:
         with self._lock:
             self._known.pop(key, None)
 
+    def forget_contact(self, contact_id: uuid.UUID) -> int:
+        """Forget every conversation remembered for this contact (erased); how many there were."""
+        with self._lock:
+            keys = [key for key, known in self._known.items() if known.contact_id == contact_id]
+            for key in keys:
+                del self._known[key]
+            return len(keys)
+
     def known(self, key: str) -> KnownConversation | None:
         with self._lock:
             return self._known.get(key)
@@ -245,6 +253,11 @@ class TurnRequests:
                 if len(self._requested) >= self._capacity:
                     self._requested.clear()
             self._requested[talk_id] = _Requested(requested_at, debounce)
+
+    def forget(self, talk_ids: Sequence[uuid.UUID]) -> None:
+        with self._lock:
+            for talk_id in talk_ids:
+                self._requested.pop(talk_id, None)
 
     def now(self) -> float:
         return self._clock()

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from luminai_actors.bootstrap import Container
 from luminai_actors.errors import NotFound, PayloadError
 from luminai_actors.services import admin as admin_service
-from luminai_actors.services import api_keys, audit, whatsapp_admin
+from luminai_actors.services import api_keys, audit, privacy, whatsapp_admin
 from luminai_actors.services import talks as talks_service
 from luminai_actors.services.api_keys import OPERATOR, Principal
 from luminai_actors.web.bodies import MAX_ADMIN_BODY_BYTES, is_count, read_body
@@ -309,3 +309,39 @@ async def create_api_key(request: Request) -> Response:
         api_keys.create_api_key, _container(request).uow, org_id, body.get("name")
     )
     return JSONResponse(created, status_code=201)
+
+
+@require_admin
+async def export_contact(request: Request) -> Response:
+    """Everything held about one person (LGPD art. 18 / GDPR art. 15, 20) as one JSON document."""
+    contact_id = _uuid(request, "contact_id")
+    found = await run_in_threadpool(
+        privacy.export_contact, _container(request).uow, _principal(request), contact_id
+    )
+    messages: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    for message in found.messages:
+        messages.setdefault(message.talk_id, []).append(message_json(message))
+    own = {talk.id for talk, _ in found.talks}
+    return JSONResponse(
+        {
+            "contact": contact_json(found.contact),
+            "talks": [
+                {**talk_json(talk, agents), "messages": messages.get(talk.id, [])}
+                for talk, agents in found.talks
+            ],
+            "messagesInSharedChats": [message_json(m) for m in found.messages if m.talk_id not in own],
+        }
+    )
+
+
+@require_admin
+async def erase_contact(request: Request) -> Response:
+    """204: the person's rows are gone (see `services.privacy`); this process forgets what it cached."""
+    container = _container(request)
+    contact_id = _uuid(request, "contact_id")
+    assert container.suppression is not None  # `bootstrap.build` sets it
+    erased = await run_in_threadpool(
+        privacy.erase_contact, container.uow, container.suppression, _principal(request), contact_id
+    )
+    container.forget_erased(erased)
+    return Response(status_code=204)

@@ -51,6 +51,8 @@ def routes() -> list[BaseRoute]:
         Route(org + "/api-keys/{key_id}", admin.revoke_api_key, methods=["DELETE"]),
         Route(org + "/contacts", admin.list_contacts, methods=["GET"]),
         Route(org + "/talks", admin.list_talks, methods=["GET"]),
+        Route("/api/admin/contacts/{contact_id}", admin.erase_contact, methods=["DELETE"]),
+        Route("/api/admin/contacts/{contact_id}/export", admin.export_contact, methods=["GET"]),
         Route("/api/admin/talks/{talk_id}", admin.get_talk, methods=["GET"]),
         Route("/api/admin/talks/{talk_id}/messages", admin.list_messages, methods=["GET"]),
         Route("/api/admin/talks/{talk_id}/pause", admin.pause_talk, methods=["POST"]),

@@ -52,6 +52,7 @@ def _op(
 
 def openapi_document() -> dict[str, Any]:
     org, talk, agent = _path_param("orgId"), _path_param("talkId"), _path_param("agentId")
+    contact = _path_param("contactId")
     created = {
         "201": _json(
             {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}}}, "Created"
@@ -177,6 +178,25 @@ def openapi_document() -> dict[str, Any]:
                 params=[org, *_PAGE],
             )
         },
+        "/api/admin/contacts/{contactId}/export": {
+            "get": _op(
+                "Everything held about one person (LGPD art. 18, GDPR art. 15): the contact, its talks with "
+                "their TalkFlow (collected fields) and messages (metadata holds media metadata), and the "
+                "person's messages in shared chats; recorded in the audit log",
+                {"200": _json(_ref("ContactExport"))},
+                params=[contact],
+            )
+        },
+        "/api/admin/contacts/{contactId}": {
+            "delete": _op(
+                "Erase one person (GDPR art. 17): the contact, its talks, messages, collected fields, "
+                "pending AI turns and unsent replies are deleted, nothing is sent to them afterwards; "
+                "if they had opted out, only a keyed hash of their numbers is kept so the agent never "
+                "writes to them again. Recorded in the audit log (counts only)",
+                {"204": {"description": "Erased"}},
+                params=[contact],
+            )
+        },
         "/api/admin/talks/{talkId}": {
             "get": _op("One talk with its TalkFlow", {"200": _json(_ref("Talk"))}, params=[talk])
         },
@@ -291,6 +311,7 @@ def openapi_document() -> dict[str, Any]:
                 "phone": string,
                 "mobilePhone": string,
                 "whatsappLid": string,
+                "whatsappJid": string,
                 "leadSource": string,
                 "origin": string,
                 "optedOutAt": when,
@@ -313,6 +334,25 @@ def openapi_document() -> dict[str, Any]:
                 "talkFlow": {"type": ["object", "null"]},
                 "whatsappRemoteJid": string,
                 "dateLastMessage": when,
+            },
+        },
+        "ContactExport": {
+            "type": "object",
+            "properties": {
+                "contact": _ref("Contact"),
+                "talks": {
+                    "type": "array",
+                    "items": {
+                        "allOf": [
+                            _ref("Talk"),
+                            {
+                                "type": "object",
+                                "properties": {"messages": {"type": "array", "items": _ref("TalkMessage")}},
+                            },
+                        ]
+                    },
+                },
+                "messagesInSharedChats": {"type": "array", "items": _ref("TalkMessage")},
             },
         },
         "TalkMessage": {

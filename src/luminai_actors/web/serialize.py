@@ -29,6 +29,7 @@ def contact_json(contact: Contact) -> dict[str, Any]:
         "phone": contact.phone,
         "mobilePhone": contact.mobile_phone,
         "whatsappLid": contact.whatsapp_lid,
+        "whatsappJid": contact.whatsapp_jid,
         "leadSource": contact.lead_source,
         "origin": contact.origin,
         "lastContactDate": _at(contact.last_contact_date),
