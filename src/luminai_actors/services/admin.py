@@ -107,11 +107,16 @@ def create_tree_flow(
         return flow.id
 
 
+def stored_definition(flow: TreeFlow) -> dict[str, Any]:
+    """The flow's definition as it was given, without the bookkeeping `new_version` adds."""
+    return {k: v for k, v in flow.definition.items() if k not in ("version", "treeFlowId")}
+
+
 def new_version(session: Any, flow: TreeFlow, definition: dict[str, Any]) -> None:
     """Make `definition` (validated) the flow's next version (1 for a new flow), kept in tree_flow_version
     so that talks begun on an earlier version keep following it."""
     flow.version = (flow.version or 0) + 1
-    flow.definition = {**definition, "version": flow.version}
+    flow.definition = {**definition, "treeFlowId": str(flow.id), "version": flow.version}
     flow.name = definition["name"]
     session.add(
         TreeFlowVersion(id=uuid7(), tree_flow_id=flow.id, version=flow.version, definition=flow.definition)

@@ -204,17 +204,20 @@ def _not_yet(pending: list[MessageView], at: datetime, debounce: float) -> TurnO
 def _followed_definition(uow: UnitOfWork, claimed: ClaimedTurn) -> dict[str, Any] | None:
     """The TreeFlow definition the talk follows: the version it started with (`talkflow.pinned_version`),
     so an edit of the flow applies to new talks only; the agent's current flow when the talk follows none
-    yet or its version is gone (the flow was deleted). One indexed read per turn."""
+    yet or its version is gone (the flow was deleted). Read only when the flow changed since the talk began:
+    the common turn keeps its one claiming statement."""
     pin = talkflow.pinned_version(claimed.talk_flow)
-    if pin is not None:
-        try:
-            flow_id = uuid.UUID(pin[0])
-        except ValueError:
-            return claimed.tree_flow_definition
-        pinned = uow.repo.tree_flow_version(flow_id, pin[1])
-        if pinned is not None:
-            return pinned.definition
-    return claimed.tree_flow_definition
+    current = claimed.tree_flow_definition or {}
+    if pin is None:
+        return claimed.tree_flow_definition
+    flow, version = pin
+    if current.get("treeFlowId") in (None, flow) and current.get("version", 1) == version:
+        return claimed.tree_flow_definition
+    try:
+        pinned = uow.repo.tree_flow_version(uuid.UUID(flow), version)
+    except ValueError:
+        pinned = None
+    return pinned.definition if pinned is not None else claimed.tree_flow_definition
 
 
 def _prepared(

@@ -32,7 +32,11 @@ from luminai_actors.domain.treeflow import validate_definition
 from luminai_actors.errors import ValidationError
 from luminai_actors.persistence.tables import Agent, Organization, TreeFlow
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWorkFactory
-from luminai_actors.services.admin import new_version, new_webhook_token, parse_agent
+from luminai_actors.services.admin import (
+    new_version,
+    new_webhook_token,
+    parse_agent,
+)
 
 
 def load_document(path: Path) -> Any:
@@ -106,7 +110,9 @@ def import_document(uow_factory: UnitOfWorkFactory, document: Any) -> dict[str, 
                     new_version(session, flow, definition)
                     counts["treeFlowsCreated"] += 1
                 else:
-                    if {k: v for k, v in flow.definition.items() if k != "version"} != definition:
+                    if {
+                        k: v for k, v in flow.definition.items() if k not in ("version", "treeFlowId")
+                    } != definition:
                         new_version(session, flow, definition)  # talks under way keep their version
                     counts["treeFlowsUpdated"] += 1
                 session.flush()

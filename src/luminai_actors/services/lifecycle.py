@@ -35,7 +35,7 @@ from luminai_actors.persistence.tables import (
 )
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWork, UnitOfWorkFactory
 from luminai_actors.services import audit
-from luminai_actors.services.admin import new_version, parse_agent
+from luminai_actors.services.admin import new_version, parse_agent, stored_definition
 from luminai_actors.services.api_keys import Principal
 
 AGENT_FIELDS = frozenset({"name", "prompt", "treeFlowId", "active", "whatsapp"})
@@ -299,7 +299,7 @@ def delete_agent(uow_factory: UnitOfWorkFactory, principal: Principal, agent_id:
 
 
 def tree_flow_json(flow: TreeFlow) -> dict[str, Any]:
-    definition = {k: v for k, v in flow.definition.items() if k != "version"}
+    definition = stored_definition(flow)
     return {
         "id": str(flow.id),
         "organizationId": str(flow.organization_id),
@@ -351,7 +351,7 @@ def update_tree_flow(
     with uow_factory() as uow:
         flow = _flow_of(uow, principal, flow_id, lock=True)
         before = tree_flow_json(flow)
-        current = {k: v for k, v in flow.definition.items() if k != "version"}
+        current = stored_definition(flow)
         changes = {k: v for k, v in body.items() if k != "active"}
         if changes:
             definition = treeflow.validate_definition({**current, **changes})
