@@ -130,3 +130,11 @@ class SqlAlchemyUnitOfWork:
         assert self.session is not None
         if self.session.get_bind().dialect.name == "postgresql":
             self.session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+
+
+def session_of(uow: object) -> Session:
+    """The SQLAlchemy session of a unit of work opened by `SqlAlchemyUnitOfWork` (for the admin, console and
+    privacy queries, which read with plain `select()`s the repository does not offer)."""
+    assert isinstance(uow, SqlAlchemyUnitOfWork)
+    assert uow.session is not None
+    return uow.session

@@ -29,7 +29,7 @@ from luminai_actors.persistence.tables import (
     TreeFlow,
     TreeFlowVersion,
 )
-from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWorkFactory
+from luminai_actors.persistence.uow import UnitOfWorkFactory, session_of
 from luminai_actors.services import audit
 
 
@@ -70,7 +70,7 @@ def _record(
     uow: Any, actor: str, org_id: uuid.UUID, action: str, kind: str, entity: uuid.UUID, after: Any
 ) -> None:
     audit.record(
-        _session(uow),
+        session_of(uow),
         actor=actor,
         organization_id=org_id,
         action=action,
@@ -101,7 +101,7 @@ def create_tree_flow(
         flow = TreeFlow(id=uuid7(), organization_id=org_id, name=definition["name"], definition={}, version=0)
         uow.repo.add(flow)
         uow.repo.flush()
-        new_version(_session(uow), flow, definition)
+        new_version(session_of(uow), flow, definition)
         _record(uow, actor, org_id, "tree_flow.create", "tree_flow", flow.id, flow.definition)
         uow.commit()
         return flow.id
@@ -244,12 +244,6 @@ def add_agent(
         return agent.id, generated
 
 
-def _session(uow: Any) -> Any:
-    assert isinstance(uow, SqlAlchemyUnitOfWork)
-    assert uow.session is not None
-    return uow.session
-
-
 def list_contacts(
     uow_factory: UnitOfWorkFactory, org_id: uuid.UUID, limit: int, offset: int
 ) -> list[Contact]:
@@ -262,7 +256,7 @@ def list_contacts(
             .limit(limit)
             .offset(offset)
         )
-        return list(_session(uow).scalars(query))
+        return list(session_of(uow).scalars(query))
 
 
 def list_talks(
@@ -270,7 +264,7 @@ def list_talks(
 ) -> list[tuple[Talk, list[uuid.UUID]]]:
     with uow_factory() as uow:
         _require_org(uow, org_id)
-        session = _session(uow)
+        session = session_of(uow)
         talks = list(
             session.scalars(
                 select(Talk)
@@ -304,7 +298,7 @@ def list_messages(
             .limit(limit)
             .offset(offset)
         )
-        return list(_session(uow).scalars(query))
+        return list(session_of(uow).scalars(query))
 
 
 def now_utc() -> datetime:

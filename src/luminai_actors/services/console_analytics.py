@@ -18,10 +18,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 
 from luminai_actors.persistence.tables import SEND_SENT, Talk, TalkMessage, TreeFlow
-from luminai_actors.persistence.uow import UnitOfWorkFactory
+from luminai_actors.persistence.uow import UnitOfWorkFactory, session_of
 from luminai_actors.services.api_keys import Principal
 from luminai_actors.services.console import ensure_visible
-from luminai_actors.services.console_queries import session_of
 
 
 @dataclass(frozen=True, slots=True)

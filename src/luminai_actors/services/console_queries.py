@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from luminai_actors.errors import NotFound
 from luminai_actors.persistence.tables import (
@@ -25,7 +24,7 @@ from luminai_actors.persistence.tables import (
     TalkMessage,
     TreeFlow,
 )
-from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWorkFactory
+from luminai_actors.persistence.uow import UnitOfWorkFactory, session_of
 from luminai_actors.services.api_keys import Principal
 from luminai_actors.services.console import ensure_visible
 
@@ -58,12 +57,6 @@ class TalkDetail:
     agent: Agent | None
     messages: list[TalkMessage]
     definition: dict[str, Any] | None  # the TreeFlow the talk follows, when it still exists
-
-
-def session_of(uow: Any) -> Session:
-    assert isinstance(uow, SqlAlchemyUnitOfWork)
-    assert uow.session is not None
-    return uow.session
 
 
 def list_organizations(uow_factory: UnitOfWorkFactory, principal: Principal) -> list[Organization]:

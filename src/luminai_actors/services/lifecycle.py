@@ -19,7 +19,6 @@ import uuid
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from luminai_actors.domain import treeflow
 from luminai_actors.errors import Conflict, Forbidden, NotFound, ValidationError
@@ -33,7 +32,7 @@ from luminai_actors.persistence.tables import (
     TalkMessage,
     TreeFlow,
 )
-from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWork, UnitOfWorkFactory
+from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory, session_of
 from luminai_actors.services import audit
 from luminai_actors.services.admin import new_version, parse_agent, stored_definition
 from luminai_actors.services.api_keys import Principal
@@ -43,12 +42,6 @@ WHATSAPP_FIELDS = frozenset(
     {"instanceName", "phone", "serverUrl", "apiKey", "active", "webhookToken", "metadata"}
 )
 TREE_FLOW_FIELDS = frozenset({"name", "objective", "closing", "steps", "outcomes", "active"})
-
-
-def _session(uow: UnitOfWork) -> Session:
-    assert isinstance(uow, SqlAlchemyUnitOfWork)
-    assert uow.session is not None
-    return uow.session
 
 
 def _visible(principal: Principal, organization_id: uuid.UUID, what: str) -> None:
@@ -83,7 +76,7 @@ def list_organizations(
         query = select(Organization).order_by(Organization.created_at, Organization.id)
         if principal.organization_id is not None:
             query = query.where(Organization.id == principal.organization_id)
-        rows = _session(uow).scalars(query.limit(limit).offset(offset))
+        rows = session_of(uow).scalars(query.limit(limit).offset(offset))
         return [organization_json(org) for org in rows]
 
 
@@ -121,7 +114,7 @@ def update_organization(
             org.name = name.strip()
         if isinstance(active, bool):
             org.active = active
-        _session(uow).flush()
+        session_of(uow).flush()
         after = organization_json(org)
         record_change(uow, principal, org_id, "organization.update", "organization", org_id, before, after)
         uow.commit()
@@ -206,7 +199,7 @@ def list_agents(
             .limit(limit)
             .offset(offset)
         )
-        return [agent_json(agent) for agent in _session(uow).scalars(query)]
+        return [agent_json(agent) for agent in session_of(uow).scalars(query)]
 
 
 def get_agent(uow_factory: UnitOfWorkFactory, principal: Principal, agent_id: uuid.UUID) -> dict[str, Any]:
@@ -259,7 +252,7 @@ def update_agent(
         for column, value in columns.items():
             setattr(agent, column, value)
         agent.tree_flow_id = flow_id
-        _session(uow).flush()
+        session_of(uow).flush()
         after = _audited_agent(agent)
         record_change(uow, principal, agent.organization_id, "agent.update", "agent", agent.id, before, after)
         try:
@@ -273,7 +266,7 @@ def delete_agent(uow_factory: UnitOfWorkFactory, principal: Principal, agent_id:
     """Delete an agent that never talked to anyone (its instance name, to forget); 409 otherwise."""
     with uow_factory() as uow:
         agent = _agent_of(uow, principal, agent_id, lock=True)
-        session = _session(uow)
+        session = session_of(uow)
         talks = session.scalar(
             select(func.count()).select_from(Talk).where(Talk.agent_id == agent_id)
         ) or session.scalar(select(func.count()).select_from(TalkAgent).where(TalkAgent.agent_id == agent_id))
@@ -331,7 +324,7 @@ def list_tree_flows(
             .limit(limit)
             .offset(offset)
         )
-        return [tree_flow_json(flow) for flow in _session(uow).scalars(query)]
+        return [tree_flow_json(flow) for flow in session_of(uow).scalars(query)]
 
 
 def get_tree_flow(uow_factory: UnitOfWorkFactory, principal: Principal, flow_id: uuid.UUID) -> dict[str, Any]:
@@ -356,10 +349,10 @@ def update_tree_flow(
         if changes:
             definition = treeflow.validate_definition({**current, **changes})
             if definition != current:
-                new_version(_session(uow), flow, definition)
+                new_version(session_of(uow), flow, definition)
         if isinstance(active, bool):
             flow.active = active
-        _session(uow).flush()
+        session_of(uow).flush()
         after = tree_flow_json(flow)
         record_change(
             uow, principal, flow.organization_id, "tree_flow.update", "tree_flow", flow.id, before, after
@@ -372,7 +365,7 @@ def delete_tree_flow(uow_factory: UnitOfWorkFactory, principal: Principal, flow_
     """Delete a flow no agent uses and no open talk follows; 409 otherwise."""
     with uow_factory() as uow:
         flow = _flow_of(uow, principal, flow_id, lock=True)
-        session = _session(uow)
+        session = session_of(uow)
         users = session.scalar(select(func.count()).select_from(Agent).where(Agent.tree_flow_id == flow_id))
         if users:
             raise Conflict(f"tree flow is used by {users} agent(s); point them at another flow first")
@@ -413,7 +406,7 @@ def record_change(
 ) -> None:
     """Record a change made by `principal` in the transaction of `uow` (see `services.audit`)."""
     audit.record(
-        _session(uow),
+        session_of(uow),
         actor=audit.actor_of(principal.key_id),
         organization_id=organization_id,
         action=action,
@@ -443,5 +436,5 @@ def audit_entries(
                 "after": entry.after,
                 "createdAt": entry.created_at.isoformat(),
             }
-            for entry in audit.entries(_session(uow), org_id, limit, offset)
+            for entry in audit.entries(session_of(uow), org_id, limit, offset)
         ]

@@ -47,18 +47,12 @@ from luminai_actors.persistence.tables import (
     TalkMessage,
     utcnow,
 )
-from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWork, UnitOfWorkFactory
+from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory, session_of
 from luminai_actors.services import audit
 from luminai_actors.services.api_keys import Principal
 from luminai_actors.services.identity import identity_keys
 
 SECRET_NAME = "suppression_key"  # noqa: S105  # the row's name, not a secret
-
-
-def _session(uow: UnitOfWork) -> Session:
-    assert isinstance(uow, SqlAlchemyUnitOfWork)
-    assert uow.session is not None
-    return uow.session
 
 
 def _insert(session: Session, table: Any) -> Any:
@@ -105,7 +99,7 @@ class SuppressionList:
             value = session.scalar(select(ServiceSecret.value).where(ServiceSecret.name == SECRET_NAME))
         else:
             with self._uow_factory() as uow:
-                own = _session(uow)
+                own = session_of(uow)
                 own.execute(
                     _insert(own, ServiceSecret.__table__).values(
                         name=SECRET_NAME, value=secrets.token_hex(32), created_at=utcnow()
@@ -121,7 +115,7 @@ class SuppressionList:
 
     def suppress(self, uow: UnitOfWork, organization_id: uuid.UUID, identities: Iterable[str]) -> int:
         """Add the hashes of `identities` to the organization's list in `uow`'s transaction; how many."""
-        session = _session(uow)
+        session = session_of(uow)
         key = self.key(session)
         assert key is not None, "erase_contact makes the key before its transaction"
         hashes = sorted({number_hash(key, identity) for identity in identities})
@@ -137,7 +131,7 @@ class SuppressionList:
         """True when the contact of this talk is known by a suppressed number: the agent must not reply.
 
         One indexed read when the organization suppresses nothing (the usual case), two otherwise."""
-        session = _session(uow)
+        session = session_of(uow)
         row = session.execute(
             select(
                 Contact.organization_id,
@@ -192,7 +186,7 @@ def export_contact(uow_factory: UnitOfWorkFactory, principal: Principal, contact
     """Everything held about the person (the export is recorded in the audit log, without any data)."""
     with uow_factory() as uow:
         contact = _visible_contact(uow, principal, contact_id)
-        session = _session(uow)
+        session = session_of(uow)
         talks = list(
             session.scalars(
                 select(Talk).where(Talk.contact_id == contact_id).order_by(Talk.created_at, Talk.id)
@@ -253,7 +247,7 @@ def erase_contact(
         keys = sorted(set(identity_keys(contact.phone, lid)) | set(identity_keys(contact.mobile_phone, lid)))
         for key in keys:  # the inbound path's locks, in its order
             uow.lock(f"contact:{org}:{key}")
-        session = _session(uow)
+        session = session_of(uow)
         session.refresh(contact, with_for_update=True)  # as it is now that no inbound message writes it
         # The talks' rows are locked first: the fast ingest path joins them FOR UPDATE, so a message it
         # is inserting now commits before this erasure reads the messages, or finds no talk afterwards.
