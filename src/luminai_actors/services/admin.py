@@ -61,23 +61,9 @@ def create_organization(
         org = Organization(id=uuid7(), name=name)
         uow.repo.add(org)
         uow.repo.flush()
-        _record(uow, actor, org.id, "organization.create", "organization", org.id, {"name": name})
+        audit.record(uow, actor, org.id, "organization.create", "organization", org.id, {"name": name})
         uow.commit()
         return org.id
-
-
-def _record(
-    uow: Any, actor: str, org_id: uuid.UUID, action: str, kind: str, entity: uuid.UUID, after: Any
-) -> None:
-    audit.record(
-        session_of(uow),
-        actor=actor,
-        organization_id=org_id,
-        action=action,
-        entity_type=kind,
-        entity_id=entity,
-        after=after,
-    )
 
 
 def _require_org(uow: Any, org_id: uuid.UUID) -> Organization:
@@ -102,7 +88,7 @@ def create_tree_flow(
         uow.repo.add(flow)
         uow.repo.flush()
         new_version(session_of(uow), flow, definition)
-        _record(uow, actor, org_id, "tree_flow.create", "tree_flow", flow.id, flow.definition)
+        audit.record(uow, actor, org_id, "tree_flow.create", "tree_flow", flow.id, flow.definition)
         uow.commit()
         return flow.id
 
@@ -236,7 +222,7 @@ def add_agent(
             raise Conflict(f"whatsapp.instanceName {instance!r} is already used by another agent")
         agent = Agent(id=uuid7(), organization_id=org_id, tree_flow_id=flow_id, **columns)
         uow.repo.add(agent)
-        _record(uow, actor, org_id, "agent.create", "agent", agent.id, dict(columns))  # secrets masked
+        audit.record(uow, actor, org_id, "agent.create", "agent", agent.id, dict(columns))  # secrets masked
         try:
             uow.commit()
         except Conflict as exc:  # two creations raced for one instance name

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.persistence.tables import AuditLog
+from luminai_actors.persistence.uow import UnitOfWork, session_of
 
 OPERATOR = "operator"
 SECRET_FIELDS = frozenset(
@@ -51,8 +52,7 @@ def masked(document: Any) -> Any:
 
 
 def record(
-    session: Session,
-    *,
+    uow: UnitOfWork,
     actor: str,
     organization_id: uuid.UUID,
     action: str,
@@ -61,8 +61,8 @@ def record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> None:
-    """Add one entry to the session's transaction (committed with the change it describes)."""
-    session.add(
+    """Add one entry to `uow`'s transaction (committed with the change it describes)."""
+    session_of(uow).add(
         AuditLog(
             id=uuid7(),
             organization_id=organization_id,

@@ -116,7 +116,16 @@ def update_organization(
             org.active = active
         session_of(uow).flush()
         after = organization_json(org)
-        record_change(uow, principal, org_id, "organization.update", "organization", org_id, before, after)
+        audit.record(
+            uow,
+            audit.actor_of(principal.key_id),
+            org_id,
+            "organization.update",
+            "organization",
+            org_id,
+            before,
+            after,
+        )
         uow.commit()
         return after
 
@@ -254,7 +263,16 @@ def update_agent(
         agent.tree_flow_id = flow_id
         session_of(uow).flush()
         after = _audited_agent(agent)
-        record_change(uow, principal, agent.organization_id, "agent.update", "agent", agent.id, before, after)
+        audit.record(
+            uow,
+            audit.actor_of(principal.key_id),
+            agent.organization_id,
+            "agent.update",
+            "agent",
+            agent.id,
+            before,
+            after,
+        )
         try:
             uow.commit()
         except Conflict as exc:  # another agent took the instance name meanwhile
@@ -281,7 +299,16 @@ def delete_agent(uow_factory: UnitOfWorkFactory, principal: Principal, agent_id:
                 "or erase those contacts first"
             )
         before = _audited_agent(agent)
-        record_change(uow, principal, agent.organization_id, "agent.delete", "agent", agent.id, before, None)
+        audit.record(
+            uow,
+            audit.actor_of(principal.key_id),
+            agent.organization_id,
+            "agent.delete",
+            "agent",
+            agent.id,
+            before,
+            None,
+        )
         instance = agent.whatsapp_instance_name
         session.delete(agent)
         uow.commit()
@@ -354,8 +381,15 @@ def update_tree_flow(
             flow.active = active
         session_of(uow).flush()
         after = tree_flow_json(flow)
-        record_change(
-            uow, principal, flow.organization_id, "tree_flow.update", "tree_flow", flow.id, before, after
+        audit.record(
+            uow,
+            audit.actor_of(principal.key_id),
+            flow.organization_id,
+            "tree_flow.update",
+            "tree_flow",
+            flow.id,
+            before,
+            after,
         )
         uow.commit()
         return after
@@ -384,37 +418,21 @@ def delete_tree_flow(uow_factory: UnitOfWorkFactory, principal: Principal, flow_
                 '(PATCH {"active": false}) and delete it once they are closed'
             )
         before = tree_flow_json(flow)
-        record_change(
-            uow, principal, flow.organization_id, "tree_flow.delete", "tree_flow", flow.id, before, None
+        audit.record(
+            uow,
+            audit.actor_of(principal.key_id),
+            flow.organization_id,
+            "tree_flow.delete",
+            "tree_flow",
+            flow.id,
+            before,
+            None,
         )
         session.delete(flow)
         uow.commit()
 
 
 # --- the audit log ------------------------------------------------------------------------------------------
-
-
-def record_change(
-    uow: UnitOfWork,
-    principal: Principal,
-    organization_id: uuid.UUID,
-    action: str,
-    entity_type: str,
-    entity_id: uuid.UUID | None,
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
-) -> None:
-    """Record a change made by `principal` in the transaction of `uow` (see `services.audit`)."""
-    audit.record(
-        session_of(uow),
-        actor=audit.actor_of(principal.key_id),
-        organization_id=organization_id,
-        action=action,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        before=before,
-        after=after,
-    )
 
 
 def audit_entries(

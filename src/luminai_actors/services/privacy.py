@@ -207,7 +207,7 @@ def export_contact(uow_factory: UnitOfWorkFactory, principal: Principal, contact
             )
         )
         audit.record(
-            session,
+            uow,
             actor=audit.actor_of(principal.key_id),
             organization_id=contact.organization_id,
             action="contact.export",
@@ -266,7 +266,7 @@ def erase_contact(
         session.execute(delete(Contact).where(Contact.id == contact_id))
         suppressed = opted_out and suppression.suppress(uow, org, identities) > 0
         audit.record(
-            session,
+            uow,
             actor=audit.actor_of(principal.key_id),
             organization_id=org,
             action="contact.erase",
