@@ -65,8 +65,8 @@ def translate_db_error(exc: BaseException) -> BaseException:
         return PayloadError(f"a value does not fit the database: {reason}", status=422)
     if isinstance(exc, _UNAVAILABLE) or (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
         # the driver's reason is for the operator's log; a caller is told only the kind of failure
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()
-        log.warning("database unavailable: %s: %s", type(exc).__name__, reason[0] if reason else "")
+        lines = str(getattr(exc, "orig", None) or exc).splitlines()
+        log.warning("database unavailable: %s: %s", type(exc).__name__, lines[0] if lines else "")
         return DatabaseUnavailable(f"database unavailable: {type(exc).__name__}")
     return exc
 
