@@ -1,5 +1,6 @@
-"""The console's use cases on the in-memory fakes: retry a failed reply, send as a human, edit an agent's
-WhatsApp settings (the admin API's validation), ask Evolution for a QR code; all scoped by organization."""
+"""The console's use cases on the in-memory fakes: retry a failed reply, send as a human, ask Evolution for a
+QR code; all scoped by organization and audited. (The console's settings form goes through
+`services.lifecycle.update_agent`: tests/unit/test_agent_edit.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from luminai_actors.errors import BrokerUnavailable, Conflict, NotFound, ValidationError
 from luminai_actors.evolution.client import EvolutionClient
 from luminai_actors.outbound_address import AddressPolicy
-from luminai_actors.persistence.tables import Agent, Contact, Talk, TalkMessage
+from luminai_actors.persistence.tables import Agent, AuditLog, Contact, Talk, TalkMessage
 from luminai_actors.services import console
 from luminai_actors.services.api_keys import OPERATOR, Principal
 from luminai_actors.testing import FakeEvolutionApi
@@ -21,7 +22,8 @@ from luminai_actors.testing.fake_uow import FakeRepository, FakeUnitOfWork
 NOW = datetime(2025, 10, 21, 16, 0, tzinfo=UTC)
 ORG = uuid.uuid4()
 OTHER = Principal(uuid.uuid4())
-OWN = Principal(ORG)
+OWN_KEY = uuid.uuid4()
+OWN = Principal(ORG, OWN_KEY)
 
 
 class RecordingDispatcher:
@@ -143,6 +145,9 @@ def test_retry_resets_a_failed_reply_keeps_its_history_and_enqueues_it(
         }
     ]
     assert dispatcher.sends == [message.id]
+    (entry,) = repo.rows(AuditLog)
+    assert (entry.action, entry.entity_id, entry.actor) == ("message.retry", message.id, f"key:{OWN_KEY}")
+    assert (entry.before["sendStatus"], entry.after) == ("failed", {"sendStatus": "pending"})
 
 
 def test_a_second_retry_appends_to_the_history(repo: FakeRepository, uow: FakeUnitOfWork) -> None:
@@ -217,6 +222,12 @@ def test_a_human_message_is_an_outbound_reply_for_the_sender_and_answers_the_lea
     assert talk.date_last_message == NOW
     assert dispatcher.sends == [sent.id]
     assert repo.rows(TalkMessage)[-1] is sent
+    (entry,) = repo.rows(AuditLog)
+    assert (entry.action, entry.entity_id, entry.organization_id) == ("message.send", sent.id, ORG)
+    assert entry.after == {"talkId": str(talk.id), "characters": 12, "pausedBot": True}
+    assert "Ana" not in str(
+        entry.after
+    )  # the audit keeps no words of a conversation (erasure would miss them)
 
 
 def test_a_human_message_leaves_the_bot_on_when_the_agent_says_so(
@@ -256,114 +267,6 @@ def test_a_human_message_to_another_organizations_talk_is_not_found(
     with pytest.raises(NotFound):
         console.send_human_message(uow.factory(), RecordingDispatcher(), OTHER, talk.id, "hi")
     assert repo.rows(TalkMessage) == []
-
-
-# agent settings ------------------------------------------------------------------------------------------
-def test_agent_settings_are_validated_and_saved_keeping_secrets_and_the_qr_code(
-    repo: FakeRepository, uow: FakeUnitOfWork
-) -> None:
-    agent = add_agent(repo, whatsapp_status="connected")
-    console.update_agent_whatsapp(
-        uow.factory(),
-        OWN,
-        agent.id,
-        {
-            "instanceName": "acme-2",
-            "phone": "+55 11 91234-5678",
-            "serverUrl": "https://evo.example.com/",
-            "active": False,
-            "metadata": {"splitMessages": True, "qrcode": "ignored"},
-        },
-        policy=PUBLIC_DNS,
-    )
-    assert agent.whatsapp_instance_name == "acme-2"
-    assert agent.whatsapp_server_url_trusted is False  # set by an organization: the rule applies
-    assert agent.whatsapp_phone == "+5511912345678"
-    assert agent.whatsapp_server_url == "https://evo.example.com"
-    assert agent.whatsapp_active is False
-    assert (agent.whatsapp_api_key, agent.whatsapp_webhook_token) == ("secret-key", "hook-token")
-    assert agent.whatsapp_metadata == {"splitMessages": True, "qrcode": {"code": "2@abc"}}
-    assert agent.whatsapp_status is None  # another instance: unknown until tested
-
-
-PUBLIC_DNS = AddressPolicy(resolver=lambda host, port: {"evo.example.com": ["93.184.215.14"]}[host])
-
-
-def test_an_organization_cannot_point_its_agent_at_an_internal_address(
-    repo: FakeRepository, uow: FakeUnitOfWork
-) -> None:
-    agent = add_agent(repo)
-    for url in ("http://127.0.0.1:6379", "http://2130706433/", "http://169.254.169.254/"):
-        with pytest.raises(ValidationError) as caught:
-            console.update_agent_whatsapp(
-                uow.factory(), OWN, agent.id, {"instanceName": "acme", "serverUrl": url}, policy=PUBLIC_DNS
-            )
-        assert caught.value.field == "whatsapp.serverUrl"
-        assert "only public addresses are allowed" in caught.value.message
-    assert agent.whatsapp_server_url != "http://127.0.0.1:6379"
-
-
-def test_the_operator_may_point_anywhere_and_an_organization_may_keep_that_url(
-    repo: FakeRepository, uow: FakeUnitOfWork
-) -> None:
-    agent = add_agent(repo)
-    lan = {"instanceName": "acme", "serverUrl": "http://10.0.0.5:8080"}
-    console.update_agent_whatsapp(uow.factory(), OPERATOR, agent.id, lan, policy=PUBLIC_DNS)
-    assert (agent.whatsapp_server_url, agent.whatsapp_server_url_trusted) == ("http://10.0.0.5:8080", True)
-
-    console.update_agent_whatsapp(
-        uow.factory(), OWN, agent.id, {**lan, "phone": "+5511912345678"}, policy=PUBLIC_DNS
-    )
-    assert agent.whatsapp_server_url_trusted is True  # the operator's URL, unchanged by the organization
-
-    with pytest.raises(ValidationError):
-        console.update_agent_whatsapp(
-            uow.factory(), OWN, agent.id, {**lan, "serverUrl": "http://10.0.0.6:8080"}, policy=PUBLIC_DNS
-        )
-
-
-def test_agent_settings_replace_or_clear_secrets_when_given(
-    repo: FakeRepository, uow: FakeUnitOfWork
-) -> None:
-    agent = add_agent(repo)
-    whatsapp = {"instanceName": "acme", "apiKey": "new-key", "webhookToken": None, "active": True}
-    console.update_agent_whatsapp(uow.factory(), OWN, agent.id, whatsapp)
-    assert (agent.whatsapp_api_key, agent.whatsapp_webhook_token) == ("new-key", None)
-
-
-@pytest.mark.parametrize(
-    ("whatsapp", "field"),
-    [
-        ({"instanceName": ""}, "whatsapp.instanceName"),
-        ({"instanceName": "has space"}, "whatsapp.instanceName"),
-        ({"instanceName": "acme", "serverUrl": "ftp://x"}, "whatsapp.serverUrl"),
-        ({"instanceName": "acme", "phone": "12"}, "whatsapp.phone"),
-        ({"instanceName": "acme", "active": "yes"}, "whatsapp.active"),
-        ({"instanceName": "acme", "metadata": []}, "whatsapp.metadata"),
-    ],
-)
-def test_agent_settings_use_the_admin_api_validation(
-    repo: FakeRepository, uow: FakeUnitOfWork, whatsapp: dict[str, Any], field: str
-) -> None:
-    agent = add_agent(repo)
-    with pytest.raises(ValidationError) as caught:
-        console.update_agent_whatsapp(uow.factory(), OWN, agent.id, whatsapp)
-    assert caught.value.field == field
-    assert agent.whatsapp_instance_name == "acme"
-
-
-def test_an_instance_name_of_another_agent_is_a_conflict(repo: FakeRepository, uow: FakeUnitOfWork) -> None:
-    add_agent(repo, "taken", organization_id=uuid.uuid4())
-    agent = add_agent(repo)
-    with pytest.raises(Conflict, match="taken"):
-        console.update_agent_whatsapp(uow.factory(), OWN, agent.id, {"instanceName": "taken", "active": True})
-    assert agent.whatsapp_instance_name == "acme"
-
-
-def test_another_organizations_agent_is_not_found(repo: FakeRepository, uow: FakeUnitOfWork) -> None:
-    agent = add_agent(repo)
-    with pytest.raises(NotFound):
-        console.update_agent_whatsapp(uow.factory(), OTHER, agent.id, {"instanceName": "x", "active": True})
 
 
 # QR code -------------------------------------------------------------------------------------------------

@@ -4,64 +4,9 @@ scoping (404 across organizations), CSRF on every state-changing form, and each 
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
-import pytest
-from starlette.testclient import TestClient
-
 from luminai_actors.testing import LuminaiHarness
 from luminai_actors.web.console.session import COOKIE
-
-SCRIPT = {
-    "name": "Qualification",
-    "steps": [
-        {"id": "need", "name": "Need", "question": "What are you looking for?"},
-        {"id": "budget", "name": "Budget", "question": "What budget do you have in mind?"},
-    ],
-}
-
-
-class Console:
-    """A browser-like client of the console with its own cookie jar."""
-
-    def __init__(self, harness: LuminaiHarness) -> None:
-        self.client = TestClient(harness.client.app, base_url="http://testserver")
-        self.harness = harness
-
-    def sign_in(self, credential: str) -> None:
-        response = self.client.post(
-            "/console/sign-in", data={"credential": credential}, follow_redirects=False
-        )
-        assert response.status_code == 303, response.text
-
-    def csrf(self, page: str) -> str:
-        html = self.client.get(page).text
-        found = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)
-        assert found, html[:500]
-        return found.group(1)
-
-    def post(self, path: str, page: str, **form: str) -> Any:
-        return self.client.post(path, data={"csrf_token": self.csrf(page), **form}, follow_redirects=False)
-
-
-@pytest.fixture
-def acme(luminai: LuminaiHarness) -> dict[str, str]:
-    org = luminai.admin.create_organization("Acme")
-    flow = luminai.admin.create_tree_flow(org, SCRIPT)
-    agent = luminai.admin.create_agent(org, "acme", tree_flow=flow, name="Sofia")
-    assert luminai.say("acme", "Oi, quero agendar").status_code == 200
-    luminai.drain()
-    talk = luminai.talks(org)[0]["id"]
-    key = luminai.admin.post(f"/api/admin/organizations/{org}/api-keys", {"name": "console"})["key"]
-    return {"org": org, "agent": agent, "talk": talk, "key": key}
-
-
-@pytest.fixture
-def operator(luminai: LuminaiHarness) -> Console:
-    console = Console(luminai)
-    console.sign_in(luminai.settings.admin_token or "")
-    return console
+from tests.unit.console_client import Console
 
 
 def test_pages_need_a_session_and_json_answers_401(luminai: LuminaiHarness, acme: dict[str, str]) -> None:

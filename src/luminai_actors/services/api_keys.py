@@ -22,6 +22,7 @@ from luminai_actors.domain.ids import uuid7
 from luminai_actors.errors import NotFound, ValidationError
 from luminai_actors.persistence.tables import Organization, OrganizationApiKey
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWorkFactory
+from luminai_actors.services import audit
 
 KEY_PREFIX = "lmk_"
 LAST_USED_PRECISION = timedelta(seconds=60)
@@ -51,8 +52,10 @@ def _digest(key: str) -> str:
 
 
 def create_api_key(
-    uow_factory: UnitOfWorkFactory, organization_id: uuid.UUID, name: str | None
+    uow_factory: UnitOfWorkFactory, organization_id: uuid.UUID, name: str | None, actor: str
 ) -> dict[str, str]:
+    """A new key for the organization (shown this once; only its hash is kept); `actor` is named in the
+    audit log."""
     if name is not None and (not isinstance(name, str) or len(name) > 255):
         raise ValidationError("name", "must be a string of at most 255 characters")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -68,6 +71,7 @@ def create_api_key(
             created_at=datetime.now(UTC),
         )
         uow.repo.add(row)
+        audit.record(uow, actor, organization_id, "api_key.create", "api_key", row.id, None, key_json(row))
         uow.commit()
         return {
             "id": str(row.id),
@@ -135,9 +139,10 @@ def list_api_keys(uow_factory: UnitOfWorkFactory, organization_id: uuid.UUID) ->
 
 
 def revoke_api_key(
-    uow_factory: UnitOfWorkFactory, organization_id: uuid.UUID, key_id: uuid.UUID
+    uow_factory: UnitOfWorkFactory, organization_id: uuid.UUID, key_id: uuid.UUID, actor: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Revoke a key of the organization (again: no change); (before, after) as `key_json`."""
+    """Revoke a key of the organization (again: no change); (before, after) as `key_json`. `actor` is
+    named in the audit log."""
     with uow_factory() as uow:
         row = uow.repo.get_for_update(OrganizationApiKey, key_id)
         if row is None or row.organization_id != organization_id:
@@ -145,5 +150,8 @@ def revoke_api_key(
         before = key_json(row)
         if row.revoked_at is None:
             row.revoked_at = datetime.now(UTC)
+            audit.record(
+                uow, actor, organization_id, "api_key.revoke", "api_key", row.id, before, key_json(row)
+            )
             uow.commit()
         return before, key_json(row)

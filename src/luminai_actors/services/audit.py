@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.persistence.tables import AuditLog
-from luminai_actors.persistence.uow import UnitOfWork, session_of
+from luminai_actors.persistence.uow import UnitOfWork
 
 OPERATOR = "operator"
 SECRET_FIELDS = frozenset(
@@ -62,7 +62,7 @@ def record(
     after: dict[str, Any] | None = None,
 ) -> None:
     """Add one entry to `uow`'s transaction (committed with the change it describes)."""
-    session_of(uow).add(
+    uow.repo.add(
         AuditLog(
             id=uuid7(),
             organization_id=organization_id,

@@ -1,5 +1,6 @@
-"""Operator console use cases that change things: edit an agent's WhatsApp settings, ask Evolution for a QR
-code, retry a failed reply, and send a message as a human.
+"""Operator console use cases that change things and the admin API has no twin for: ask Evolution for a QR
+code, retry a failed reply, and send a message as a human (edits of organizations, agents and tree flows go
+through `services.lifecycle`, the admin API's own rules). Each change is recorded in the audit log.
 
 Each takes the caller's `Principal` and answers `NotFound` for anything of an organization it may not see,
 exactly as the admin API does. Sends never call Evolution here: the message is committed `pending` and handed
@@ -19,10 +20,9 @@ from typing import Any, Protocol
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.errors import BrokerUnavailable, Conflict, NotFound, ValidationError
 from luminai_actors.evolution.client import EvolutionClient
-from luminai_actors.outbound_address import AddressPolicy
 from luminai_actors.persistence.tables import SEND_FAILED, SEND_PENDING, Agent, Contact, Talk, TalkMessage
 from luminai_actors.persistence.uow import UnitOfWorkFactory
-from luminai_actors.services.admin import parse_agent
+from luminai_actors.services import audit
 from luminai_actors.services.api_keys import Principal
 from luminai_actors.services.channel_events import CONNECTION_STATES
 from luminai_actors.services.inbound import pauses_on_human_reply
@@ -30,8 +30,6 @@ from luminai_actors.services.inbound import pauses_on_human_reply
 log = logging.getLogger(__name__)
 
 MAX_HUMAN_MESSAGE = 4096
-# Keys of whatsapp.metadata the console never edits: written by webhooks (`qrcode.updated`).
-_MANAGED_METADATA = ("qrcode",)
 
 
 class SendDispatcher(Protocol):
@@ -57,54 +55,6 @@ def _enqueue_send(dispatcher: SendDispatcher, message_id: uuid.UUID) -> bool:
         log.warning("send %s not enqueued: %s", message_id, exc)
         return False
     return True
-
-
-def update_agent_whatsapp(
-    uow_factory: UnitOfWorkFactory,
-    principal: Principal,
-    agent_id: uuid.UUID,
-    whatsapp: dict[str, Any],
-    *,
-    policy: AddressPolicy | None = None,
-) -> Agent:
-    """Replace the agent's WhatsApp settings with `whatsapp` (the admin API's `whatsapp` object).
-
-    Validated by `services.admin.parse_agent` (422 naming the field, e.g. `whatsapp.serverUrl`); an instance
-    name used by another agent is a 409. `apiKey` and `webhookToken` absent from `whatsapp` keep their
-    stored values (the console never shows them); present as None they are cleared. Metadata keys the
-    webhooks manage (the latest QR code) are kept. An organization key's server URL must pass the outbound
-    address rule (`policy`), unless it is the URL the operator set, unchanged.
-    """
-    with uow_factory() as uow:
-        agent = uow.repo.get_for_update(Agent, agent_id)
-        if agent is None:
-            raise NotFound("no such agent")
-        ensure_visible(principal, agent.organization_id, "agent")
-        columns, _ = parse_agent(
-            {"name": agent.name, "whatsapp": whatsapp},
-            policy=None if principal.is_operator else policy or AddressPolicy(),
-            trusted_url=agent.whatsapp_server_url if agent.whatsapp_server_url_trusted else None,
-        )
-        instance = columns["whatsapp_instance_name"]
-        if instance is not None:
-            other = uow.repo.agent_by_instance(instance)
-            if other is not None and other.id != agent.id:
-                raise Conflict(f"whatsapp.instanceName {instance!r} is already used by another agent")
-        for secret, key in (("whatsapp_api_key", "apiKey"), ("whatsapp_webhook_token", "webhookToken")):
-            if key not in whatsapp:
-                columns[secret] = getattr(agent, secret)
-        kept = {k: v for k, v in (agent.whatsapp_metadata or {}).items() if k in _MANAGED_METADATA}
-        metadata = {k: v for k, v in (columns["whatsapp_metadata"] or {}).items() if k not in kept}
-        columns["whatsapp_metadata"] = {**metadata, **kept} or None
-        if instance != agent.whatsapp_instance_name:
-            agent.whatsapp_status = None  # a different instance: its state is unknown until tested
-        for column in (name for name in columns if name.startswith("whatsapp_")):
-            setattr(agent, column, columns[column])
-        try:
-            uow.commit()
-        except Conflict as exc:  # another agent took the instance name meanwhile
-            raise Conflict(f"whatsapp.instanceName {instance!r} is already used by another agent") from exc
-        return agent
 
 
 def request_qrcode(
@@ -190,6 +140,16 @@ def retry_failed_message(
         message.send_attempts = 0
         message.send_lease_until = None
         message.whatsapp_message_id = None
+        audit.record(
+            uow,
+            audit.actor_of(principal.key_id),
+            message.organization_id,
+            "message.retry",
+            "message",
+            message.id,
+            {"sendStatus": SEND_FAILED, **previous},
+            {"sendStatus": SEND_PENDING},
+        )
         uow.commit()
     _enqueue_send(dispatcher, message_id)
     return message
@@ -252,6 +212,16 @@ def send_human_message(
                 **(talk.talk_flow or {}),
                 "handoff": {"reason": "a person replied from the console", "at": at.isoformat()},
             }
+        audit.record(
+            uow,
+            audit.actor_of(principal.key_id),
+            talk.organization_id,
+            "message.send",
+            "message",
+            message.id,
+            None,
+            {"talkId": str(talk.id), "characters": len(body), "pausedBot": bool(talk.paused)},
+        )
         uow.commit()
     _enqueue_send(dispatcher, message.id)
     return message

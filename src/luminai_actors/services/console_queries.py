@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from luminai_actors.domain import talkflow
 from luminai_actors.errors import NotFound
 from luminai_actors.persistence.tables import (
     SEND_FAILED,
@@ -145,7 +146,8 @@ def list_talks(
 
 
 def talk_detail(uow_factory: UnitOfWorkFactory, principal: Principal, talk_id: uuid.UUID) -> TalkDetail:
-    """The talk, its contact and agent, its latest messages (oldest first) and its TreeFlow definition."""
+    """The talk, its contact and agent, its latest messages (oldest first) and the TreeFlow definition it
+    follows (the version it started with, as the AI turn does)."""
     with uow_factory() as uow:
         talk = uow.repo.get(Talk, talk_id)
         if talk is None:
@@ -169,5 +171,9 @@ def talk_detail(uow_factory: UnitOfWorkFactory, principal: Principal, talk_id: u
             flow = None
         own = flow is not None and flow.organization_id == talk.organization_id
         definition = flow.definition if flow is not None and own else None
+        pin = talkflow.pinned_version(talk.talk_flow)
+        if flow is not None and own and pin is not None and pin[1] != flow.version:
+            pinned = uow.repo.tree_flow_version(flow.id, pin[1])  # the version this talk follows
+            definition = pinned.definition if pinned is not None else definition
         contact = session.get(Contact, talk.contact_id)
         return TalkDetail(talk, contact, agent, list(reversed(rows)), definition)

@@ -16,6 +16,7 @@ from luminai_actors.errors import NotFound, ValidationError
 from luminai_actors.evolution.client import EvolutionClient
 from luminai_actors.persistence.tables import Agent
 from luminai_actors.persistence.uow import UnitOfWorkFactory
+from luminai_actors.services import audit
 from luminai_actors.services.admin import new_webhook_token
 from luminai_actors.services.channel_events import CONNECTION_STATES
 
@@ -57,14 +58,26 @@ def find_agent(uow_factory: UnitOfWorkFactory, ref: str) -> Channel:
         )
 
 
-def rotate_webhook_token(uow_factory: UnitOfWorkFactory, ref: str) -> str:
-    """Give the agent a new webhook secret (the old one stops working at once) and return it."""
+def rotate_webhook_token(uow_factory: UnitOfWorkFactory, ref: str, actor: str) -> str:
+    """Give the agent a new webhook secret (the old one stops working at once) and return it; `actor` is
+    named in the audit log."""
     channel = find_agent(uow_factory, ref)
     token = new_webhook_token()
     with uow_factory() as uow:
         agent = uow.repo.get_for_update(Agent, channel.agent_id)
         assert agent is not None
+        before = {"webhookToken": agent.whatsapp_webhook_token}
         agent.whatsapp_webhook_token = token
+        audit.record(
+            uow,
+            actor,
+            agent.organization_id,
+            "agent.webhook_token.rotate",
+            "agent",
+            agent.id,
+            before,
+            {"webhookToken": token},
+        )
         uow.commit()
     return token
 

@@ -178,7 +178,7 @@ async def rotate_webhook_token(request: Request) -> Response:
     """A new webhook secret for the agent, shown once; run set-webhook so Evolution sends it."""
     container = _container(request)
     ref = await _agent_ref(request)
-    token = await run_in_threadpool(whatsapp_admin.rotate_webhook_token, container.uow, ref)
+    token = await run_in_threadpool(whatsapp_admin.rotate_webhook_token, container.uow, ref, _actor(request))
     container.directory.forget()
     return JSONResponse({"webhookToken": token}, status_code=201)
 
@@ -272,7 +272,9 @@ async def configure_webhook(request: Request) -> Response:
 async def pause_talk(request: Request) -> Response:
     container = _container(request)
     talk_id = await _talk_id(request)
-    talk = await run_in_threadpool(talks_service.pause_talk, container.uow, talk_id)
+    talk = await run_in_threadpool(
+        lambda: talks_service.pause_talk(container.uow, talk_id, actor=_actor(request))
+    )
     return JSONResponse({"id": str(talk.id), "paused": talk.paused})
 
 
@@ -280,7 +282,9 @@ async def pause_talk(request: Request) -> Response:
 async def resume_talk(request: Request) -> Response:
     container = _container(request)
     talk_id = await _talk_id(request)
-    talk, waiting = await run_in_threadpool(talks_service.resume_talk, container.uow, talk_id)
+    talk, waiting = await run_in_threadpool(
+        lambda: talks_service.resume_talk(container.uow, talk_id, actor=_actor(request))
+    )
     if waiting:  # messages the lead sent meanwhile, which no person answered, get their turn now
         await run_in_threadpool(container.dispatcher.request_ai_turn, talk_id)
     return JSONResponse({"id": str(talk.id), "paused": talk.paused, "answering": waiting})
@@ -297,7 +301,7 @@ async def revoke_api_key(request: Request) -> Response:
     """204; from then on the key gets 401 everywhere and console sessions signed in with it end."""
     org_id = _org(request)
     key_id = _uuid(request, "key_id")
-    await run_in_threadpool(api_keys.revoke_api_key, _container(request).uow, org_id, key_id)
+    await run_in_threadpool(api_keys.revoke_api_key, _container(request).uow, org_id, key_id, _actor(request))
     return Response(status_code=204)
 
 
@@ -306,7 +310,7 @@ async def create_api_key(request: Request) -> Response:
     org_id = _org(request)
     body = await _optional_json_object(request)
     created = await run_in_threadpool(
-        api_keys.create_api_key, _container(request).uow, org_id, body.get("name")
+        api_keys.create_api_key, _container(request).uow, org_id, body.get("name"), _actor(request)
     )
     return JSONResponse(created, status_code=201)
 

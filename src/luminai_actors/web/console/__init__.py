@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from luminai_actors.web.console import actions, api, pages
+from luminai_actors.web.console import actions, api, manage, pages
 from luminai_actors.web.console.render import STATIC
 
 __all__ = ["routes"]
@@ -27,7 +27,12 @@ def routes() -> list[BaseRoute]:
         Route("/sign-in", actions.sign_in_submit, methods=post),
         Route("/sign-out", actions.sign_out, methods=post),
         Route("/orgs", pages.organizations, methods=get),
+        Route(org, manage.update_organization, methods=post),
         Route(org + "/agents", pages.agents, methods=get),
+        Route(org + "/tree-flows", manage.tree_flows, methods=get),
+        Route(org + "/tree-flows/{flow_id}", manage.update_tree_flow, methods=post),
+        Route(org + "/tree-flows/{flow_id}/delete", manage.delete_tree_flow, methods=post),
+        Route(org + "/audit", manage.audit_log, methods=get),
         Route(org + "/talks", pages.talks, methods=get),
         Route(org + "/analytics", pages.analytics, methods=get),
         Route("/agents/{agent_id}", pages.agent, methods=get),
@@ -35,6 +40,8 @@ def routes() -> list[BaseRoute]:
         Route("/agents/{agent_id}/webhook", actions.configure_webhook, methods=post),
         Route("/agents/{agent_id}/connect", actions.connect, methods=post),
         Route("/agents/{agent_id}/settings", actions.save_settings, methods=post),
+        Route("/agents/{agent_id}/webhook-token", manage.rotate_webhook_token, methods=post),
+        Route("/agents/{agent_id}/delete", manage.delete_agent, methods=post),
         Route("/talks/{talk_id}", pages.talk, methods=get),
         Route("/talks/{talk_id}/pause", actions.pause, methods=post),
         Route("/talks/{talk_id}/resume", actions.resume, methods=post),

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from luminai_actors.errors import BrokerUnavailable, Conflict, ValidationError
-from luminai_actors.services import console, console_queries, whatsapp_admin
+from luminai_actors.services import audit, console, console_queries, lifecycle, whatsapp_admin
 from luminai_actors.services import talks as talks_service
 from luminai_actors.web.console.guard import console_action, path_uuid
 from luminai_actors.web.console.pages import agent_page, talk_page
@@ -101,8 +101,9 @@ async def connect(request: Request, session: ConsoleSession, form: dict[str, str
 
 
 def _whatsapp_from_form(form: dict[str, str], current: dict[str, Any]) -> dict[str, Any]:
-    """The admin API's `whatsapp` object from the settings form; unknown metadata keys are kept."""
-    metadata = {k: v for k, v in current.items() if k != "qrcode"}
+    """The admin API's `whatsapp` PATCH from the settings form; metadata keys the form does not show (the
+    latest QR code, options set through the API) are kept."""
+    metadata = dict(current)
     metadata["pauseOnHumanReply"] = form.get("pauseOnHumanReply") == "on"
     metadata["splitMessages"] = form.get("splitMessages") == "on"
     per_char = form.get("timePerCharMs", "").strip()
@@ -134,9 +135,7 @@ def _whatsapp_from_form(form: dict[str, str], current: dict[str, Any]) -> dict[s
     }
     if form.get("apiKey"):
         whatsapp["apiKey"] = form["apiKey"]
-    if form.get("clearWebhookToken") == "on":
-        whatsapp["webhookToken"] = None
-    elif form.get("webhookToken"):
+    if form.get("webhookToken"):
         whatsapp["webhookToken"] = form["webhookToken"]
     return whatsapp
 
@@ -153,11 +152,11 @@ async def save_settings(request: Request, session: ConsoleSession, form: dict[st
     try:
         whatsapp = _whatsapp_from_form(form, agent.whatsapp_metadata or {})
         await run_in_threadpool(
-            lambda: console.update_agent_whatsapp(
+            lambda: lifecycle.update_agent(
                 container.uow,
                 session.principal,
                 agent_id,
-                whatsapp,
+                {"whatsapp": whatsapp},
                 policy=container.settings.address_policy,
             )
         )
@@ -179,7 +178,8 @@ async def pause(request: Request, session: ConsoleSession, form: dict[str, str])
     container = container_of(request)
     talk_id = path_uuid(request, "talk_id")
     await run_in_threadpool(console_queries.get_talk, container.uow, session.principal, talk_id)
-    await run_in_threadpool(talks_service.pause_talk, container.uow, talk_id)
+    actor = audit.actor_of(session.principal.key_id)
+    await run_in_threadpool(lambda: talks_service.pause_talk(container.uow, talk_id, actor=actor))
     return redirect(f"/console/talks/{talk_id}", "paused")
 
 
@@ -188,7 +188,10 @@ async def resume(request: Request, session: ConsoleSession, form: dict[str, str]
     container = container_of(request)
     talk_id = path_uuid(request, "talk_id")
     await run_in_threadpool(console_queries.get_talk, container.uow, session.principal, talk_id)
-    _, waiting = await run_in_threadpool(talks_service.resume_talk, container.uow, talk_id)
+    actor = audit.actor_of(session.principal.key_id)
+    _, waiting = await run_in_threadpool(
+        lambda: talks_service.resume_talk(container.uow, talk_id, actor=actor)
+    )
     if waiting:  # messages the lead sent meanwhile, which no person answered, get their turn now
         try:
             await run_in_threadpool(container.dispatcher.request_ai_turn, talk_id)

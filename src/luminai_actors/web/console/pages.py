@@ -55,7 +55,7 @@ async def home(request: Request, session: ConsoleSession) -> Response:
 async def organizations(request: Request, session: ConsoleSession) -> Response:
     container = container_of(request)
     rows = await run_in_threadpool(console_queries.list_organizations, container.uow, session.principal)
-    orgs = [{"id": str(o.id), "name": o.name} for o in rows]
+    orgs = [{"id": str(o.id), "name": o.name, "active": o.active} for o in rows]
     return page(request, "organizations.html", {"title": "Organizations", "orgs": orgs}, session=session)
 
 
@@ -84,9 +84,11 @@ async def agent_page(
     errors: dict[str, str] | None = None,
     values: dict[str, Any] | None = None,
     error: str | None = None,
+    secret: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    """One agent: state, actions, QR code and the settings form (also re-shown with errors after a POST)."""
+    """One agent: state, actions, QR code and the settings form (also re-shown with errors after a POST,
+    and once with a freshly rotated webhook `secret`)."""
     container = container_of(request)
     agent = await run_in_threadpool(console_queries.get_agent, container.uow, session.principal, agent_id)
     context = await org_context(container, session, agent.organization_id)
@@ -105,7 +107,8 @@ async def agent_page(
         form={**form, **(values or {})},
         errors=errors or {},
         error=error,
-        poll=f"/console/api/agents/{agent_id}",
+        secret=secret,
+        poll=None if secret else f"/console/api/agents/{agent_id}",
         version=version_of({"agent": view}),
     )
     return page(request, "agent.html", context, session=session, status_code=status_code)

@@ -90,6 +90,10 @@ NOTICES = {
     "resumed-answering": "Bot resumed; it is answering the lead's waiting messages.",
     "sent": "Message queued; it goes out through the normal sender.",
     "retried": "Retry queued.",
+    "org": "Organization saved.",
+    "flow-saved": "Tree flow saved: new conversations follow it; those under way keep their version.",
+    "flow-deleted": "Tree flow deleted.",
+    "agent-deleted": "Agent deleted.",
 }
 
 
