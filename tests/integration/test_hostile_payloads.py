@@ -1,4 +1,4 @@
-"""10,000 generated malformed or hostile webhook bodies: never a 5xx, and nothing written for invalid ones.
+"""Thousands of generated malformed or hostile webhook bodies: never a 5xx, nothing written for invalid ones.
 
 Hypothesis mutates real Evolution payloads (any field replaced by any JSON value, hostile strings, wrong
 event names, broken wrappers) and also throws arbitrary JSON and raw bytes at the endpoint. A body is
@@ -9,6 +9,7 @@ those and nothing else.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -123,7 +124,11 @@ def bodies(draw: st.DrawFn) -> bytes:
     return json.dumps(document).encode()
 
 
-def test_ten_thousand_hostile_bodies_never_get_a_5xx_and_only_accepted_ones_are_stored() -> None:
+# 2,000 bodies in the suite (about 10 s); `FUZZ_EXAMPLES=10000` for a longer hunt (about 50 s).
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "2000"))
+
+
+def test_thousands_of_hostile_bodies_never_get_a_5xx_and_only_accepted_ones_are_stored() -> None:
     with LuminaiHarness(rate_limit_per_instance=0, rate_limit_per_ip=0) as luminai:
         org = luminai.admin.create_organization("Fuzz")
         luminai.admin.create_agent(org, "fuzz", token=SECRET)
@@ -131,7 +136,7 @@ def test_ten_thousand_hostile_bodies_never_get_a_5xx_and_only_accepted_ones_are_
         statuses: dict[int, int] = {}
 
         @settings(
-            max_examples=10_000,
+            max_examples=EXAMPLES,
             deadline=None,
             database=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -161,11 +166,11 @@ def test_ten_thousand_hostile_bodies_never_get_a_5xx_and_only_accepted_ones_are_
             total = session.scalar(
                 select(func.count()).select_from(TalkMessage).where(TalkMessage.from_agent_id.is_(None))
             )
-        assert sum(statuses.values()) == 10_000
+        assert sum(statuses.values()) == EXAMPLES
         assert written == stored  # exactly what the service said it stored, nothing for the rejected
         assert total == len(stored)
-        assert statuses.get(422, 0) > 1000
-        assert statuses.get(400, 0) > 100
+        assert statuses.get(422, 0) > EXAMPLES // 10
+        assert statuses.get(400, 0) > EXAMPLES // 100
 
 
 # The fuzz findings of issue 17, on PostgreSQL (which, unlike SQLite, enforces column lengths) -------------
