@@ -20,8 +20,9 @@ from sqlalchemy import select
 
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.errors import NotFound, ValidationError
+from luminai_actors.persistence.repository import M
 from luminai_actors.persistence.tables import Organization, OrganizationApiKey
-from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWorkFactory
+from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork, UnitOfWork, UnitOfWorkFactory
 from luminai_actors.services import audit
 
 KEY_PREFIX = "lmk_"
@@ -45,6 +46,25 @@ class Principal:
 
 
 OPERATOR = Principal(None)
+
+
+def ensure_visible(principal: Principal, organization_id: uuid.UUID, what: str) -> None:
+    """The one visibility rule: `NotFound` for anything of an organization the caller may not see (its
+    existence is not revealed)."""
+    if not principal.sees(organization_id):
+        raise NotFound(f"no such {what}")
+
+
+def visible_row(
+    uow: UnitOfWork, principal: Principal, model: type[M], ident: uuid.UUID, what: str, *, lock: bool = False
+) -> M:
+    """The row of an organization-owned table (agent, tree flow, contact, ...) if the caller may see it,
+    locked for update when `lock`; `NotFound` otherwise, as `ensure_visible`."""
+    row = uow.repo.get_for_update(model, ident) if lock else uow.repo.get(model, ident)
+    if row is None:
+        raise NotFound(f"no such {what}")
+    ensure_visible(principal, getattr(row, "organization_id"), what)  # noqa: B009 (every such table has it)
+    return row
 
 
 def _digest(key: str) -> str:

@@ -23,7 +23,7 @@ from luminai_actors.evolution.client import EvolutionClient
 from luminai_actors.persistence.tables import SEND_FAILED, SEND_PENDING, Agent, Contact, Talk, TalkMessage
 from luminai_actors.persistence.uow import UnitOfWorkFactory
 from luminai_actors.services import audit
-from luminai_actors.services.api_keys import Principal
+from luminai_actors.services.api_keys import Principal, ensure_visible
 from luminai_actors.services.channel_events import CONNECTION_STATES
 from luminai_actors.services.inbound import pauses_on_human_reply
 
@@ -36,12 +36,6 @@ class SendDispatcher(Protocol):
     """The part of the task dispatcher these services need (the sender actor's queue)."""
 
     def request_send(self, message_id: uuid.UUID) -> None: ...
-
-
-def ensure_visible(principal: Principal, organization_id: uuid.UUID, what: str) -> None:
-    """`NotFound` for anything of an organization the caller may not see (its existence is not revealed)."""
-    if not principal.sees(organization_id):
-        raise NotFound(f"no such {what}")
 
 
 def _now(now: Callable[[], datetime] | None) -> datetime:

@@ -19,8 +19,7 @@ from sqlalchemy import ColumnElement, func, select
 
 from luminai_actors.persistence.tables import SEND_SENT, Talk, TalkMessage, TreeFlow
 from luminai_actors.persistence.uow import UnitOfWorkFactory, session_of
-from luminai_actors.services.api_keys import Principal
-from luminai_actors.services.console import ensure_visible
+from luminai_actors.services.api_keys import Principal, ensure_visible
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,7 @@ from luminai_actors.persistence.tables import (
     TreeFlow,
 )
 from luminai_actors.persistence.uow import UnitOfWorkFactory, session_of
-from luminai_actors.services.api_keys import Principal
-from luminai_actors.services.console import ensure_visible
+from luminai_actors.services.api_keys import Principal, ensure_visible
 
 TRANSCRIPT_LIMIT = 500
 

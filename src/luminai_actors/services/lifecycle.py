@@ -32,21 +32,16 @@ from luminai_actors.persistence.tables import (
     TalkMessage,
     TreeFlow,
 )
-from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory, session_of
+from luminai_actors.persistence.uow import UnitOfWorkFactory, session_of
 from luminai_actors.services import audit
 from luminai_actors.services.admin import new_version, parse_agent, stored_definition
-from luminai_actors.services.api_keys import Principal
+from luminai_actors.services.api_keys import Principal, ensure_visible, visible_row
 
 AGENT_FIELDS = frozenset({"name", "prompt", "treeFlowId", "active", "whatsapp"})
 WHATSAPP_FIELDS = frozenset(
     {"instanceName", "phone", "serverUrl", "apiKey", "active", "webhookToken", "metadata"}
 )
 TREE_FLOW_FIELDS = frozenset({"name", "objective", "closing", "steps", "outcomes", "active"})
-
-
-def _visible(principal: Principal, organization_id: uuid.UUID, what: str) -> None:
-    if not principal.sees(organization_id):
-        raise NotFound(f"no such {what}")
 
 
 def _only(body: dict[str, Any], allowed: frozenset[str], prefix: str = "") -> None:
@@ -83,7 +78,7 @@ def list_organizations(
 def get_organization(
     uow_factory: UnitOfWorkFactory, principal: Principal, org_id: uuid.UUID
 ) -> dict[str, Any]:
-    _visible(principal, org_id, "organization")
+    ensure_visible(principal, org_id, "organization")
     with uow_factory() as uow:
         org = uow.repo.get(Organization, org_id)
         if org is None:
@@ -95,7 +90,7 @@ def update_organization(
     uow_factory: UnitOfWorkFactory, principal: Principal, org_id: uuid.UUID, body: dict[str, Any]
 ) -> dict[str, Any]:
     """PATCH `{"name"?, "active"?}`; `active` is the operator's to change (403 for a key)."""
-    _visible(principal, org_id, "organization")
+    ensure_visible(principal, org_id, "organization")
     _only(body, frozenset({"name", "active"}))
     name = body.get("name", ...)
     if name is not ... and (not isinstance(name, str) or not name.strip() or len(name) > 255):
@@ -189,17 +184,10 @@ def _stored_body(agent: Agent) -> dict[str, Any]:
     return body
 
 
-def _agent_of(uow: UnitOfWork, principal: Principal, agent_id: uuid.UUID, *, lock: bool) -> Agent:
-    agent = uow.repo.get_for_update(Agent, agent_id) if lock else uow.repo.get(Agent, agent_id)
-    if agent is None or not principal.sees(agent.organization_id):
-        raise NotFound("no such agent")
-    return agent
-
-
 def list_agents(
     uow_factory: UnitOfWorkFactory, principal: Principal, org_id: uuid.UUID, limit: int, offset: int
 ) -> list[dict[str, Any]]:
-    _visible(principal, org_id, "organization")
+    ensure_visible(principal, org_id, "organization")
     with uow_factory() as uow:
         query = (
             select(Agent)
@@ -213,7 +201,7 @@ def list_agents(
 
 def get_agent(uow_factory: UnitOfWorkFactory, principal: Principal, agent_id: uuid.UUID) -> dict[str, Any]:
     with uow_factory() as uow:
-        return agent_json(_agent_of(uow, principal, agent_id, lock=False))
+        return agent_json(visible_row(uow, principal, Agent, agent_id, "agent"))
 
 
 def update_agent(
@@ -235,7 +223,7 @@ def update_agent(
     if "webhookToken" in patch_whatsapp and not patch_whatsapp["webhookToken"]:
         raise ValidationError("whatsapp.webhookToken", "cannot be removed; give a new one to rotate it")
     with uow_factory() as uow:
-        agent = _agent_of(uow, principal, agent_id, lock=True)
+        agent = visible_row(uow, principal, Agent, agent_id, "agent", lock=True)
         before = _audited_agent(agent)
         stored = _stored_body(agent)
         merged = {**stored, **{k: v for k, v in body.items() if k != "whatsapp"}}
@@ -283,7 +271,7 @@ def update_agent(
 def delete_agent(uow_factory: UnitOfWorkFactory, principal: Principal, agent_id: uuid.UUID) -> str | None:
     """Delete an agent that never talked to anyone (its instance name, to forget); 409 otherwise."""
     with uow_factory() as uow:
-        agent = _agent_of(uow, principal, agent_id, lock=True)
+        agent = visible_row(uow, principal, Agent, agent_id, "agent", lock=True)
         session = session_of(uow)
         talks = session.scalar(
             select(func.count()).select_from(Talk).where(Talk.agent_id == agent_id)
@@ -332,17 +320,10 @@ def tree_flow_json(flow: TreeFlow) -> dict[str, Any]:
     }
 
 
-def _flow_of(uow: UnitOfWork, principal: Principal, flow_id: uuid.UUID, *, lock: bool) -> TreeFlow:
-    flow = uow.repo.get_for_update(TreeFlow, flow_id) if lock else uow.repo.get(TreeFlow, flow_id)
-    if flow is None or not principal.sees(flow.organization_id):
-        raise NotFound("no such tree flow")
-    return flow
-
-
 def list_tree_flows(
     uow_factory: UnitOfWorkFactory, principal: Principal, org_id: uuid.UUID, limit: int, offset: int
 ) -> list[dict[str, Any]]:
-    _visible(principal, org_id, "organization")
+    ensure_visible(principal, org_id, "organization")
     with uow_factory() as uow:
         query = (
             select(TreeFlow)
@@ -356,7 +337,7 @@ def list_tree_flows(
 
 def get_tree_flow(uow_factory: UnitOfWorkFactory, principal: Principal, flow_id: uuid.UUID) -> dict[str, Any]:
     with uow_factory() as uow:
-        return tree_flow_json(_flow_of(uow, principal, flow_id, lock=False))
+        return tree_flow_json(visible_row(uow, principal, TreeFlow, flow_id, "tree flow"))
 
 
 def update_tree_flow(
@@ -369,7 +350,7 @@ def update_tree_flow(
     if active is not ... and not isinstance(active, bool):
         raise ValidationError("active", "must be true or false")
     with uow_factory() as uow:
-        flow = _flow_of(uow, principal, flow_id, lock=True)
+        flow = visible_row(uow, principal, TreeFlow, flow_id, "tree flow", lock=True)
         before = tree_flow_json(flow)
         current = stored_definition(flow)
         changes = {k: v for k, v in body.items() if k != "active"}
@@ -398,7 +379,7 @@ def update_tree_flow(
 def delete_tree_flow(uow_factory: UnitOfWorkFactory, principal: Principal, flow_id: uuid.UUID) -> None:
     """Delete a flow no agent uses and no open talk follows; 409 otherwise."""
     with uow_factory() as uow:
-        flow = _flow_of(uow, principal, flow_id, lock=True)
+        flow = visible_row(uow, principal, TreeFlow, flow_id, "tree flow", lock=True)
         session = session_of(uow)
         users = session.scalar(select(func.count()).select_from(Agent).where(Agent.tree_flow_id == flow_id))
         if users:
@@ -438,7 +419,7 @@ def delete_tree_flow(uow_factory: UnitOfWorkFactory, principal: Principal, flow_
 def audit_entries(
     uow_factory: UnitOfWorkFactory, principal: Principal, org_id: uuid.UUID, limit: int, offset: int
 ) -> list[dict[str, Any]]:
-    _visible(principal, org_id, "organization")
+    ensure_visible(principal, org_id, "organization")
     with uow_factory() as uow:
         if uow.repo.get(Organization, org_id) is None:
             raise NotFound("no such organization")

@@ -37,7 +37,6 @@ from sqlalchemy.orm import Session
 
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.domain.phone import canonical_phone, normalize_phone
-from luminai_actors.errors import NotFound
 from luminai_actors.persistence.tables import (
     Contact,
     ServiceSecret,
@@ -49,7 +48,7 @@ from luminai_actors.persistence.tables import (
 )
 from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory, session_of
 from luminai_actors.services import audit
-from luminai_actors.services.api_keys import Principal
+from luminai_actors.services.api_keys import Principal, visible_row
 from luminai_actors.services.identity import identity_keys
 
 SECRET_NAME = "suppression_key"  # noqa: S105  # the row's name, not a secret
@@ -161,13 +160,6 @@ class SuppressionList:
 # --- export -------------------------------------------------------------------------------------------------
 
 
-def _visible_contact(uow: UnitOfWork, principal: Principal, contact_id: uuid.UUID) -> Contact:
-    contact = uow.repo.get(Contact, contact_id)
-    if contact is None or not principal.sees(contact.organization_id):
-        raise NotFound("no such contact")
-    return contact
-
-
 def _person_messages(talk_ids: list[uuid.UUID], contact_id: uuid.UUID) -> Any:
     """Messages of the contact's talks, and the contact's own messages in other (shared) talks."""
     return or_(TalkMessage.talk_id.in_(talk_ids), TalkMessage.from_contact_id == contact_id)
@@ -185,7 +177,7 @@ class PersonData:
 def export_contact(uow_factory: UnitOfWorkFactory, principal: Principal, contact_id: uuid.UUID) -> PersonData:
     """Everything held about the person (the export is recorded in the audit log, without any data)."""
     with uow_factory() as uow:
-        contact = _visible_contact(uow, principal, contact_id)
+        contact = visible_row(uow, principal, Contact, contact_id, "contact")
         session = session_of(uow)
         talks = list(
             session.scalars(
@@ -241,7 +233,7 @@ def erase_contact(
     """Delete the person's rows in one transaction (see the module docstring); 404 when not visible."""
     suppression.key()  # made (if need be) before: a second write transaction inside would wait on SQLite
     with uow_factory() as uow:
-        contact = _visible_contact(uow, principal, contact_id)
+        contact = visible_row(uow, principal, Contact, contact_id, "contact")
         org = contact.organization_id
         lid = contact.whatsapp_lid
         keys = sorted(set(identity_keys(contact.phone, lid)) | set(identity_keys(contact.mobile_phone, lid)))

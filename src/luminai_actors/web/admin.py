@@ -24,7 +24,7 @@ from luminai_actors.errors import NotFound, PayloadError
 from luminai_actors.services import admin as admin_service
 from luminai_actors.services import api_keys, audit, privacy, whatsapp_admin
 from luminai_actors.services import talks as talks_service
-from luminai_actors.services.api_keys import OPERATOR, Principal
+from luminai_actors.services.api_keys import OPERATOR, Principal, ensure_visible
 from luminai_actors.web.bodies import MAX_ADMIN_BODY_BYTES, is_count, read_body
 from luminai_actors.web.errors import error_response
 from luminai_actors.web.serialize import contact_json, message_json, talk_json
@@ -82,9 +82,7 @@ def _actor(request: Request) -> str:
 
 
 def _visible(request: Request, organization_id: uuid.UUID, what: str) -> None:
-    """404 for anything of an organization the caller may not see (its existence is not revealed)."""
-    if not _principal(request).sees(organization_id):
-        raise NotFound(f"no such {what}")
+    ensure_visible(_principal(request), organization_id, what)
 
 
 def _org(request: Request) -> uuid.UUID:
