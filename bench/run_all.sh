@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark, one after the other (about 15 minutes on 2 cores). Usage: bench/run_all.sh
 # Each script bounds its own run time, stops what it started, drops its database and flushes Redis db 14.
+# Each run overwrites its benchmark's file in bench/results/ (one file per benchmark; older runs are in git history).
+# Not run here: compare.py (needs --base REV) and instructions.py (valgrind); see bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -11,11 +13,8 @@ fi
 [ -x .venv/bin/py-spy ] || "$PY" -m pip install --quiet py-spy
 "$PY" bench/ingest.py
 "$PY" bench/ingest.py --no-worker
-BENCH_RESULTS_SUFFIX=-run2 "$PY" bench/ingest.py --no-worker --open-rates 200,400,600
 "$PY" bench/end_to_end.py
 "$PY" bench/end_to_end.py --known-leads
-BENCH_RESULTS_SUFFIX=-run2 "$PY" bench/end_to_end.py --poll-ms 100 --inline-send on,off
-BENCH_RESULTS_SUFFIX=-run2 "$PY" bench/end_to_end.py --known-leads --poll-ms 100 --inline-send on,off
 "$PY" bench/scale.py
 "$PY" bench/profile_ingest.py
 "$PY" bench/profile_hotpath.py
