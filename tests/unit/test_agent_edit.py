@@ -58,6 +58,7 @@ def test_a_partial_edit_keeps_the_secrets_and_the_qr_code_and_is_audited_under_t
             "phone": "+55 11 91234-5678",
             "serverUrl": "https://evo.example.com/",
             "active": False,
+            "metadata": {"custom": 1, "qrcode": {"code": "stale"}},
         },
     )
     agent = _row(luminai, agent_id)

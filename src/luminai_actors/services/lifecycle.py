@@ -41,6 +41,8 @@ AGENT_FIELDS = frozenset({"name", "prompt", "treeFlowId", "active", "whatsapp"})
 WHATSAPP_FIELDS = frozenset(
     {"instanceName", "phone", "serverUrl", "apiKey", "active", "webhookToken", "metadata"}
 )
+# Keys of whatsapp.metadata written by webhooks (`qrcode.updated`), not by an edit.
+MANAGED_METADATA = frozenset({"qrcode"})
 TREE_FLOW_FIELDS = frozenset({"name", "objective", "closing", "steps", "outcomes", "active"})
 
 
@@ -238,6 +240,11 @@ def update_agent(
             flow = uow.repo.get(TreeFlow, flow_id)
             if flow is None or flow.organization_id != agent.organization_id:
                 raise ValidationError("treeFlowId", "no such tree flow in this organization")
+        # Keys the webhooks write (the latest QR code) come from the locked row, never from the edit, so
+        # an edit based on an older read cannot put back a stale QR code.
+        managed = {k: v for k, v in (agent.whatsapp_metadata or {}).items() if k in MANAGED_METADATA}
+        edited = {k: v for k, v in (columns["whatsapp_metadata"] or {}).items() if k not in MANAGED_METADATA}
+        columns["whatsapp_metadata"] = {**edited, **managed} or None
         if columns["whatsapp_instance_name"] and not columns["whatsapp_webhook_token"]:
             columns["whatsapp_webhook_token"] = agent.whatsapp_webhook_token
         instance, previous = columns["whatsapp_instance_name"], agent.whatsapp_instance_name

@@ -101,9 +101,9 @@ async def connect(request: Request, session: ConsoleSession, form: dict[str, str
 
 
 def _whatsapp_from_form(form: dict[str, str], current: dict[str, Any]) -> dict[str, Any]:
-    """The admin API's `whatsapp` PATCH from the settings form; metadata keys the form does not show (the
-    latest QR code, options set through the API) are kept."""
-    metadata = dict(current)
+    """The admin API's `whatsapp` PATCH from the settings form; metadata keys the form does not show
+    (options set through the API) are kept; the QR code is the webhooks' (`lifecycle.MANAGED_METADATA`)."""
+    metadata = {k: v for k, v in current.items() if k not in lifecycle.MANAGED_METADATA}
     metadata["pauseOnHumanReply"] = form.get("pauseOnHumanReply") == "on"
     metadata["splitMessages"] = form.get("splitMessages") == "on"
     per_char = form.get("timePerCharMs", "").strip()
