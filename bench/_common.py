@@ -35,6 +35,7 @@ PG_ADMIN_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 ADMIN_TOKEN = "bench-admin-token"
 WEBHOOK = "/api/webhooks/whatsapp/evolution"
+WEBHOOK_TOKEN = "bench-webhook-token"  # the agents' webhook secret, sent as X-Webhook-Token
 INSTANCE = "bench-instance"
 BENCH_REQUIREMENTS = ("py-spy",)
 _RUN_STATE: dict[str, Any] = {}  # installed into .venv by ensure_tools(); never in pyproject.toml
@@ -767,6 +768,7 @@ class Bench:
                         "phone": "+5511912345678",
                         "serverUrl": evolution.url,
                         "apiKey": api_key,
+                        "webhookToken": WEBHOOK_TOKEN,
                         "active": True,
                     },
                 },

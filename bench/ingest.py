@@ -60,13 +60,14 @@ SERVICE_ENV = {
 
 
 def run_wrk(
-    bench: Bench, url: str, tag: str, seconds: int, threads: int, connections: int, phones: int
+    bench: Bench, url: str, tag: str, seconds: int, threads: int, connections: int, phones: int, base: int = 0
 ) -> dict[str, Any]:
     out = bench.tmp / f"wrk-{tag}"
     out.mkdir()
     cmd = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
-        "-s", str(BENCH / "webhook.lua"), url + WEBHOOK, "--", INSTANCE, tag, str(phones), str(out),
+        "-s", str(BENCH / "webhook.lua"), url + WEBHOOK,
+        "--", INSTANCE, tag, str(phones), str(out), str(base),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
     summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
@@ -77,7 +78,16 @@ def run_wrk(
     lat = summary["latency_us"]
     return {
         "command": " ".join(
-            [*cmd[:-6], "http://127.0.0.1:PORT" + WEBHOOK, "--", INSTANCE, tag, str(phones), "OUTDIR"]
+            [
+                *cmd[:-7],
+                "http://127.0.0.1:PORT" + WEBHOOK,
+                "--",
+                INSTANCE,
+                tag,
+                str(phones),
+                "OUTDIR",
+                str(base),
+            ]
         ),
         "requests": summary["requests"],
         "seconds": round(secs, 2),
@@ -93,12 +103,14 @@ def run_wrk(
     }
 
 
-def run_loadgen(bench: Bench, url: str, rate: float, seconds: float, tag: str, phones: int) -> dict[str, Any]:
+def run_loadgen(
+    bench: Bench, url: str, rate: float, seconds: float, tag: str, phones: int, base: int = 0
+) -> dict[str, Any]:
     out = bench.tmp / f"loadgen-{tag}.json"
     cmd = [
         PYTHON, str(BENCH / "loadgen.py"), "--url", url + WEBHOOK, "--rate", f"{rate:.0f}",
         "--duration", str(seconds), "--instance", INSTANCE, "--phones", str(phones), "--tag", tag,
-        "--connections", "64", "--out", str(out),
+        "--connections", "64", "--phone-base", str(base), "--out", str(out),
     ]  # fmt: skip
     subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=True)
     doc = json.loads(out.read_text())

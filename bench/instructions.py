@@ -10,7 +10,7 @@ instructions a process executes, which do not depend on what else the machine is
 in a process of its own under `valgrind --tool=callgrind`, with collection switched on only inside
 `sys.call_tracing` (which nothing else calls): imports, set-up and warm-up are not counted.
 
-- `new_lead`: `Container.handle_inbound_now` for a lead's first message, what `serve`'s conversation actor
+- `new_lead`: `Container.handle_inbound` for a lead's first message, what `serve`'s conversation actor
   runs for it (the lead path's transaction, then the AI turn's enqueue on Redis);
 - `ai_turn`: the `ai_turn` Dramatiq actor called directly for a new talk, what a worker thread runs
   (claim, brain, the reply's transaction and, inline, its first sendText to a FakeEvolutionApi in this
@@ -79,7 +79,7 @@ def inner(workload: str, count: int, warmup: int) -> dict[str, Any]:
         talks = []
         for i in range(first, first + n):
             body = webhook_body(INSTANCE, f"551197{i:07d}", "Oi, quero saber mais", f"I{i:08d}")
-            outcome = container.handle_inbound_now(parse_webhook(body))
+            outcome = container.handle_inbound(parse_webhook(body))
             assert outcome.status == "stored", outcome
             talks.append(outcome.talk_id)
         return talks

@@ -100,7 +100,8 @@ class _Pool:
             try:
                 head = (
                     f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                    "Content-Type: application/json\r\nX-Webhook-Token: bench-webhook-token\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
                 ).encode()
                 writer.write(head + body)
                 raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout)

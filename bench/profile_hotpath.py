@@ -93,7 +93,7 @@ def main() -> int:
                 w0, c0 = time.perf_counter(), time.thread_time()
                 if profile is not None:
                     profile.enable()
-                outcome = container.handle_inbound_now(event_)
+                outcome = container.handle_inbound(event_)
                 if profile is not None:
                     profile.disable()
                 cpus.append(time.thread_time() - c0)
@@ -186,7 +186,7 @@ def _worker_side(
         payload = webhook_body(
             INSTANCE, f"551199{phone_base + i:07d}", "Oi, quero saber mais", f"H{tag}{i:08d}"
         )
-        talks.append(container.handle_inbound_now(parse_webhook(payload)).talk_id)
+        talks.append(container.handle_inbound(parse_webhook(payload)).talk_id)
     for label, fn, ids in (
         ("ai_turn_one_new_talk", container.dispatcher.ai_actor, talks),
         ("send_message_one_reply", container.dispatcher.send_actor, None),

@@ -19,5 +19,5 @@ fi
 "$PY" bench/profile_ingest.py
 "$PY" bench/profile_hotpath.py
 "$PY" bench/fake_evolution_latency.py
-"$PY" bench/new_lead_cost.py
+"$PY" bench/budget.py
 "$PY" bench/unsettled_reads.py

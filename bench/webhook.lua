@@ -1,9 +1,11 @@
 -- wrk script of the ingest benchmark: POSTs Evolution 2.3 `messages.upsert` webhooks.
 --
---   wrk -t2 -c32 -d15s --latency --timeout 10s -s bench/webhook.lua URL -- INSTANCE TAG PHONES OUTDIR
+--   wrk -t2 -c32 -d15s --latency --timeout 10s -s bench/webhook.lua URL -- INSTANCE TAG PHONES OUTDIR [BASE]
 --
 -- Every request carries a UNIQUE data.key.id ("W" .. TAG .. thread id .. per-thread counter) and comes from
--- one of PHONES lead numbers (a pool, so conversation actors and contacts are reused, not one per request).
+-- one of PHONES lead numbers starting at BASE (a pool, so conversation actors and contacts are reused, not
+-- one per request); PHONES = 0 gives every request a number of its own (BASE + thread * 100000 + counter):
+-- each one a new lead.
 -- Each thread appends the X-Luminai-Message-Id header of every 200 to OUTDIR/ids-<thread>.txt, so the
 -- benchmark can check in PostgreSQL that exactly the 200-answered messages were stored; done() writes
 -- OUTDIR/summary.json (requests, errors, status codes, latency percentiles in microseconds).
@@ -29,6 +31,7 @@ function init(args)
    tag = args[2] or "T"
    phones = tonumber(args[3] or "500")
    outdir = args[4]
+   base = tonumber(args[5] or "0")
    counter = 0
    ok200 = 0
    dup = 0
@@ -39,11 +42,17 @@ function init(args)
    end
    wrk.method = "POST"
    wrk.headers["Content-Type"] = "application/json"
+   wrk.headers["X-Webhook-Token"] = "bench-webhook-token"  -- the agents' secret (bench/_common.py)
 end
 
 function request()
    counter = counter + 1
-   local idx = (tid * 257 + counter * 31) % phones
+   local idx
+   if phones == 0 then
+      idx = base + tid * 100000 + counter
+   else
+      idx = base + (tid * 257 + counter * 31) % phones
+   end
    local phone = string.format("551198%07d", idx)
    local mid = string.format("W%s%02d%09d", tag, tid, counter)
    local body = string.format(template, instance, phone, mid, counter)

@@ -7,14 +7,12 @@ sweep) and `Container.close()` stops it all in reverse order. Nothing here runs 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
@@ -27,7 +25,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from luminai_actors.actors.broker import WakingRedisBroker
-from luminai_actors.actors.conversation import ConversationRouter, Deferred
+from luminai_actors.actors.conversation import ConversationRouter
 from luminai_actors.actors.tasks import (
     AI_QUEUE,
     SEND_QUEUE,
@@ -44,25 +42,18 @@ from luminai_actors.evolution.webhook import MessageUpsert
 from luminai_actors.logs import log_context
 from luminai_actors.metrics import DramatiqMetrics, LiveCollector, Metrics
 from luminai_actors.persistence.database import create_db_engine, make_session_factory
-from luminai_actors.persistence.group_commit import GroupCommitWriter
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork
 from luminai_actors.services.agents import AgentDirectory
-from luminai_actors.services.inbound import InboundOutcome, conversation_key, record_inbound
-from luminai_actors.services.inbound_fast import FastInbound, SlowInbound, TurnRequests, insert_known_messages
+from luminai_actors.services.inbound import InboundOutcome, record_inbound
 from luminai_actors.services.pacing import MemoryPacer, NoPacing, Pacer, RedisPacer
 from luminai_actors.services.privacy import Erased, SuppressionList
 from luminai_actors.services.recovery import find_stalled_work
+from luminai_actors.services.turn_requests import TurnRequests
 
 log = logging.getLogger(__name__)
 
 REDIS_HEARTBEAT_TIMEOUT_MS = 15_000
 REDIS_MAINTENANCE_CHANCE = 50_000  # of 1e6: recover a dead worker's messages within seconds, not minutes
-
-
-#: Started, unbound conversation actors kept ready, so that a new lead's first message does not wait for a
-#: thread to start (~0.2 ms, and a slower first hand-off); they are not conversations (not bounded, not
-#: listed as live) and show in /ops/actors as `sparesReady`.
-SPARE_CONVERSATION_ACTORS = 4
 
 
 def build_broker(settings: Settings, metrics: Metrics | None = None) -> dramatiq.Broker:
@@ -110,14 +101,6 @@ def build_brain(settings: Settings) -> Brain:
 
 
 @dataclass
-class _WriterBatch:
-    """What the group writer's callbacks of one batch leave for its end (`Container.writer_callbacks`)."""
-
-    turns: list[uuid.UUID] = field(default_factory=list)
-    replies: list[tuple[Callable[[Any], None], Any]] = field(default_factory=list)
-
-
-@dataclass
 class Container:
     settings: Settings
     engine: Engine
@@ -126,16 +109,14 @@ class Container:
     dispatcher: DramatiqDispatcher
     evolution: EvolutionClient
     brain: Brain
-    router: ConversationRouter[MessageUpsert | SlowInbound, InboundOutcome | Deferred]
+    router: ConversationRouter[MessageUpsert, InboundOutcome]
     directory: AgentDirectory = field(init=False)
     metrics: Metrics = field(default_factory=Metrics)
     worker: dramatiq.Worker | None = None
-    fast_inbound: FastInbound | None = None  # PostgreSQL only: known conversations' messages, group-committed
     turn_requests: TurnRequests = field(default_factory=TurnRequests)
     suppression: SuppressionList | None = None  # the suppression list (`services.privacy`), set by `build`
     _recovery_stop: threading.Event = field(default_factory=threading.Event)
     _recovery_thread: threading.Thread | None = None
-    _writer_batch: threading.local = field(default_factory=threading.local)  # see `writer_callbacks`
 
     def __post_init__(self) -> None:
         self.directory = AgentDirectory(self.uow)
@@ -168,88 +149,21 @@ class Container:
         return SqlAlchemyUnitOfWork(self.session_factory)
 
     # runs on a conversation actor's thread
-    def handle_inbound(self, event: MessageUpsert | SlowInbound) -> InboundOutcome | Deferred:
-        """The conversation actor's handler: the outcome, or a Deferred the group-commit writer resolves.
-
-        A message of a known conversation is handed to the writer and the actor goes on (the writer commits
-        in the order the actors handed over). Should the writer not store it, it comes back to this actor as
-        a SlowInbound and takes the full lookup, keeping the time it arrived.
-        """
-        if isinstance(event, SlowInbound):
-            return self._record_slow(event.event, event.key, event.arrived_at)
-        fast = self.fast_inbound
-        if fast is None:
-            return self._record_slow(event, "", None)
-        key = conversation_key(event)
-        deferred = Deferred()
-        if fast.submit(key, event, self._fast_finished(key, event, deferred.resolve)):
-            return deferred
-        return self._record_slow(event, key, None)
-
-    def fast_lane(self, key: str, event: object, reply: Callable[[Any], None]) -> bool:
-        """The router's fast lane: a known conversation's message goes to the group writer directly.
-
-        The router offers an event here only while its conversation actor holds nothing, so handing it to the
-        writer now is what the actor's `handle_inbound` would have done next, in the same order. False (the
-        actor takes it): not a lead's message of a known conversation, or fast ingest is off.
-        """
-        fast = self.fast_inbound
-        if fast is None or not isinstance(event, MessageUpsert):
-            return False  # a SlowInbound always goes to its actor
-        return fast.submit(key, event, self._fast_finished(key, event, reply))
-
-    def _fast_finished(
-        self, key: str, event: MessageUpsert, reply: Callable[[Any], None]
-    ) -> Callable[[InboundOutcome | None, datetime], None]:
-        fast = self.fast_inbound
-        assert fast is not None
-
-        def finished(outcome: InboundOutcome | None, arrived_at: datetime) -> None:  # on the writer's thread
-            if outcome is not None:
-                self._after_record(event, outcome)
-                batch: _WriterBatch | None = getattr(self._writer_batch, "batch", None)
-                if batch is not None:
-                    batch.replies.append((reply, outcome))  # after the batch's AI-turn requests
-                else:
-                    reply(outcome)
-                return
-            fast.forget(key)
-            try:
-                self.router.tell(key, SlowInbound(event, key, arrived_at), reply)
-            except Exception as exc:  # the actor system refused: the webhook answers 503, Evolution retries
-                reply(exc)
-
-        return finished
-
-    def handle_inbound_now(self, event: MessageUpsert) -> InboundOutcome:
-        """`handle_inbound` for callers outside the actor system: waits for a deferred outcome."""
-        result = self.handle_inbound(event)
-        if isinstance(result, Deferred):
-            result = result.wait(self.settings.webhook_timeout_seconds)
-        if isinstance(result, BaseException):
-            raise result
-        assert isinstance(result, InboundOutcome)
-        return result
-
-    def _record_slow(self, event: MessageUpsert, key: str, arrived_at: datetime | None) -> InboundOutcome:
+    def handle_inbound(self, event: MessageUpsert) -> InboundOutcome:
+        """The conversation actor's handler: store the message (`services.inbound`), request its AI turn."""
+        _, agent = self.directory.cached(event.instance)  # the row the webhook layer looked up, if fresh
         outcome = record_inbound(
             self.uow,
             event,
-            (lambda: arrived_at) if arrived_at is not None else None,
             ignored_chats=self.settings.ignored_chat_kinds,
             talk_expiry=timedelta(hours=self.settings.talk_expiry_hours),
+            agent=agent if self.settings.fast_ingest else None,
         )
-        if self.fast_inbound is not None:
-            self.fast_inbound.remember(key, outcome)
-        self._after_record(event, outcome)
-        return outcome
-
-    def _after_record(self, event: MessageUpsert, outcome: InboundOutcome) -> None:
         self.metrics.inbound_path.labels("fast" if outcome.fast else "slow").inc()
         if outcome.needs_ai_turn and outcome.talk_id is not None:
             self._request_ai_turn(outcome.talk_id)
         # One more message of a known conversation is logged at DEBUG (uvicorn's access line already records
-        # the webhook); new conversations, duplicates, ignored messages and fallbacks at INFO.
+        # the webhook); new conversations, duplicates and ignored messages at INFO.
         level = logging.DEBUG if outcome.fast else logging.INFO
         if log.isEnabledFor(level):
             with log_context(
@@ -261,68 +175,25 @@ class Container:
             ):
                 reason = f": {outcome.reason}" if outcome.reason else ""
                 log.log(level, "inbound %s%s", outcome.status, reason)
-
-    @contextlib.contextmanager
-    def writer_callbacks(self) -> Iterator[None]:
-        """Around the group writer's callbacks of one batch: the AI turns they request are enqueued together
-        (one Redis round trip) when the batch's callbacks are done, and only then are its webhooks answered,
-        so a 200 still means "stored, and its AI turn requested"."""
-        batch = _WriterBatch()
-        self._writer_batch.batch = batch
-        try:
-            yield
-        finally:
-            self._writer_batch.batch = None
-            self._flush_writer_batch(batch)
-
-    def _flush_writer_batch(self, batch: _WriterBatch) -> None:
-        if batch.turns:
-            self._enqueue_turns(batch.turns)
-        for reply, result in batch.replies:
-            try:
-                reply(result)
-            except Exception:
-                log.exception("a webhook's reply failed")
+        return outcome
 
     def _request_ai_turn(self, talk_id: uuid.UUID) -> None:
         """Enqueue the talk's AI turn unless one requested earlier in this burst will answer it."""
         debounce = self.settings.ai_debounce_seconds
         if self.turn_requests.covered(talk_id, debounce):
             return
-        batch: _WriterBatch | None = getattr(self._writer_batch, "batch", None)
-        if batch is not None:  # on the group writer, inside `writer_callbacks`: enqueued with the batch
-            if talk_id not in batch.turns:
-                batch.turns.append(talk_id)
-            return
-        self._enqueue_turns([talk_id])
-
-    def _enqueue_turns(self, talk_ids: list[uuid.UUID]) -> None:
-        """Enqueue these talks' AI turns (one Redis round trip) and remember them as requested.
-
-        A turn the broker refuses is not remembered: the message is committed, so the next message of the
-        talk asks again and the recovery sweep enqueues it once the broker is back."""
-        debounce = self.settings.ai_debounce_seconds
         requested_at = self.turn_requests.now()
-        requested: list[uuid.UUID] = []
         try:
-            with self.dispatcher.pipelined():
-                for talk_id in talk_ids:
-                    try:
-                        self.dispatcher.request_ai_turn(talk_id, delay=debounce)
-                        requested.append(talk_id)
-                    except BrokerUnavailable as exc:
-                        log.warning("AI turn for talk %s not enqueued: %s", talk_id, exc)
+            self.dispatcher.request_ai_turn(talk_id, delay=debounce)
         except BrokerUnavailable as exc:
-            log.warning("AI turns of %d talks not enqueued: %s", len(talk_ids), exc)
+            # Not remembered: the message is committed, so the next message of the talk asks again and the
+            # recovery sweep enqueues it once the broker is back.
+            log.warning("AI turn for talk %s not enqueued: %s", talk_id, exc)
             return
-        for talk_id in requested:
-            self.turn_requests.mark(talk_id, requested_at, debounce)
+        self.turn_requests.mark(talk_id, requested_at, debounce)
 
     def forget_erased(self, erased: Erased) -> None:
-        """Drop what this process remembers about an erased contact (its known conversations, its talks'
-        turn requests): its number's next message takes the full lookup and starts a fresh contact."""
-        if self.fast_inbound is not None:
-            self.fast_inbound.forget_contact(erased.contact_id)
+        """Drop what this process remembers about an erased contact (its talks' turn requests)."""
         self.turn_requests.forget(erased.talk_ids)
 
     def resume_agent_sends(self, instance: str) -> int:
@@ -335,8 +206,6 @@ class Container:
         return len(waiting)
 
     def start(self, *, embedded_worker: bool | None = None, recovery: bool = True) -> None:
-        if self.fast_inbound is not None:
-            self.fast_inbound.writer.start()
         self.router.start()
         run_worker = self.settings.uses_memory_broker if embedded_worker is None else embedded_worker
         if run_worker and self.worker is None:
@@ -438,8 +307,6 @@ class Container:
             self._recovery_thread.join(5)
             self._recovery_thread = None
         self.router.stop()
-        if self.fast_inbound is not None:  # after the actors: what they queued is committed first
-            self.fast_inbound.writer.stop()
         if self.worker is not None:
             self.worker.stop(timeout=10_000)
             self.worker = None
@@ -483,33 +350,17 @@ def build(settings: Settings) -> Container:
     dispatcher = declare_task_actors(broker, deps)
     holder: dict[str, Container] = {}
 
-    def handle(event: MessageUpsert | SlowInbound) -> InboundOutcome | Deferred:
+    def handle(event: MessageUpsert) -> InboundOutcome:
         return holder["container"].handle_inbound(event)
 
-    router: ConversationRouter[MessageUpsert | SlowInbound, InboundOutcome | Deferred] = ConversationRouter(
+    router: ConversationRouter[MessageUpsert, InboundOutcome] = ConversationRouter(
         handle,
         max_actors=settings.max_conversation_actors,
         idle_seconds=settings.conversation_idle_seconds,
-        spare_actors=SPARE_CONVERSATION_ACTORS,
     )
     container = Container(
         settings, engine, session_factory, broker, dispatcher, evolution, brain, router, metrics
     )
-    if engine.dialect.name == "postgresql" and settings.fast_ingest:
-        container.fast_inbound = FastInbound(
-            GroupCommitWriter(
-                engine.raw_connection,
-                insert_known_messages,
-                name="inbound-group-commit",
-                on_batch=lambda size, ok: metrics.ingest_batch_size.observe(size),
-                single_statement=True,  # insert_known_messages is one statement: autocommit, one round trip
-                around_callbacks=container.writer_callbacks,
-            ),
-            talk_expiry=timedelta(hours=settings.talk_expiry_hours),
-            capacity=max(10_000, 2 * settings.max_conversation_actors),
-        )
     container.suppression = suppression
     holder["container"] = container
-    if container.fast_inbound is not None:
-        router.set_fast_lane(container.fast_lane)
     return container

@@ -34,14 +34,8 @@ class Metrics:
         )
         self.inbound_path = Counter(
             "luminai_inbound_path",
-            "Lead messages handled by the known-conversation fast path or the full lookup (slow)",
+            "Inbound messages stored by the append statement (fast) or the general transaction (slow)",
             ["path"],
-            registry=r,
-        )
-        self.ingest_batch_size = Histogram(
-            "luminai_ingest_batch_size",
-            "Inbound messages committed together by one group commit",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 500),
             registry=r,
         )
         self.ai_turns = Counter("luminai_ai_turns", "AI turns by status", ["status"], registry=r)

@@ -2,8 +2,7 @@
 
 No database: the handler is a plain function recording what ran, on which thread, and whether two events of
 one key ever overlapped. Waiting is done on Events/Conditions and thread joins, never on sleeps; the only
-sleeps are the "slow handler" itself, the timing test that is loose on purpose, and the spare-refill tests,
-which check that a replacement is *not* started while conversations are busy (bounds of 0.3 s and more).
+sleeps are the "slow handler" itself and the timing test that is loose on purpose.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from luminai_actors.actors.conversation import ConversationRouter, Deferred
+from luminai_actors.actors.conversation import ConversationRouter
 from luminai_actors.errors import ConversationBusy, Unavailable
 from luminai_actors.evolution.webhook import MessageUpsert, parse_webhook
 from luminai_actors.services.inbound import InboundOutcome, conversation_key
@@ -121,16 +120,12 @@ class Harness:
         max_actors: int = 100,
         idle_seconds: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
-        spare_actors: int = 0,
-        spare_refill_wait: float = 0.1,
     ) -> ConversationRouter[Any, Any]:
         router: ConversationRouter[Any, Any] = ConversationRouter(
             handler,
             max_actors=max_actors,
             idle_seconds=idle_seconds,
             clock=clock,
-            spare_actors=spare_actors,
-            spare_refill_wait=spare_refill_wait,
         )
         self.routers.append(router)
         return router
@@ -361,6 +356,28 @@ def test_at_the_bound_the_longest_idle_actor_is_evicted_to_make_room(harness: Ha
     join_threads([old_thread])
     assert router.refused_total == 0
     assert router.started_total == 4
+    assert router.evicted_total == 1
+
+
+def test_eviction_follows_the_latest_activity_not_the_start_order(harness: Harness) -> None:
+    clock = FakeClock()
+    recorder = Recorder()
+    router = harness.router(recorder, max_actors=3, clock=clock)
+    replies = Replies()
+    for n, key in enumerate(("a", "b", "c")):
+        router.tell(key, Ev(key, 0), replies)
+        replies.wait(n + 1)
+        clock.now += 1
+    router.tell("a", Ev("a", 1), replies)  # "a" started first but is now the most recently active
+    replies.wait(4)
+
+    router.tell("d", Ev("d", 0), replies)
+    replies.wait(5)
+    assert {s["key"] for s in router.snapshot()} == {"a", "c", "d"}  # "b" was the longest idle
+    router.tell("e", Ev("e", 0), replies)
+    replies.wait(6)
+    assert {s["key"] for s in router.snapshot()} == {"a", "d", "e"}
+    assert (router.evicted_total, router.refused_total) == (2, 0)
 
 
 # idle reaping ---------------------------------------------------------------------------------------------
@@ -655,50 +672,6 @@ def test_handle_message_answers_conversation_busy_when_the_actor_is_too_slow(har
     gate.set()  # the late reply must not break anything (the loop is closed by then)
 
 
-def test_a_deferred_result_frees_the_actor_but_keeps_the_event_in_flight_until_resolved(
-    harness: Harness,
-) -> None:
-    deferred: dict[int, Deferred] = {}
-    handled: list[int] = []
-
-    def handler(n: int) -> Any:
-        handled.append(n)
-        if n == 0:
-            deferred[n] = Deferred()
-            return deferred[n]
-        return f"done {n}"
-
-    clock = FakeClock()
-    router = harness.router(handler, idle_seconds=5.0, clock=clock)
-    replies = Replies()
-    router.tell("k", 0, replies)
-    router.tell("k", 1, replies)
-
-    assert replies.wait(1) == ["done 1"]  # the actor went on while event 0 is still pending
-    assert handled == [0, 1]
-    assert not router.idle()
-    assert router.snapshot()[0]["inFlight"] == 1
-    clock.now += 60
-    assert router.reap_idle() == 0  # an actor with a pending event is not reaped
-    assert not router.wait_idle(0.05)
-
-    deferred[0].resolve("done 0")
-
-    assert replies.wait(2) == ["done 1", "done 0"]
-    assert router.wait_idle(WAIT)
-    assert router.snapshot()[0]["inFlight"] == 0
-
-
-def test_a_deferred_resolved_before_the_actor_attaches_still_replies_once() -> None:
-    early = Deferred()
-    early.resolve("first")
-    early.resolve("ignored")
-    got: list[Any] = []
-    early.attach(got.append)
-    assert got == ["first"]
-    assert early.wait(1) == "first"
-
-
 def test_after_stop_a_new_event_is_refused_instead_of_starting_an_actor(harness: Harness) -> None:
     router = harness.router(Recorder())
     replies = Replies()
@@ -714,123 +687,6 @@ def test_after_stop_a_new_event_is_refused_instead_of_starting_an_actor(harness:
 
 
 # the fast lane ----------------------------------------------------------------------------------------------
-
-
-class Lane:
-    """A fast lane that takes the events it is offered (unless `declines`) and answers them when released."""
-
-    def __init__(self, declines: Callable[[Any], bool] = lambda _e: False) -> None:
-        self.declines = declines
-        self.offered: list[Any] = []
-        self.taken: list[tuple[Any, Callable[[Any], None]]] = []
-
-    def __call__(self, key: str, event: Any, reply: Callable[[Any], None]) -> bool:
-        self.offered.append(event)
-        if self.declines(event):
-            return False
-        self.taken.append((event, reply))
-        return True
-
-    def release_all(self) -> None:
-        taken, self.taken = self.taken, []
-        for event, reply in taken:
-            reply(("lane", event))
-
-
-def test_the_fast_lane_is_offered_nothing_until_the_conversation_has_a_live_actor(harness: Harness) -> None:
-    recorder = Recorder()
-    router = harness.router(recorder)
-    lane = Lane()
-    router.set_fast_lane(lane)
-    replies = Replies()
-
-    router.tell("k", Ev("k", 0), replies)  # no actor yet: the actor starts and handles it
-    assert replies.wait(1) == [Ev("k", 0)]
-    assert router.wait_idle(WAIT)
-    assert lane.offered == []
-
-    router.tell("k", Ev("k", 1), replies)  # live and holding nothing: the lane takes it
-    assert lane.offered == [Ev("k", 1)]
-    assert [e for e, _ in lane.taken] == [Ev("k", 1)]
-    assert recorder.handled == [Ev("k", 0)]
-    entry = router.snapshot()[0]
-    assert (entry["inFlight"], entry["fastLane"], router.fast_lane_total) == (1, 1, 1)
-    assert not router.idle()
-
-    lane.release_all()
-    assert replies.wait(2)[1] == ("lane", Ev("k", 1))
-    assert router.wait_idle(WAIT)
-    assert router.snapshot()[0]["inFlight"] == 0
-
-
-def test_while_the_actor_holds_an_event_the_next_ones_queue_behind_it_in_order(harness: Harness) -> None:
-    gate = harness.gate()
-    recorder = Recorder(blocking_work(gate, keys={"k"}))
-    router = harness.router(recorder)
-    replies = Replies()
-    router.tell("k", Ev("k", 0), replies)  # starts the actor, which blocks on the gate
-    assert recorder.started(Ev("k", 0)).wait(WAIT)
-    lane = Lane()
-    router.set_fast_lane(lane)
-
-    for seq in (1, 2, 3):
-        router.tell("k", Ev("k", seq), replies)
-
-    assert lane.offered == []  # the actor holds events: the lane must not overtake them
-    assert [e.seq for e in router.mailbox("k")] == [1, 2, 3]
-    gate.set()
-    assert replies.wait(4) == [Ev("k", n) for n in range(4)]
-    assert [e.seq for e in recorder.handled] == [0, 1, 2, 3]
-
-    router.tell("k", Ev("k", 4), replies)  # the actor is empty again: the lane takes the next
-    assert [e for e, _ in lane.taken] == [Ev("k", 4)]
-
-
-def test_an_event_the_lane_declines_or_fails_on_goes_to_the_actor(harness: Harness) -> None:
-    recorder = Recorder()
-    router = harness.router(recorder)
-    replies = Replies()
-    router.tell("k", Ev("k", 0), replies)
-    replies.wait(1)
-    assert router.wait_idle(WAIT)
-
-    def lane(key: str, event: Any, reply: Callable[[Any], None]) -> bool:
-        if event.seq == 2:
-            raise RuntimeError("lane broke")
-        return False  # declines everything else
-
-    router.set_fast_lane(lane)
-    router.tell("k", Ev("k", 1), replies)
-    router.tell("k", Ev("k", 2), replies)
-
-    assert replies.wait(3) == [Ev("k", n) for n in range(3)]
-    assert [e.seq for e in recorder.handled] == [0, 1, 2]
-    assert router.wait_idle(WAIT)
-    entry = router.snapshot()[0]
-    assert (entry["inFlight"], entry["fastLane"]) == (0, 0)
-
-
-def test_an_actor_whose_event_is_on_the_lane_is_neither_reaped_nor_evicted(harness: Harness) -> None:
-    clock = FakeClock()
-    router = harness.router(Recorder(), max_actors=1, idle_seconds=5.0, clock=clock)
-    replies = Replies()
-    router.tell("k", Ev("k", 0), replies)
-    replies.wait(1)
-    assert router.wait_idle(WAIT)
-    lane = Lane()
-    router.set_fast_lane(lane)
-    router.tell("k", Ev("k", 1), replies)
-    assert len(lane.taken) == 1
-
-    clock.now += 60
-    assert router.reap_idle() == 0
-    with pytest.raises(ConversationBusy):  # at the bound, and the only actor has an event on the lane
-        router.tell("other", Ev("other", 0), replies)
-
-    lane.release_all()
-    assert router.wait_idle(WAIT)
-    clock.now += 60
-    assert router.reap_idle() == 1
 
 
 def test_replies_from_other_threads_reach_the_loop_in_order_with_fewer_wake_ups_than_replies() -> None:
@@ -873,126 +729,3 @@ def test_replies_from_other_threads_reach_the_loop_in_order_with_fewer_wake_ups_
     got, wakeups = asyncio.run(scenario())
     assert dict(got) == {n: list(range(500)) for n in range(4)}
     assert 1 <= wakeups < 4 * 500
-
-
-# --- spare actors -------------------------------------------------------------------------------------------
-
-
-def wait_for_spares(router: ConversationRouter[Any, Any], count: int) -> None:
-    deadline = time.monotonic() + WAIT
-    while router.spares_ready < count:
-        assert time.monotonic() < deadline, f"{router.spares_ready} spares of {count}"
-        time.sleep(0.005)
-
-
-def test_a_new_conversation_takes_a_started_spare_and_the_spare_is_replaced(harness: Harness) -> None:
-    recorder, replies = Recorder(), Replies()
-    router = harness.router(recorder, spare_actors=2)
-    before = set(actor_threads())
-    router.start()
-    wait_for_spares(router, 2)
-    spares = set(actor_threads()) - before
-
-    for seq in range(3):
-        router.tell("lead-a", Ev("lead-a", seq), replies)
-    replies.wait(3)
-
-    [thread] = recorder.threads["lead-a"]
-    assert thread in spares  # the first message did not wait for a thread to start
-    assert [ev.seq for ev in recorder.handled] == [0, 1, 2]
-    assert (router.started_total, router.spares_used_total, len(router)) == (1, 1, 1)
-    [actor] = router.snapshot()
-    assert (actor["key"], actor["handled"], actor["inFlight"]) == ("lead-a", 3, 0)  # bound to its key
-    wait_for_spares(router, 2)  # replaced in the background
-    assert router.wait_idle(WAIT)
-
-
-def test_spares_never_count_as_conversations_and_stop_with_the_router(harness: Harness) -> None:
-    gate = harness.gate()
-    recorder, replies = Recorder(blocking_work(gate)), Replies()
-    router = harness.router(recorder, max_actors=2, spare_actors=3)
-    before = set(actor_threads())
-    router.start()
-    wait_for_spares(router, 3)
-    assert len(router) == 0
-    assert router.snapshot() == []
-
-    router.tell("a", Ev("a", 0), replies)  # both busy: neither can be evicted
-    router.tell("b", Ev("b", 0), replies)
-    with pytest.raises(ConversationBusy):  # the bound is the conversations', whatever spares are ready
-        router.tell("c", Ev("c", 0), replies)
-    gate.set()
-    replies.wait(2)
-
-    router.stop()
-    join_threads(set(actor_threads()) - before)  # spares included
-    assert router.spares_ready == 0
-
-
-def test_burst_of_new_conversations_beyond_the_spares_still_starts_each_actor(harness: Harness) -> None:
-    recorder, replies = Recorder(), Replies()
-    router = harness.router(recorder, spare_actors=1)
-    router.start()
-    wait_for_spares(router, 1)
-
-    for n in range(20):
-        router.tell(f"lead-{n}", Ev(f"lead-{n}", 0), replies)
-    replies.wait(20)
-
-    assert router.started_total == 20
-    assert 1 <= router.spares_used_total <= 20
-    assert {actor["key"] for actor in router.snapshot()} == {f"lead-{n}" for n in range(20)}
-    assert all(len(threads) == 1 for threads in recorder.threads.values())
-    assert router.wait_idle(WAIT)
-
-
-def gated_router_with_spares(
-    harness: Harness, spares: int, refill_wait: float
-) -> tuple[threading.Event, Recorder, Replies, ConversationRouter[Any, Any]]:
-    """A started router with `spares` spares ready, whose events wait for the returned gate."""
-    gate = harness.gate()
-    recorder, replies = Recorder(blocking_work(gate)), Replies()
-    router = harness.router(recorder, spare_actors=spares, spare_refill_wait=refill_wait)
-    router.start()
-    wait_for_spares(router, spares)
-    return gate, recorder, replies, router
-
-
-def test_a_taken_spare_is_replaced_only_once_no_conversation_has_work_in_flight(harness: Harness) -> None:
-    gate, recorder, replies, router = gated_router_with_spares(harness, spares=1, refill_wait=WAIT)
-
-    router.tell("lead-a", Ev("lead-a", 0), replies)
-    assert recorder.started(Ev("lead-a", 0)).wait(WAIT)
-    started = router.started_total
-    time.sleep(0.3)  # the maker had time to start the replacement, had it not waited for quiet
-    assert router.spares_ready == 0  # no thread start competes with the lead's first message
-    gate.set()
-    replies.wait(1)
-    wait_for_spares(router, 1)  # quiet: replaced at once, long before `spare_refill_wait`
-    assert (router.started_total, router.spares_used_total) == (started, 1)
-
-
-def test_under_steady_work_the_spare_is_replaced_after_spare_refill_wait(harness: Harness) -> None:
-    gate, recorder, replies, router = gated_router_with_spares(harness, spares=1, refill_wait=0.2)
-
-    router.tell("lead-a", Ev("lead-a", 0), replies)  # stays in flight until the gate opens
-    taken = time.monotonic()
-    wait_for_spares(router, 1)
-    assert time.monotonic() - taken >= 0.2
-    assert recorder.handled == []  # replaced while the conversation still had its event in flight
-    gate.set()
-    replies.wait(1)
-
-
-def test_under_steady_work_every_taken_spare_is_replaced_after_one_wait(harness: Harness) -> None:
-    gate, _recorder, replies, router = gated_router_with_spares(harness, spares=3, refill_wait=0.3)
-
-    for n in range(3):  # three new conversations take the three spares and stay busy
-        router.tell(f"lead-{n}", Ev(f"lead-{n}", 0), replies)
-    taken = time.monotonic()
-    wait_for_spares(router, 3)
-    waited = time.monotonic() - taken
-    assert 0.3 <= waited < 0.75  # one wait for quiet, then all three started (not one wait per spare)
-    assert router.spares_used_total == 3
-    gate.set()
-    replies.wait(3)

@@ -27,8 +27,8 @@ Only the consumer's `__next__` is written again here, because the sleep sits in 
 
 `pipelined()` lets one thread send many enqueues in one round trip: inside the block, the enqueue command of
 Dramatiq's dispatch script (and the wake pushes) go into a redis-py pipeline of that thread, executed when
-the block ends. The web server's group writer uses it for the AI-turn requests of one group commit; a
-round trip per enqueue was most of an enqueue's CPU (the `sendall` to Redis) and held up the next commit.
+the block ends. Every request of `actors.tasks.DramatiqDispatcher` uses it, so an enqueue and its wake-up
+are one round trip, not two.
 """
 
 from __future__ import annotations

@@ -22,8 +22,6 @@ written, and the service then takes its general path (the ORM code, which knows 
 paused, in flight, blocked, waiting, failed, …). The claims that need PostgreSQL's `UPDATE … FROM …
 RETURNING` of joined tables report "not done" on other databases (SQLite: the embedded default), which
 therefore run the general path, as before.
-
-On PostgreSQL the statements run on psycopg's cursor through `direct`, past SQLAlchemy's execution machinery.
 """
 
 from __future__ import annotations
@@ -55,7 +53,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 
-from luminai_actors.persistence import direct
 from luminai_actors.persistence.tables import (
     SEND_PENDING,
     SEND_SENDING,
@@ -283,9 +280,9 @@ def claim_turn(
     server crash costs nothing: the turn then fails with that server anyway and runs again after it, since
     its messages are still unanswered; and the turn's next commit, which stores the reply synchronously,
     flushes the WAL up to and including this one."""
-    row = direct.first(
-        connection, _CLAIM_TURN, {"talk_id": talk_id, "now": now, "until": until, "limit": history}
-    )
+    row = connection.execute(
+        _CLAIM_TURN, {"talk_id": talk_id, "now": now, "until": until, "limit": history}
+    ).first()
     if row is None:
         return None
     *claimed, recent_json, last_message_at, _ = row
@@ -315,17 +312,17 @@ def _view_of_json(item: list[Any]) -> MessageView:
 
 def message_views(connection: Connection, talk_id: uuid.UUID, limit: int) -> list[MessageView]:
     """The talk's last `limit` messages, oldest first (`Repository.recent_messages` as plain rows)."""
-    rows = direct.rows(connection, _RECENT, {"talk_id": talk_id, "limit": limit})
+    rows = connection.execute(_RECENT, {"talk_id": talk_id, "limit": limit}).all()
     return [MessageView(*row) for row in reversed(rows)]
 
 
 def pending_views(connection: Connection, talk_id: uuid.UUID) -> list[MessageView]:
     """`Repository.pending_inbound` as plain rows."""
-    return [MessageView(*row) for row in direct.rows(connection, _PENDING, {"talk_id": talk_id})]
+    return [MessageView(*row) for row in connection.execute(_PENDING, {"talk_id": talk_id}).all()]
 
 
 def has_pending(connection: Connection, talk_id: uuid.UUID) -> bool:
-    return direct.first(connection, _ANY_PENDING, {"talk_id": talk_id}) is not None
+    return connection.execute(_ANY_PENDING, {"talk_id": talk_id}).first() is not None
 
 
 def finish_turn(
@@ -354,10 +351,10 @@ def finish_turn(
         }
         if answered:
             params["answered"] = list(answered)
-        if direct.scalar_one(connection, statement, params) != 1:
+        if connection.execute(statement, params).scalar_one() != 1:
             return False
         if opt_out:
-            direct.rows(connection, _OPT_OUT, {"talk_id": talk_id, "at": at})
+            connection.execute(_OPT_OUT, {"talk_id": talk_id, "at": at})
         return True
     done = connection.execute(_FINISH[(talk_flow is not None, handoff)], params)
     if done.rowcount != 1:
@@ -519,8 +516,7 @@ def claim_send(
 ) -> ClaimedSend | None:
     """PostgreSQL: record the next attempt of a reply that can be sent now (see the module docstring) and
     return it. None: nothing changed."""
-    row = direct.first(
-        connection,
+    row = connection.execute(
         _CLAIM_SEND,
         {
             "message_id": message_id,
@@ -529,7 +525,7 @@ def claim_send(
             "attempt_at": attempt_at,
             "max_attempts": max_attempts,
         },
-    )
+    ).first()
     if row is None:
         return None
     return ClaimedSend(*row)
@@ -545,11 +541,9 @@ def record_sent(
 ) -> tuple[uuid.UUID, datetime] | None:
     """PostgreSQL: settle a send as sent; its metadata loses `whatsappError`/`whatsappFailedAt` and gains
     `meta_patch`. Returns the message's talk and creation time; None when the message does not exist."""
-    row = direct.first(
-        connection,
-        _RECORD_SENT,
-        {"message_id": message_id, "at": at, "whatsapp_id": whatsapp_id, "patch": meta_patch},
-    )
+    row = connection.execute(
+        _RECORD_SENT, {"message_id": message_id, "at": at, "whatsapp_id": whatsapp_id, "patch": meta_patch}
+    ).first()
     return (row[0], row[1]) if row is not None else None
 
 
@@ -557,7 +551,7 @@ def next_unsettled_id(
     connection: Connection, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID
 ) -> uuid.UUID | None:
     """`Repository.next_unsettled_outbound`, only its id."""
-    row = direct.first(
-        connection, _NEXT_UNSETTLED, {"talk_id": talk_id, "created_at": created_at, "message_id": message_id}
-    )
+    row = connection.execute(
+        _NEXT_UNSETTLED, {"talk_id": talk_id, "created_at": created_at, "message_id": message_id}
+    ).first()
     return row[0] if row is not None else None

@@ -466,6 +466,6 @@ class SqlAlchemyRepository:
         return hot_path.next_unsettled_id(self._reader(), talk_id, created_at, message_id)
 
     def hot_path_connection(self) -> Connection | None:
-        """PostgreSQL only: the session's connection (in the session's transaction) for the Core statements
-        of `lead_path.py` that `services.inbound_lead` runs for a lead's message; elsewhere None."""
+        """PostgreSQL only: the session's connection (in the session's transaction) for the append statement
+        of `persistence.append` that `services.inbound` runs for a known conversation; elsewhere None."""
         return self.session.connection() if self.postgres else None

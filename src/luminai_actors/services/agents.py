@@ -11,7 +11,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from luminai_actors.persistence.tables import Organization
 from luminai_actors.persistence.uow import UnitOfWorkFactory
@@ -24,6 +26,8 @@ class AgentInfo:
     webhook_token: str | None
     active: bool
     organization_active: bool = True  # an inactive organization's webhooks are ignored
+    updated_at: datetime | None = None  # the row's version: `persistence.append` stores only if unchanged
+    whatsapp_metadata: dict[str, Any] = field(default_factory=dict)  # its settings (`ignoreJids`, ...)
 
 
 class AgentDirectory:
@@ -62,6 +66,8 @@ class AgentDirectory:
                     agent.whatsapp_webhook_token,
                     bool(agent.active and agent.whatsapp_active),
                     org is None or org.active,
+                    agent.updated_at,
+                    dict(agent.whatsapp_metadata or {}),
                 )
                 if agent is not None
                 else None

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from luminai_actors.domain.ids import uuid7
+from luminai_actors.domain.inbound import pauses_on_human_reply
 from luminai_actors.errors import BrokerUnavailable, Conflict, NotFound, ValidationError
 from luminai_actors.evolution.client import EvolutionClient
 from luminai_actors.persistence.tables import SEND_FAILED, SEND_PENDING, Agent, Contact, Talk, TalkMessage
@@ -25,7 +26,6 @@ from luminai_actors.persistence.uow import UnitOfWorkFactory
 from luminai_actors.services import audit
 from luminai_actors.services.api_keys import Principal, ensure_visible
 from luminai_actors.services.channel_events import CONNECTION_STATES
-from luminai_actors.services.inbound import pauses_on_human_reply
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def send_human_message(
         for waiting in uow.repo.pending_inbound(talk.id):  # a person answered them: the bot must not
             waiting.processed_at = at
         talk.date_last_message = at
-        if pauses_on_human_reply(agent) and not talk.paused:
+        if pauses_on_human_reply(agent.whatsapp_metadata) and not talk.paused:
             talk.paused = True
             talk.talk_flow = {
                 **(talk.talk_flow or {}),

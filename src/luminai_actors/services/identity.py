@@ -14,7 +14,8 @@ from typing import Any
 
 from luminai_actors.domain import talkflow
 from luminai_actors.domain.ids import uuid7
-from luminai_actors.domain.phone import canonical_phone, phone_variants
+from luminai_actors.domain.inbound import expired_flow, talk_expired
+from luminai_actors.domain.phone import phone_variants
 from luminai_actors.domain.treeflow import normalize_definition
 from luminai_actors.evolution.webhook import MessageUpsert
 from luminai_actors.persistence.tables import (
@@ -43,23 +44,6 @@ def split_name(full_name: str) -> tuple[str | None, str | None]:
     if not parts:
         return None, None
     return parts[0], (" ".join(parts[1:]) or None)
-
-
-def identity_keys(phone: str | None, lid: str | None) -> list[str]:
-    """The lock keys of one person within an organization (`contact:{org}:` + each), in lock order: one per
-    identity, so an event that carries both the phone and the LID serialises with events that carry either,
-    and two such events cannot deadlock."""
-    return sorted({key for key in (phone and canonical_phone(phone), lid and f"lid:{lid}") if key})
-
-
-def talk_expired(last_message: datetime | None, now: datetime, expiry: timedelta | None) -> bool:
-    """An open talk idle for longer than the expiry is over: the next message starts a new one."""
-    return expiry is not None and last_message is not None and now - last_message > expiry
-
-
-def expired_flow(talk_flow: dict[str, Any] | None) -> dict[str, Any]:
-    """The TalkFlow state an expired talk is closed with."""
-    return {**(talk_flow or {}), "closedReason": "expired"}
 
 
 def find_or_create_contact(
@@ -105,8 +89,7 @@ def new_contact_row(
     *,
     business_side: bool = False,
 ) -> dict[str, Any]:
-    """The contact row a WhatsApp person becomes, by attribute name (both inbound paths build it here: the
-    ORM path as `Contact(**row)`, the lead path as the values of its INSERT)."""
+    """The contact row a WhatsApp person becomes, by attribute name."""
     lead_name = None if business_side else event.push_name  # on our side pushName is the business's
     first, last = split_name(lead_name or "")
     return {
@@ -139,8 +122,7 @@ def new_whatsapp_talk_row(
     tree_flow_definition: Any,
     now: datetime,
 ) -> dict[str, Any]:
-    """An open WhatsApp talk with a fresh TalkFlow from the agent's TreeFlow, by attribute name (both inbound
-    paths: the ORM path as `Talk(**row)`)."""
+    """An open WhatsApp talk with a fresh TalkFlow from the agent's TreeFlow, by attribute name."""
     return {
         "id": uuid7(),
         "organization_id": org,

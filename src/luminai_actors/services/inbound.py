@@ -1,25 +1,45 @@
-"""record_inbound: one WhatsApp message from a lead becomes a stored talk message, exactly once.
+"""record_inbound: one WhatsApp message becomes a stored talk message, exactly once.
 
-In one transaction: find the agent that owns the instance, the contact (by every spelling of the phone, or by
-the WhatsApp LID), the open WhatsApp talk (or create them), and insert the message. The unique constraint on
-(agent, WhatsApp message id) makes a redelivered webhook a no-op; a unique-constraint race with another
-process is resolved by reading again. The caller answers the webhook 200 only after this returns.
+This is where a lead's message is stored. The conversation actor of its sender calls `record_inbound` (so
+everything of one person happens in order, one at a time); the webhook answers 200 only after it returned.
+The rules it applies are stated in `domain.inbound` (skip, identity, side, expiry, dedupe).
 
-On PostgreSQL a lead's message in a 1:1 chat first tries the lead hot path (`services.inbound_lead`: three
-SQLAlchemy Core statements instead of the ORM's 8 to 14, the same rows); what it does not cover is rolled
-back before anything is written and decided by the ORM path below, in a new transaction. The outcome type
-and the rules both paths share are in `services.inbound_model` (re-exported here).
+1. Skipped upserts (not a chat message, an ignored chat kind, the agent's `ignoreJids`) write nothing.
+2. A lead's message in a 1:1 chat whose contact already has an open talk is appended by one statement
+   (`persistence.append`, PostgreSQL), checked against the agent row the webhook layer has cached.
+3. Everything else takes the general path, one ORM transaction: the agent, the dedupe check (unique
+   (agent, WhatsApp id): a redelivery is "duplicate"), the person's locks, the contact (every spelling of
+   the phone, or the LID; one person known twice is merged), the open talk (or a new one when there is none
+   or it expired, `services.identity`), and the message. A group's message is kept on the chat's own contact
+   and talk; the business side's own messages settle our sends or pause the bot. A unique-constraint race
+   with another process is resolved by a second pass, which finds what the other wrote.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from luminai_actors.domain.ids import uuid7
-from luminai_actors.domain.phone import canonical_phone, jid_user, phone_from_jid
+from luminai_actors.domain.inbound import (
+    DEFAULT_IGNORED_CHATS,
+    InboundOutcome,
+    conversation_key,
+    fresh_after,
+    identity_keys,
+    ignore_reason,
+    ignored_by_agent,
+    inbound_metadata,
+    is_ours,
+    message_type,
+    pauses_on_human_reply,
+    sender_identity,
+)
+from luminai_actors.domain.phone import jid_user, phone_variants
 from luminai_actors.errors import Conflict
 from luminai_actors.evolution.webhook import MessageUpsert
+from luminai_actors.persistence.append import append_to_open_talk
 from luminai_actors.persistence.tables import (
     SEND_SENDING,
     SEND_SENT,
@@ -27,60 +47,19 @@ from luminai_actors.persistence.tables import (
     Contact,
     Talk,
     TalkMessage,
+    utcnow,
 )
 from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory
+from luminai_actors.services.agents import AgentInfo
 from luminai_actors.services.identity import (
     LEAD_SOURCE,
     ORIGIN,
     default_company,
     find_or_create_contact,
     find_or_create_talk,
-    identity_keys,
-)
-from luminai_actors.services.inbound_lead import lead_identity, record_lead
-from luminai_actors.services.inbound_model import (
-    DEFAULT_IGNORED_CHATS,
-    InboundOutcome,
-    KnownConversation,
-    ignore_reason,
-    ignored_by_metadata,
-    inbound_metadata,
-    is_ours,
-    lead_message_row,
-    message_type,
 )
 
-__all__ = [
-    "DEFAULT_IGNORED_CHATS",
-    "InboundOutcome",
-    "KnownConversation",
-    "conversation_key",
-    "ignore_reason",
-    "inbound_metadata",
-    "message_type",
-    "pauses_on_human_reply",
-    "record_inbound",
-]
-
-
-def _ignored_by_agent(agent: Agent, event: MessageUpsert) -> bool:
-    return ignored_by_metadata(agent.whatsapp_metadata, event)
-
-
-def pauses_on_human_reply(agent: Agent) -> bool:
-    return bool((agent.whatsapp_metadata or {}).get("pauseOnHumanReply", True))
-
-
-def conversation_key(event: MessageUpsert) -> str:
-    """The actor key: instance + one identity per person, so every spelling of a number shares one actor."""
-    if event.chat_kind != "user":
-        return f"{event.instance}|chat:{event.remote_jid}"
-    phone = phone_from_jid(event.phone_jid)
-    if phone is not None:
-        return f"{event.instance}|{canonical_phone(phone)}"
-    if event.lid_jid:
-        return f"{event.instance}|lid:{jid_user(event.lid_jid)}"
-    return f"{event.instance}|jid:{event.remote_jid}"
+__all__ = ["InboundOutcome", "conversation_key", "ignore_reason", "record_inbound"]
 
 
 def record_inbound(
@@ -90,11 +69,17 @@ def record_inbound(
     *,
     ignored_chats: frozenset[str] = DEFAULT_IGNORED_CHATS,
     talk_expiry: timedelta | None = None,
+    agent: AgentInfo | None = None,
 ) -> InboundOutcome:
+    """Store `event` (see the module docstring); `agent` is the cached row of its instance's agent, if any."""
     reason = ignore_reason(event, ignored_chats)
     if reason is not None:
         return InboundOutcome("ignored", reason)
     clock = now or (lambda: datetime.now(UTC))
+    if agent is not None:
+        appended = _append(uow_factory, agent, event, clock(), talk_expiry)
+        if appended is not None:
+            return appended
     try:
         return _record(uow_factory, event, clock(), talk_expiry)
     except Conflict:
@@ -103,29 +88,67 @@ def record_inbound(
         return _record(uow_factory, event, clock(), talk_expiry)
 
 
+def _append(
+    uow_factory: UnitOfWorkFactory,
+    agent: AgentInfo,
+    event: MessageUpsert,
+    now: datetime,
+    talk_expiry: timedelta | None,
+) -> InboundOutcome | None:
+    """Step 2 of the module docstring; None when the general path must decide (nothing was written)."""
+    if event.chat_kind != "user" or is_ours(event) or not agent.active or agent.updated_at is None:
+        return None
+    if ignored_by_agent(agent.whatsapp_metadata, event):
+        return None  # the general path says why, from the agent row as it is now
+    phone, lid = sender_identity(event)
+    if phone is None and not lid:
+        return None
+    with uow_factory() as uow:
+        connection = uow.repo.hot_path_connection()
+        if connection is None:  # not PostgreSQL
+            return None
+        message_id = uuid7()
+        found = append_to_open_talk(
+            connection,
+            message_id=message_id,
+            agent_id=agent.agent_id,
+            agent_updated_at=agent.updated_at,
+            phones=phone_variants(phone) if phone else [],
+            lid=lid,
+            fresh_after=fresh_after(now, talk_expiry),
+            reply_jid=event.reply_jid,
+            row={
+                "body": event.content.text,
+                "message_type": message_type(event),
+                "whatsapp_message_id": event.message_id,
+                "metadata": json.dumps(inbound_metadata(event)),
+                "sent_at": event.sent_at or now,
+            },
+            now=now,
+            wall=utcnow(),
+        )
+        if found is None:
+            return None
+        uow.commit()
+    talk_id, contact_id = found
+    return InboundOutcome("stored", None, talk_id, message_id, contact_id, fast=True)
+
+
 def _record(
     uow_factory: UnitOfWorkFactory, event: MessageUpsert, now: datetime, talk_expiry: timedelta | None = None
 ) -> InboundOutcome:
     with uow_factory() as uow:
-        lead = lead_identity(event)
-        connection = uow.repo.hot_path_connection() if lead is not None else None
-        if lead is not None and connection is not None:
-            outcome = record_lead(uow, connection, event, *lead, now, talk_expiry)
-            if outcome is not None:
-                return outcome
-            uow.rollback()  # nothing was written; the locks are released: the ORM path starts afresh
         agent = uow.repo.agent_by_instance(event.instance)
         if agent is None or not agent.whatsapp_active or not agent.active:
             return InboundOutcome("ignored", f"no active agent for instance {event.instance!r}")
         existing = uow.repo.message_by_whatsapp_id(agent.id, event.message_id)
         if existing is not None:
             return InboundOutcome("duplicate", None, existing.talk_id, existing.id, existing.from_contact_id)
-        if _ignored_by_agent(agent, event):
+        if ignored_by_agent(agent.whatsapp_metadata, event):
             return InboundOutcome("ignored", "the agent's ignoreJids lists this chat")
         if event.chat_kind != "user":
             return _record_shared_chat(uow, agent, event, now)
-        phone = phone_from_jid(event.phone_jid)
-        lid = jid_user(event.lid_jid) if event.lid_jid else None
+        phone, lid = sender_identity(event)
         if phone is None and lid is None:
             return InboundOutcome("ignored", "sender has neither a phone number nor a LID")
         for key in identity_keys(phone, lid):  # sorted: the common prefix keeps that order
@@ -135,20 +158,23 @@ def _record(
         if is_ours(event):
             return _record_business_message(uow, agent, contact, talk, event, now)
         message = TalkMessage(
-            **lead_message_row(agent.organization_id, agent.id, talk.id, contact.id, event, now)
+            id=uuid7(),
+            organization_id=agent.organization_id,
+            talk_id=talk.id,
+            agent_id=agent.id,
+            from_contact_id=contact.id,
+            direction="inbound",
+            channel="whatsapp",
+            body=event.content.text,
+            message_type=message_type(event),
+            whatsapp_message_id=event.message_id,
+            meta=inbound_metadata(event),
+            sent_at=event.sent_at or now,
+            created_at=now,
         )
         uow.repo.add(message)
         uow.commit()
-        known = KnownConversation(
-            agent.id,
-            agent.organization_id,
-            agent.updated_at,
-            contact.id,
-            contact.phone,
-            contact.whatsapp_lid,
-            talk.id,
-        )
-        return InboundOutcome("stored", None, talk.id, message.id, contact.id, known=known)
+        return InboundOutcome("stored", None, talk.id, message.id, contact.id)
 
 
 def _record_shared_chat(uow: UnitOfWork, agent: Agent, event: MessageUpsert, now: datetime) -> InboundOutcome:
@@ -172,8 +198,7 @@ def _record_shared_chat(uow: UnitOfWork, agent: Agent, event: MessageUpsert, now
         uow.repo.flush()
     chat.last_contact_date = now
     sender: Contact | None = None
-    phone = phone_from_jid(event.phone_jid)
-    lid = jid_user(event.lid_jid) if event.lid_jid else None
+    phone, lid = sender_identity(event)
     if not event.from_me and (phone or lid):
         sender = find_or_create_contact(uow, agent, event, phone, lid, now, business_side=is_ours(event))
     talk = find_or_create_talk(uow, agent, chat, event, now)
@@ -243,7 +268,7 @@ def _record_business_message(
     uow.repo.add(message)
     for waiting in uow.repo.pending_inbound(talk.id):  # a person answered them: the bot must not, later
         waiting.processed_at = now
-    if pauses_on_human_reply(agent) and not talk.paused:
+    if pauses_on_human_reply(agent.whatsapp_metadata) and not talk.paused:
         talk.paused = True
         talk.talk_flow = {
             **(talk.talk_flow or {}),

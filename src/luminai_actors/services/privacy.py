@@ -36,6 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from luminai_actors.domain.ids import uuid7
+from luminai_actors.domain.inbound import identity_keys
 from luminai_actors.domain.phone import canonical_phone, normalize_phone
 from luminai_actors.persistence.tables import (
     Contact,
@@ -49,7 +50,6 @@ from luminai_actors.persistence.tables import (
 from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory, session_of
 from luminai_actors.services import audit
 from luminai_actors.services.api_keys import Principal, visible_row
-from luminai_actors.services.identity import identity_keys
 
 SECRET_NAME = "suppression_key"  # noqa: S105  # the row's name, not a secret
 

@@ -49,7 +49,6 @@ from luminai_actors.config import Settings
 from luminai_actors.evolution.webhook import MessageUpsert, parse_webhook
 from luminai_actors.persistence.database import upgrade_database
 from luminai_actors.services.inbound import conversation_key as _conversation_key
-from luminai_actors.services.inbound_fast import SlowInbound
 from luminai_actors.testing.fake_evolution import FakeEvolutionApi
 from luminai_actors.testing.fake_openai import FakeOpenAI
 from luminai_actors.web.app import WEBHOOK_PATH, create_app
@@ -498,12 +497,10 @@ class LuminaiHarness:
         router = container.router
         tell = router.tell
 
-        def observed(key: str, event: MessageUpsert | SlowInbound, reply: Any) -> None:
+        def observed(key: str, event: MessageUpsert, reply: Any) -> None:
             tell(key, event, reply)
-            # On PostgreSQL the fast path hands some messages back as SlowInbound (a redelivery, say).
-            upsert = event.event if isinstance(event, SlowInbound) else event
             with self._told_changed:
-                self._told[upsert.message_id] += 1
+                self._told[event.message_id] += 1
                 self._told_changed.notify_all()
 
         setattr(router, "tell", observed)  # noqa: B010  # mypy forbids assigning to a method

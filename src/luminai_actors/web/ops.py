@@ -43,8 +43,9 @@ async def actors(request: Request) -> Response:
                 "startedTotal": router.started_total,
                 "stoppedIdleTotal": router.stopped_idle_total,
                 "refusedTotal": router.refused_total,
-                "sparesReady": router.spares_ready,
-                "sparesUsedTotal": router.spares_used_total,
+                "evictedTotal": router.evicted_total,
+                "sparesReady": 0,  # spare actors were removed (issue 18); kept for existing readers
+                "sparesUsedTotal": 0,
                 "actors": router.snapshot(),
             },
             "queues": depths,
