@@ -651,6 +651,19 @@ class Bench:
         finally:
             engine.dispose()
 
+    def analyze(self) -> None:
+        """ANALYZE the database: the statistics autovacuum keeps in a running deployment (it would take up to
+        a minute after a burst of inserts into a freshly migrated database, longer than a benchmark phase)."""
+        from sqlalchemy import create_engine, text
+
+        assert self.db_url is not None
+        engine = create_engine(self.db_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("ANALYZE"))
+        finally:
+            engine.dispose()
+
     # -- processes
     def service_env(self, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LUMINAI_", "OPENAI_"))}

@@ -44,7 +44,7 @@ from luminai_actors.metrics import DramatiqMetrics, LiveCollector, Metrics
 from luminai_actors.persistence.database import create_db_engine, make_session_factory
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork
 from luminai_actors.services.agents import AgentDirectory
-from luminai_actors.services.inbound import InboundOutcome, record_inbound
+from luminai_actors.services.inbound import Autocommit, InboundOutcome, record_inbound
 from luminai_actors.services.pacing import MemoryPacer, NoPacing, Pacer, RedisPacer
 from luminai_actors.services.privacy import Erased, SuppressionList
 from luminai_actors.services.recovery import find_stalled_work
@@ -115,6 +115,7 @@ class Container:
     worker: dramatiq.Worker | None = None
     turn_requests: TurnRequests = field(default_factory=TurnRequests)
     suppression: SuppressionList | None = None  # the suppression list (`services.privacy`), set by `build`
+    autocommit: Autocommit | None = None  # PostgreSQL with LUMINAI_FAST_INGEST: `persistence.append`
     _recovery_stop: threading.Event = field(default_factory=threading.Event)
     _recovery_thread: threading.Thread | None = None
 
@@ -157,7 +158,8 @@ class Container:
             event,
             ignored_chats=self.settings.ignored_chat_kinds,
             talk_expiry=timedelta(hours=self.settings.talk_expiry_hours),
-            agent=agent if self.settings.fast_ingest else None,
+            agent=agent,
+            autocommit=self.autocommit,
         )
         self.metrics.inbound_path.labels("fast" if outcome.fast else "slow").inc()
         if outcome.needs_ai_turn and outcome.talk_id is not None:
@@ -362,5 +364,7 @@ def build(settings: Settings) -> Container:
         settings, engine, session_factory, broker, dispatcher, evolution, brain, router, metrics
     )
     container.suppression = suppression
+    if engine.dialect.name == "postgresql" and settings.fast_ingest:
+        container.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT").connect
     holder["container"] = container
     return container

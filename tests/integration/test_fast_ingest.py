@@ -17,7 +17,7 @@ from sqlalchemy.pool import NullPool
 from starlette.testclient import TestClient
 
 from luminai_actors.bootstrap import Container
-from luminai_actors.persistence.tables import TALK_CLOSED, Agent, Contact, Talk, TalkMessage
+from luminai_actors.persistence.tables import TALK_CLOSED, Agent, Contact, Talk, TalkMessage, TreeFlow
 from luminai_actors.testing import FakeEvolutionApi
 from tests.integration.test_pipeline_inprocess import WEBHOOK, setup_agent
 
@@ -248,4 +248,55 @@ def test_many_conversations_at_once_are_each_stored_once_in_order(app: tuple[Con
     for n in range(len(leads)):
         [ids] = [v for v in by_talk.values() if v[0] == f"A{n}"]
         assert ids == [f"A{n}"] + [f"B{n}-{k}" for k in range(5)]
-    assert paths(container)["fast"] == 24 * 5
+    # the organization's first lead created its defaults (general path); the other 23 started by one statement
+    assert paths(container) == {"fast": 23 + 24 * 5, "slow": 1}
+
+
+def test_a_new_lead_is_stored_by_one_statement_with_what_the_general_path_writes(
+    app: tuple[Container, TestClient],
+) -> None:
+    container, client = app
+    post(client, upsert("acme", "A1", lead="5511911110001"))  # the organization's first: its defaults too
+    post(client, upsert("acme", "B1", lead="5511911110002"))
+
+    assert paths(container) == {"fast": 1.0, "slow": 1.0}
+    with container.session_factory() as session:
+        general, started = session.scalars(select(Contact).order_by(Contact.phone)).all()
+        assert (general.phone, started.phone) == ("+5511911110001", "+5511911110002")
+        for column in ("organization_id", "company_id", "name", "first_name", "last_name", "lead_source",
+                       "origin", "whatsapp_lid", "whatsapp_jid", "opted_out_at"):  # fmt: skip
+            assert getattr(started, column) == getattr(general, column), column
+        assert started.mobile_phone == started.phone
+        first_talk, second_talk = (
+            session.scalars(select(Talk).where(Talk.contact_id == c.id)).one() for c in (general, started)
+        )
+        for column in ("organization_id", "agent_id", "owner_id", "talk_type_id", "channel", "status",
+                       "archived", "paused", "needs_human", "talk_flow", "closed_at"):  # fmt: skip
+            assert getattr(second_talk, column) == getattr(first_talk, column), column
+        assert second_talk.subject == "WhatsApp - Maria"
+        assert second_talk.whatsapp_remote_jid == "5511911110002@s.whatsapp.net"
+        links = session.execute(text("SELECT talk_id FROM talk_agent")).scalars().all()
+        assert set(links) == {first_talk.id, second_talk.id}
+
+
+def test_a_tree_flow_edited_since_it_was_cached_is_the_one_a_new_lead_starts(
+    app: tuple[Container, TestClient],
+) -> None:
+    container, client = app
+    post(client, upsert("acme", "A1", lead="5511911110001"))
+    with container.session_factory() as session:
+        agent = session.scalars(select(Agent)).one()
+        flow = session.get(TreeFlow, agent.tree_flow_id)
+        assert flow is not None
+        flow.definition = {**flow.definition, "version": flow.version + 1}
+        flow.version += 1
+        session.commit()
+        version = flow.version
+
+    post(client, upsert("acme", "B1", lead="5511911110002"))
+
+    assert paths(container) == {"fast": 0.0, "slow": 2.0}  # the cached flow was stale: the general path
+    with container.session_factory() as session:
+        talk = session.scalars(select(Talk).order_by(Talk.created_at.desc())).first()
+        assert talk is not None
+        assert talk.talk_flow["treeFlowVersion"] == version

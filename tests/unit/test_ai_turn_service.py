@@ -16,7 +16,7 @@ from luminai_actors.persistence.tables import Agent, Organization, Talk, TalkMes
 from luminai_actors.services.ai_turn import TurnOutcome, run_ai_turn
 from luminai_actors.services.inbound import record_inbound
 from luminai_actors.testing.fake_brain import FakeBrain
-from luminai_actors.testing.fake_uow import FakeRepository, FakeUnitOfWork
+from tests.support.fake_uow import FakeRepository, FakeUnitOfWork
 
 T0 = datetime(2025, 10, 21, 14, 0, tzinfo=UTC)
 INSTANCE = "acme-support"

@@ -7,7 +7,7 @@ import pytest
 from luminai_actors.evolution.webhook import MessageUpsert, parse_webhook
 from luminai_actors.persistence.tables import Agent, Contact, Talk, TalkMessage
 from luminai_actors.services.inbound import record_inbound
-from luminai_actors.testing.fake_uow import FakeRepository, FakeUnitOfWork
+from tests.support.fake_uow import FakeRepository, FakeUnitOfWork
 from tests.unit.test_inbound_service import INSTANCE, LID, NOW, PN, record, seed_agent, upsert
 
 

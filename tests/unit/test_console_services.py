@@ -17,7 +17,7 @@ from luminai_actors.persistence.tables import Agent, AuditLog, Contact, Talk, Ta
 from luminai_actors.services import console
 from luminai_actors.services.api_keys import OPERATOR, Principal
 from luminai_actors.testing import FakeEvolutionApi
-from luminai_actors.testing.fake_uow import FakeRepository, FakeUnitOfWork
+from tests.support.fake_uow import FakeRepository, FakeUnitOfWork
 
 NOW = datetime(2025, 10, 21, 16, 0, tzinfo=UTC)
 ORG = uuid.uuid4()

@@ -26,7 +26,7 @@ from luminai_actors.persistence.tables import (
     User,
 )
 from luminai_actors.services.inbound import InboundOutcome, conversation_key, record_inbound
-from luminai_actors.testing.fake_uow import FakeRepository, FakeUnitOfWork
+from tests.support.fake_uow import FakeRepository, FakeUnitOfWork
 
 NOW = datetime(2025, 10, 21, 14, 40, tzinfo=UTC)
 INSTANCE = "acme-support"

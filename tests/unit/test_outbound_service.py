@@ -16,7 +16,7 @@ from luminai_actors.outbound_address import AddressPolicy
 from luminai_actors.persistence.tables import Agent, Contact, Organization, Talk, TalkMessage
 from luminai_actors.services.outbound import DeliveryOutcome, deliver_outbound
 from luminai_actors.testing import FakeEvolutionApi
-from luminai_actors.testing.fake_uow import FakeRepository, FakeUnitOfWork
+from tests.support.fake_uow import FakeRepository, FakeUnitOfWork
 
 T0 = datetime(2025, 10, 21, 15, 0, tzinfo=UTC)
 INSTANCE = "acme"

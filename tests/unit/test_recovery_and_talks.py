@@ -13,7 +13,7 @@ from luminai_actors.persistence.tables import Talk, TalkMessage
 from luminai_actors.services.ai_turn import run_ai_turn
 from luminai_actors.services.recovery import find_stalled_work
 from luminai_actors.services.talks import flag_for_human
-from luminai_actors.testing.fake_uow import FakeRepository, FakeUnitOfWork
+from tests.support.fake_uow import FakeRepository, FakeUnitOfWork
 
 NOW = datetime(2025, 10, 21, 16, 0, tzinfo=UTC)
 OLD = NOW - timedelta(minutes=5)

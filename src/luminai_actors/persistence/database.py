@@ -7,6 +7,12 @@ readers proceed meanwhile. PostgreSQL gets a pool that pings a connection idle f
 stream of errors; a connection used moments ago is handed out without that round trip (a busy worker checks
 out three or four per reply). If the server went away in that moment, the first statement fails as a
 disconnect, which invalidates the whole pool, and the caller's retry gets fresh connections.
+
+The PostgreSQL pool is fixed (`pool_size`, no overflow): when more threads want a connection than it holds,
+they wait for one (at most `pool_timeout`) instead of opening a connection that is closed again on return.
+Under load that open/close churn started a PostgreSQL backend per message: bench/budget.py's known
+conversations went from 493 to 733 webhooks/s (pool of 10, 32 concurrent conversations) with the overflow
+removed.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ def create_db_engine(
     engine = create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         pool_timeout=10,
         connect_args={"connect_timeout": 5},
     )

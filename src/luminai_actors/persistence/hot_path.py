@@ -1,4 +1,5 @@
-"""The worker's hot path in few statements: SQLAlchemy Core on the session's connection, no ORM loading.
+"""The AI turn's hot path in few statements: SQLAlchemy Core on the session's connection, no ORM loading
+(the send's are in `send_path`).
 
 An AI turn and a send each run a handful of statements per task; with the ORM they cost 12 and 8 statements
 and most of the worker's CPU (identity map, unit-of-work flush, one entity load per table). Here:
@@ -12,10 +13,7 @@ and most of the worker's CPU (identity map, unit-of-work flush, one entity load 
   statement's WHERE), the opt-out of its contact, one `UPDATE` marking the answered messages processed, and
   the reply's INSERT; on PostgreSQL the talk's update, the marking and the inserts are one statement of
   data-modifying CTEs;
-- `claim_send` (PostgreSQL): one `UPDATE talk_message … FROM talk, agent, contact … RETURNING` records a send
-  attempt (status `sending`, attempt count, lease, metadata) of a reply that is next in its talk's order,
-  has attempts left and whose agent is configured and available, and returns what sendText needs;
-- `record_sent` (PostgreSQL): one `UPDATE … RETURNING` that settles the send with its metadata merged in SQL.
+- `send_path.claim_send` and `send_path.record_sent`: the same for a send attempt and its settlement.
 
 Every one of them either does its whole job or reports that it did not (`None` / `False`) with nothing
 written, and the service then takes its general path (the ORM code, which knows every reason: missing,
@@ -38,25 +36,19 @@ from sqlalchemy import (
     String,
     Table,
     Uuid,
-    and_,
     any_,
     bindparam,
-    exists,
     func,
     insert,
-    literal,
     literal_column,
     or_,
     select,
     union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 
 from luminai_actors.persistence.tables import (
-    SEND_PENDING,
-    SEND_SENDING,
-    SEND_SENT,
     Agent,
     Contact,
     Talk,
@@ -73,9 +65,9 @@ _msg = cast(Table, TalkMessage.__table__)
 _earlier = _msg.alias("earlier")
 
 
-def _inline(*words: str) -> list[Any]:
+def inline_words(*words: str) -> list[Any]:
     """Constants for an `IN` list, written into the SQL (a list of bound values is expanded per execution,
-    which `direct` leaves to SQLAlchemy)."""
+    which would make each execution compile its own SQL)."""
     assert all(word.isidentifier() for word in words), words
     return [literal_column(f"'{word}'", String) for word in words]
 
@@ -130,25 +122,6 @@ class MessageView:
     processed_at: datetime | None
     sent_at: datetime | None
     created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedSend:
-    """A reply whose send attempt was just recorded, with what sendText needs."""
-
-    talk_id: uuid.UUID
-    created_at: datetime
-    body: str
-    meta: dict[str, Any]
-    attempt: int
-    remote_jid: str | None
-    contact_phone: str | None
-    contact_mobile_phone: str | None
-    server_url: str
-    server_url_trusted: bool
-    api_key: str
-    instance: str
-    agent_metadata: dict[str, Any] | None
 
 
 def _lease_free(column: Any, now: Any) -> Any:
@@ -396,162 +369,3 @@ def _finish_in_one(
         source = rows[0] if replies == 1 else union_all(*rows)
         ctes.append(insert(_msg).from_select(list(columns), source).cte("inserted"))
     return select(func.count()).select_from(finished).add_cte(*ctes)
-
-
-# --- Send ---------------------------------------------------------------------------------------------------
-
-_CLAIMABLE = or_(
-    _msg.c.send_status == SEND_PENDING,
-    and_(
-        _msg.c.send_status == SEND_SENDING,
-        or_(_msg.c.send_lease_until.is_(None), _msg.c.send_lease_until <= bindparam("now")),
-    ),
-)
-_EARLIER_UNSETTLED = exists().where(
-    _earlier.c.talk_id == _msg.c.talk_id,
-    _earlier.c.direction == "outbound",
-    _earlier.c.send_status.in_(_inline(SEND_PENDING, SEND_SENDING)),
-    or_(
-        _earlier.c.created_at < _msg.c.created_at,
-        and_(_earlier.c.created_at == _msg.c.created_at, _earlier.c.id < _msg.c.id),
-    ),
-)
-
-
-def _configured(column: Any) -> Any:
-    return func.coalesce(column, "") != ""
-
-
-_CLAIM_SEND = (
-    update(_msg)
-    .where(
-        _msg.c.id == bindparam("message_id"),
-        _msg.c.direction == "outbound",
-        _CLAIMABLE,
-        _msg.c.send_attempts < bindparam("max_attempts"),
-        ~_EARLIER_UNSETTLED,
-        _talk.c.id == _msg.c.talk_id,
-        _agent.c.id == func.coalesce(_msg.c.agent_id, _talk.c.agent_id),
-        _contact.c.id == _talk.c.contact_id,
-        _configured(_agent.c.whatsapp_server_url),
-        _configured(_agent.c.whatsapp_api_key),
-        _configured(_agent.c.whatsapp_instance_name),
-        _agent.c.active.is_(True),
-        _agent.c.whatsapp_active.is_(True),
-        or_(
-            _agent.c.whatsapp_status.is_(None),
-            _agent.c.whatsapp_status.not_in(_inline("disconnected", "refused")),
-        ),
-    )
-    .values(
-        send_status=SEND_SENDING,
-        send_attempts=_msg.c.send_attempts + 1,
-        send_lease_until=bindparam("lease_until"),
-        metadata=_msg.c.metadata.op("||")(
-            func.jsonb_build_object(
-                literal("whatsappAttempts", String),
-                _msg.c.send_attempts + 1,
-                literal("whatsappLastAttemptAt", String),
-                bindparam("attempt_at", type_=String),
-            )
-        ),
-    )
-    .returning(
-        _msg.c.talk_id,
-        _msg.c.created_at,
-        _msg.c.body,
-        _msg.c.metadata,
-        _msg.c.send_attempts,
-        _talk.c.whatsapp_remote_jid,
-        _contact.c.phone,
-        _contact.c.mobile_phone,
-        _agent.c.whatsapp_server_url,
-        _agent.c.whatsapp_server_url_trusted,
-        _agent.c.whatsapp_api_key,
-        _agent.c.whatsapp_instance_name,
-        _agent.c.whatsapp_metadata,
-    )
-)
-
-_RECORD_SENT = (
-    update(_msg)
-    .where(_msg.c.id == bindparam("message_id"))
-    .values(
-        send_status=SEND_SENT,
-        send_lease_until=None,
-        sent_at=bindparam("at"),
-        delivered_at=bindparam("at"),
-        whatsapp_message_id=func.coalesce(bindparam("whatsapp_id", type_=String), _msg.c.whatsapp_message_id),
-        metadata=_msg.c.metadata.op("-")(literal("whatsappError", String))
-        .op("-")(literal("whatsappFailedAt", String))
-        .op("||")(bindparam("patch", type_=JSONB)),
-    )
-    .returning(_msg.c.talk_id, _msg.c.created_at)
-)
-
-_NEXT_UNSETTLED = (
-    select(_msg.c.id)
-    .where(
-        _msg.c.talk_id == bindparam("talk_id"),
-        _msg.c.direction == "outbound",
-        _msg.c.send_status.in_(_inline(SEND_PENDING, SEND_SENDING)),
-        or_(
-            _msg.c.created_at > bindparam("created_at"),
-            and_(_msg.c.created_at == bindparam("created_at"), _msg.c.id > bindparam("message_id")),
-        ),
-    )
-    .order_by(_msg.c.created_at, _msg.c.id)
-    .limit(1)
-)
-
-
-def claim_send(
-    connection: Connection,
-    message_id: uuid.UUID,
-    *,
-    now: datetime,
-    lease_until: datetime,
-    attempt_at: str,
-    max_attempts: int,
-) -> ClaimedSend | None:
-    """PostgreSQL: record the next attempt of a reply that can be sent now (see the module docstring) and
-    return it. None: nothing changed."""
-    row = connection.execute(
-        _CLAIM_SEND,
-        {
-            "message_id": message_id,
-            "now": now,
-            "lease_until": lease_until,
-            "attempt_at": attempt_at,
-            "max_attempts": max_attempts,
-        },
-    ).first()
-    if row is None:
-        return None
-    return ClaimedSend(*row)
-
-
-def record_sent(
-    connection: Connection,
-    message_id: uuid.UUID,
-    *,
-    at: datetime,
-    whatsapp_id: str | None,
-    meta_patch: dict[str, Any],
-) -> tuple[uuid.UUID, datetime] | None:
-    """PostgreSQL: settle a send as sent; its metadata loses `whatsappError`/`whatsappFailedAt` and gains
-    `meta_patch`. Returns the message's talk and creation time; None when the message does not exist."""
-    row = connection.execute(
-        _RECORD_SENT, {"message_id": message_id, "at": at, "whatsapp_id": whatsapp_id, "patch": meta_patch}
-    ).first()
-    return (row[0], row[1]) if row is not None else None
-
-
-def next_unsettled_id(
-    connection: Connection, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID
-) -> uuid.UUID | None:
-    """`Repository.next_unsettled_outbound`, only its id."""
-    row = connection.execute(
-        _NEXT_UNSETTLED, {"talk_id": talk_id, "created_at": created_at, "message_id": message_id}
-    ).first()
-    return row[0] if row is not None else None

@@ -17,8 +17,9 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Connection, Select, and_, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from luminai_actors.persistence import hot_path
-from luminai_actors.persistence.hot_path import ClaimedSend, ClaimedTurn, MessageView
+from luminai_actors.persistence import hot_path, send_path
+from luminai_actors.persistence.hot_path import ClaimedTurn, MessageView
+from luminai_actors.persistence.send_path import ClaimedSend
 from luminai_actors.persistence.tables import (
     CHANNEL_WHATSAPP,
     SEND_PENDING,
@@ -441,7 +442,7 @@ class SqlAlchemyRepository:
         """PostgreSQL only (one `UPDATE … FROM … RETURNING`); elsewhere None: the caller's general path."""
         if not self.postgres:
             return None
-        return hot_path.claim_send(
+        return send_path.claim_send(
             self.session.connection(),
             message_id,
             now=now,
@@ -456,14 +457,14 @@ class SqlAlchemyRepository:
         """PostgreSQL only (the metadata is merged in SQL); elsewhere None: the caller's general path."""
         if not self.postgres:
             return None
-        return hot_path.record_sent(
+        return send_path.record_sent(
             self.session.connection(), message_id, at=at, whatsapp_id=whatsapp_id, meta_patch=meta_patch
         )
 
     def next_unsettled_outbound_id(
         self, talk_id: uuid.UUID, created_at: datetime, message_id: uuid.UUID
     ) -> uuid.UUID | None:
-        return hot_path.next_unsettled_id(self._reader(), talk_id, created_at, message_id)
+        return send_path.next_unsettled_id(self._reader(), talk_id, created_at, message_id)
 
     def hot_path_connection(self) -> Connection | None:
         """PostgreSQL only: the session's connection (in the session's transaction) for the append statement

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from luminai_actors.persistence.tables import Organization
+from luminai_actors.persistence.tables import Organization, TreeFlow
 from luminai_actors.persistence.uow import UnitOfWorkFactory
 
 
@@ -28,6 +28,9 @@ class AgentInfo:
     organization_active: bool = True  # an inactive organization's webhooks are ignored
     updated_at: datetime | None = None  # the row's version: `persistence.append` stores only if unchanged
     whatsapp_metadata: dict[str, Any] = field(default_factory=dict)  # its settings (`ignoreJids`, ...)
+    tree_flow_id: uuid.UUID | None = None  # its tree flow as it was read (a new lead's talk starts it)
+    tree_flow_definition: dict[str, Any] | None = None
+    tree_flow_updated_at: datetime | None = None
 
 
 class AgentDirectory:
@@ -59,6 +62,7 @@ class AgentDirectory:
         with self._uow_factory() as uow:
             agent = uow.repo.agent_by_instance(instance)
             org = uow.repo.get(Organization, agent.organization_id) if agent is not None else None
+            flow = uow.repo.get(TreeFlow, agent.tree_flow_id) if agent and agent.tree_flow_id else None
             info = (
                 AgentInfo(
                     agent.id,
@@ -68,6 +72,9 @@ class AgentDirectory:
                     org is None or org.active,
                     agent.updated_at,
                     dict(agent.whatsapp_metadata or {}),
+                    flow.id if flow else None,
+                    flow.definition if flow else None,
+                    flow.updated_at if flow else None,
                 )
                 if agent is not None
                 else None

@@ -5,8 +5,9 @@ everything of one person happens in order, one at a time); the webhook answers 2
 The rules it applies are stated in `domain.inbound` (skip, identity, side, expiry, dedupe).
 
 1. Skipped upserts (not a chat message, an ignored chat kind, the agent's `ignoreJids`) write nothing.
-2. A lead's message in a 1:1 chat whose contact already has an open talk is appended by one statement
-   (`persistence.append`, PostgreSQL), checked against the agent row the webhook layer has cached.
+2. A lead's message in a 1:1 chat is, on PostgreSQL, one statement (`persistence.append`): appended to its
+   contact's open talk, or, for a person nobody knows yet, stored with a new contact and talk; each checks
+   the agent row the webhook layer has cached and writes nothing when anything needs deciding.
 3. Everything else takes the general path, one ORM transaction: the agent, the dedupe check (unique
    (agent, WhatsApp id): a redelivery is "duplicate"), the person's locks, the contact (every spelling of
    the phone, or the LID; one person known twice is merged), the open talk (or a new one when there is none
@@ -19,8 +20,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from luminai_actors.domain import talkflow
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.domain.inbound import (
     DEFAULT_IGNORED_CHATS,
@@ -37,9 +44,10 @@ from luminai_actors.domain.inbound import (
     sender_identity,
 )
 from luminai_actors.domain.phone import jid_user, phone_variants
+from luminai_actors.domain.treeflow import normalize_definition
 from luminai_actors.errors import Conflict
 from luminai_actors.evolution.webhook import MessageUpsert
-from luminai_actors.persistence.append import append_to_open_talk
+from luminai_actors.persistence.append import append_to_open_talk, start_conversation
 from luminai_actors.persistence.tables import (
     SEND_SENDING,
     SEND_SENT,
@@ -49,17 +57,24 @@ from luminai_actors.persistence.tables import (
     TalkMessage,
     utcnow,
 )
-from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory
+from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory, translate_db_error
 from luminai_actors.services.agents import AgentInfo
 from luminai_actors.services.identity import (
+    DEFAULT_COMPANY,
     LEAD_SOURCE,
     ORIGIN,
+    TALK_TYPE_WHATSAPP,
     default_company,
     find_or_create_contact,
     find_or_create_talk,
+    new_contact_row,
 )
 
 __all__ = ["InboundOutcome", "conversation_key", "ignore_reason", "record_inbound"]
+
+
+Autocommit = Callable[[], AbstractContextManager[Connection]]
+"""Opens an autocommit connection (PostgreSQL): where the statements of `persistence.append` run."""
 
 
 def record_inbound(
@@ -70,16 +85,18 @@ def record_inbound(
     ignored_chats: frozenset[str] = DEFAULT_IGNORED_CHATS,
     talk_expiry: timedelta | None = None,
     agent: AgentInfo | None = None,
+    autocommit: Autocommit | None = None,
 ) -> InboundOutcome:
-    """Store `event` (see the module docstring); `agent` is the cached row of its instance's agent, if any."""
+    """Store `event` (see the module docstring). `agent` is the cached row of its instance's agent and
+    `autocommit` opens a connection for step 2; without either, every message takes the general path."""
     reason = ignore_reason(event, ignored_chats)
     if reason is not None:
         return InboundOutcome("ignored", reason)
     clock = now or (lambda: datetime.now(UTC))
-    if agent is not None:
-        appended = _append(uow_factory, agent, event, clock(), talk_expiry)
-        if appended is not None:
-            return appended
+    if agent is not None and autocommit is not None:
+        stored = _one_statement(autocommit, agent, event, clock(), talk_expiry)
+        if stored is not None:
+            return stored
     try:
         return _record(uow_factory, event, clock(), talk_expiry)
     except Conflict:
@@ -88,14 +105,11 @@ def record_inbound(
         return _record(uow_factory, event, clock(), talk_expiry)
 
 
-def _append(
-    uow_factory: UnitOfWorkFactory,
-    agent: AgentInfo,
-    event: MessageUpsert,
-    now: datetime,
-    talk_expiry: timedelta | None,
+def _one_statement(
+    autocommit: Autocommit, agent: AgentInfo, event: MessageUpsert, now: datetime, expiry: timedelta | None
 ) -> InboundOutcome | None:
-    """Step 2 of the module docstring; None when the general path must decide (nothing was written)."""
+    """Step 2 of the module docstring: a lead's message appended to its open talk, or a new lead's first
+    message with its contact and talk; None when the general path must decide (nothing was written)."""
     if event.chat_kind != "user" or is_ours(event) or not agent.active or agent.updated_at is None:
         return None
     if ignored_by_agent(agent.whatsapp_metadata, event):
@@ -103,35 +117,63 @@ def _append(
     phone, lid = sender_identity(event)
     if phone is None and not lid:
         return None
-    with uow_factory() as uow:
-        connection = uow.repo.hot_path_connection()
-        if connection is None:  # not PostgreSQL
-            return None
-        message_id = uuid7()
-        found = append_to_open_talk(
-            connection,
-            message_id=message_id,
-            agent_id=agent.agent_id,
-            agent_updated_at=agent.updated_at,
-            phones=phone_variants(phone) if phone else [],
-            lid=lid,
-            fresh_after=fresh_after(now, talk_expiry),
-            reply_jid=event.reply_jid,
-            row={
-                "body": event.content.text,
-                "message_type": message_type(event),
-                "whatsapp_message_id": event.message_id,
-                "metadata": json.dumps(inbound_metadata(event)),
-                "sent_at": event.sent_at or now,
-            },
-            now=now,
-            wall=utcnow(),
-        )
-        if found is None:
-            return None
-        uow.commit()
+    message_id = uuid7()
+    phones = phone_variants(phone) if phone else []
+    message = {
+        "id": message_id,
+        "agent_id": agent.agent_id,
+        "organization_id": agent.organization_id,
+        "agent_updated_at": agent.updated_at,
+        "phones": phones,
+        "lid": lid,
+        "reply_jid": event.reply_jid,
+        "body": event.content.text,
+        "message_type": message_type(event),
+        "whatsapp_message_id": event.message_id,
+        "metadata": json.dumps(inbound_metadata(event)),
+        "sent_at": event.sent_at or now,
+        "now": now,
+    }
+    try:
+        with autocommit() as connection:
+            found = append_to_open_talk(connection, message, fresh_after(now, expiry), utcnow())
+            if found is None:
+                found = start_conversation(
+                    connection, {**message, **_new_lead(agent, event, phone, lid, now)}
+                )
+    except SQLAlchemyError as exc:
+        raise translate_db_error(exc) from exc
+    if found is None:
+        return None
     talk_id, contact_id = found
     return InboundOutcome("stored", None, talk_id, message_id, contact_id, fast=True)
+
+
+def _new_lead(
+    agent: AgentInfo, event: MessageUpsert, phone: str | None, lid: str | None, now: datetime
+) -> dict[str, Any]:
+    """The values of a new lead's contact and talk, as the general path makes them (`services.identity`)."""
+    contact = new_contact_row(agent.organization_id, agent.organization_id, event, phone, lid, now)
+    flow_id = agent.tree_flow_id
+    talk_flow = talkflow.initial_state(
+        str(flow_id) if flow_id else None, normalize_definition(agent.tree_flow_definition)
+    )
+    return {
+        "contact_id": contact["id"],
+        "name": contact["name"],
+        "first_name": contact["first_name"],
+        "last_name": contact["last_name"],
+        "phone": phone,
+        "lead_source": LEAD_SOURCE,
+        "origin": ORIGIN,
+        "company_name": DEFAULT_COMPANY,
+        "talk_type_name": TALK_TYPE_WHATSAPP,
+        "tree_flow_id": flow_id,
+        "tree_flow_updated_at": agent.tree_flow_updated_at,
+        "talk_id": uuid7(),
+        "subject": f"WhatsApp - {contact['name']}",
+        "talk_flow": json.dumps(talk_flow),
+    }
 
 
 def _record(

@@ -19,7 +19,7 @@ from typing import Any
 from luminai_actors.domain.phone import digits_for_evolution, is_lid_jid, is_phone_jid
 from luminai_actors.errors import EvolutionError, EvolutionPermanentError
 from luminai_actors.evolution.client import EvolutionClient, SendResult
-from luminai_actors.persistence.hot_path import ClaimedSend
+from luminai_actors.persistence.send_path import ClaimedSend
 from luminai_actors.persistence.tables import (
     SEND_FAILED,
     SEND_PENDING,

@@ -29,8 +29,9 @@ from sqlalchemy import inspect
 
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.errors import Conflict
-from luminai_actors.persistence.hot_path import ClaimedSend, ClaimedTurn, MessageView
+from luminai_actors.persistence.hot_path import ClaimedTurn, MessageView
 from luminai_actors.persistence.repository import Repository
+from luminai_actors.persistence.send_path import ClaimedSend
 from luminai_actors.persistence.tables import (
     CHANNEL_WHATSAPP,
     SEND_PENDING,
