@@ -495,9 +495,6 @@ class FakeRepository:
         following = self.next_unsettled_outbound(talk_id, created_at, message_id)
         return following.id if following is not None else None
 
-    def hot_path_connection(self) -> None:
-        """No database connection: inbound messages take the ORM path (as on SQLite)."""
-
 
 class FakeUnitOfWork:
     """`UnitOfWork` over a `FakeRepository`; records commits and the advisory locks taken."""

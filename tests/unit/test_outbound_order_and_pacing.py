@@ -10,9 +10,9 @@ import pytest
 from luminai_actors.evolution.client import EvolutionClient
 from luminai_actors.outbound_address import AddressPolicy
 from luminai_actors.persistence.tables import TalkMessage
-from luminai_actors.services.ai_turn import split_reply, typing_delay_ms
 from luminai_actors.services.outbound import deliver_outbound
 from luminai_actors.services.pacing import MemoryPacer
+from luminai_actors.services.reply_parts import split_reply, typing_delay_ms
 from luminai_actors.testing import FakeEvolutionApi
 from tests.unit.test_outbound_service import INSTANCE, T0, Outbox
 

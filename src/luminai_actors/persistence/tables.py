@@ -13,27 +13,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     Uuid,
     false,
     text,
     true,
 )
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from luminai_actors.domain.ids import uuid7
+from luminai_actors.persistence.column_types import JSONDocument, UTCDateTime
 
 # Talk.channel values (seed, Option A).
 CHANNEL_UNKNOWN, CHANNEL_WEB, CHANNEL_WHATSAPP, CHANNEL_EMAIL = 0, 1, 2, 3
@@ -44,25 +40,6 @@ SEND_PENDING, SEND_SENDING, SEND_SENT, SEND_FAILED = "pending", "sending", "sent
 #: The predicate of `idx_talk_message_send_unsettled` (migration 0004 spells it the same way).
 SEND_UNSETTLED_WHERE = "direction = 'outbound' AND send_status IN ('pending', 'sending')"
 
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware datetimes everywhere: SQLite drops the zone, so UTC is put back on the way out."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("naive datetime given to a timezone-aware column")
-        return value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
-
-
-JSONDocument = JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

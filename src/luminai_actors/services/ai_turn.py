@@ -21,36 +21,24 @@ stood down would otherwise wait for the recovery sweep.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from luminai_actors.ai.brain import Brain, BrainReply, Extraction, ExtractionRequest, HistoryLine, TurnContext
+from luminai_actors.ai.brain import Brain, ExtractionRequest, HistoryLine, TurnContext
 from luminai_actors.domain import talkflow
 from luminai_actors.domain.fields import region_of
-from luminai_actors.domain.ids import uuid7
 from luminai_actors.domain.optout import confirmation_for, is_opt_out
 from luminai_actors.domain.treeflow import normalize_definition, step_by_id
 from luminai_actors.persistence.hot_path import ClaimedTurn, MessageView
-from luminai_actors.persistence.tables import SEND_PENDING, Agent, Contact, Talk, TalkMessage, TreeFlow
+from luminai_actors.persistence.tables import Agent, Contact, Talk, TreeFlow
 from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory
+from luminai_actors.services.reply_parts import reply_rows, split_reply, usage_meta
 
 HISTORY_LIMIT = 20
 _EPOCH = datetime.min.replace(tzinfo=UTC)
-
-
-def split_reply(text: str) -> list[str]:
-    """Evolution bots' `splitMessages`: one WhatsApp message per blank-line-separated paragraph."""
-    parts = [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
-    return parts or [text]
-
-
-def typing_delay_ms(text: str, per_char_ms: float) -> int:
-    """Evolution bots' `timePerChar`: 'composing' for len x per-char, clamped to 1-20 s."""
-    return int(min(20_000, max(1_000, len(text) * per_char_ms)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,22 +242,6 @@ def _pending_among(messages: list[MessageView]) -> list[MessageView]:
     return sorted(pending, key=lambda m: (m.sent_at is None, m.sent_at or _EPOCH, m.created_at, m.id))
 
 
-def _usage_meta(brain: Brain, reply: BrainReply | None, extraction: Extraction | None) -> dict[str, Any]:
-    usage: dict[str, int] = {}
-    for part in (extraction.usage if extraction else {}, reply.usage if reply else {}):
-        for key, value in part.items():
-            usage[key] = usage.get(key, 0) + value
-    return {
-        "brain": brain.name,
-        "model": (reply.model if reply else None) or (extraction.model if extraction else brain.name),
-        "usage": usage,
-        "latencyMs": round(
-            (reply.latency_ms if reply else 0) + (extraction.latency_ms if extraction else 0), 1
-        ),
-        "extraction": dict(extraction.values) if extraction else {},
-    }
-
-
 def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
     texts = [text for _, text in prepared.pending]
     ids = [str(message_id) for message_id, _ in prepared.pending]
@@ -293,7 +265,7 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
         )
     )
     if extraction.opt_out or any(is_opt_out(text) for text in texts):
-        meta = {**_usage_meta(brain, None, extraction), "action": "opt_out", "answeredMessageIds": ids}
+        meta = {**usage_meta(brain, None, extraction), "action": "opt_out", "answeredMessageIds": ids}
         return _Decision(
             [confirmation_for(texts[-1])], {**state, "optedOut": True}, {"ai": meta}, opt_out=True
         )
@@ -322,7 +294,7 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
     )
     reply = brain.compose(context)
     meta = {
-        **_usage_meta(brain, reply, extraction),
+        **usage_meta(brain, reply, extraction),
         "action": action.kind,
         "stepId": context.step_id or (current["id"] if current else None),
         "askedField": action.field["name"] if action.field else None,
@@ -346,7 +318,15 @@ def _store(
     talk_flow = decision.new_state
     if decision.handoff:
         talk_flow = {**(talk_flow or {}), "handoff": {"reason": decision.handoff, "at": at.isoformat()}}
-    replies = _replies(prepared, decision, at)
+    replies = reply_rows(
+        prepared.organization_id,
+        prepared.talk_id,
+        prepared.agent_id,
+        decision.replies,
+        decision.meta,
+        prepared.channel_options.get("timePerCharMs") or 0,
+        at,
+    )
     with uow_factory() as uow:
         # The talk's update comes first and only if the talk is not paused: its row lock orders this against
         # other turns and inbound messages; the lease is released with it.
@@ -378,36 +358,6 @@ def _store(
         if not replies:
             return TurnOutcome("silent", None, more)
         return TurnOutcome("replied", replies[0].id, more)
-
-
-def _replies(prepared: _Prepared, decision: _Decision, at: datetime) -> list[TalkMessage]:
-    per_char = prepared.channel_options.get("timePerCharMs") or 0
-    replies = []
-    for index, part in enumerate(decision.replies):
-        meta: dict[str, Any] = dict(decision.meta)
-        if len(decision.replies) > 1:
-            meta["part"] = {"index": index + 1, "of": len(decision.replies)}
-        if isinstance(per_char, int | float) and per_char > 0:
-            meta["typingDelayMs"] = typing_delay_ms(part, per_char)
-        replies.append(
-            TalkMessage(
-                id=uuid7(),
-                organization_id=prepared.organization_id,
-                talk_id=prepared.talk_id,
-                agent_id=prepared.agent_id,
-                from_agent_id=prepared.agent_id,
-                direction="outbound",
-                channel="whatsapp",
-                body=part,
-                message_type="text",
-                meta=meta,
-                send_status=SEND_PENDING,
-                send_attempts=0,
-                # Parts keep their order through created_at, which orders the sender.
-                created_at=at + timedelta(microseconds=index),
-            )
-        )
-    return replies
 
 
 def _release(uow_factory: UnitOfWorkFactory, talk_id: uuid.UUID) -> None:

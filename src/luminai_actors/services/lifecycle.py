@@ -1,4 +1,4 @@
-"""Read, edit and delete what the admin API creates: organizations, agents and tree flows.
+"""Read, edit and delete what the admin API creates: organizations and agents (tree flows: `tree_flows`).
 
 Every edit and deletion is recorded in the audit log (`services.audit`) in the same transaction. An edit is
 a partial document in the creation's shape, merged over what is stored and validated as a creation is
@@ -20,11 +20,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from luminai_actors.domain import treeflow
 from luminai_actors.errors import Conflict, Forbidden, NotFound, ValidationError
 from luminai_actors.outbound_address import AddressPolicy
 from luminai_actors.persistence.tables import (
-    TALK_ACTIVE,
     Agent,
     Organization,
     Talk,
@@ -34,7 +32,7 @@ from luminai_actors.persistence.tables import (
 )
 from luminai_actors.persistence.uow import UnitOfWorkFactory, session_of
 from luminai_actors.services import audit
-from luminai_actors.services.admin import new_version, parse_agent, stored_definition
+from luminai_actors.services.admin import parse_agent
 from luminai_actors.services.api_keys import Principal, ensure_visible, visible_row
 
 AGENT_FIELDS = frozenset({"name", "prompt", "treeFlowId", "active", "whatsapp"})
@@ -43,10 +41,9 @@ WHATSAPP_FIELDS = frozenset(
 )
 # Keys of whatsapp.metadata written by webhooks (`qrcode.updated`), not by an edit.
 MANAGED_METADATA = frozenset({"qrcode"})
-TREE_FLOW_FIELDS = frozenset({"name", "objective", "closing", "steps", "outcomes", "active"})
 
 
-def _only(body: dict[str, Any], allowed: frozenset[str], prefix: str = "") -> None:
+def only_fields(body: dict[str, Any], allowed: frozenset[str], prefix: str = "") -> None:
     for key in body:
         if key not in allowed:
             raise ValidationError(f"{prefix}{key}", "is not a field that can be changed")
@@ -93,7 +90,7 @@ def update_organization(
 ) -> dict[str, Any]:
     """PATCH `{"name"?, "active"?}`; `active` is the operator's to change (403 for a key)."""
     ensure_visible(principal, org_id, "organization")
-    _only(body, frozenset({"name", "active"}))
+    only_fields(body, frozenset({"name", "active"}))
     name = body.get("name", ...)
     if name is not ... and (not isinstance(name, str) or not name.strip() or len(name) > 255):
         raise ValidationError("name", "must be a non-empty string of at most 255 characters")
@@ -217,11 +214,11 @@ def update_agent(
     """PATCH an agent: any field of the creation's body; `whatsapp` fields merge into the stored ones.
     Returns (the agent's document, its previous instance name). An organization key's `serverUrl` must pass
     the outbound address rule unless it is the operator's URL, unchanged."""
-    _only(body, AGENT_FIELDS)
+    only_fields(body, AGENT_FIELDS)
     patch_whatsapp = body.get("whatsapp", {})
     if not isinstance(patch_whatsapp, dict):
         raise ValidationError("whatsapp", "must be an object")
-    _only(patch_whatsapp, WHATSAPP_FIELDS, "whatsapp.")
+    only_fields(patch_whatsapp, WHATSAPP_FIELDS, "whatsapp.")
     if "webhookToken" in patch_whatsapp and not patch_whatsapp["webhookToken"]:
         raise ValidationError("whatsapp.webhookToken", "cannot be removed; give a new one to rotate it")
     with uow_factory() as uow:
@@ -308,119 +305,6 @@ def delete_agent(uow_factory: UnitOfWorkFactory, principal: Principal, agent_id:
         session.delete(agent)
         uow.commit()
         return instance
-
-
-# --- tree flows ---------------------------------------------------------------------------------------------
-
-
-def tree_flow_json(flow: TreeFlow) -> dict[str, Any]:
-    definition = stored_definition(flow)
-    return {
-        "id": str(flow.id),
-        "organizationId": str(flow.organization_id),
-        "name": flow.name,
-        "active": flow.active,
-        "version": flow.version,
-        **{k: v for k, v in definition.items() if k not in ("name",)},
-        "createdAt": flow.created_at.isoformat(),
-        "updatedAt": flow.updated_at.isoformat(),
-    }
-
-
-def list_tree_flows(
-    uow_factory: UnitOfWorkFactory, principal: Principal, org_id: uuid.UUID, limit: int, offset: int
-) -> list[dict[str, Any]]:
-    ensure_visible(principal, org_id, "organization")
-    with uow_factory() as uow:
-        query = (
-            select(TreeFlow)
-            .where(TreeFlow.organization_id == org_id)
-            .order_by(TreeFlow.created_at, TreeFlow.id)
-            .limit(limit)
-            .offset(offset)
-        )
-        return [tree_flow_json(flow) for flow in session_of(uow).scalars(query)]
-
-
-def get_tree_flow(uow_factory: UnitOfWorkFactory, principal: Principal, flow_id: uuid.UUID) -> dict[str, Any]:
-    with uow_factory() as uow:
-        return tree_flow_json(visible_row(uow, principal, TreeFlow, flow_id, "tree flow"))
-
-
-def update_tree_flow(
-    uow_factory: UnitOfWorkFactory, principal: Principal, flow_id: uuid.UUID, body: dict[str, Any]
-) -> dict[str, Any]:
-    """PATCH a tree flow: definition fields replace the stored ones (a new version when they change it);
-    `active` switches the flow on or off."""
-    _only(body, TREE_FLOW_FIELDS)
-    active = body.get("active", ...)
-    if active is not ... and not isinstance(active, bool):
-        raise ValidationError("active", "must be true or false")
-    with uow_factory() as uow:
-        flow = visible_row(uow, principal, TreeFlow, flow_id, "tree flow", lock=True)
-        before = tree_flow_json(flow)
-        current = stored_definition(flow)
-        changes = {k: v for k, v in body.items() if k != "active"}
-        if changes:
-            definition = treeflow.validate_definition({**current, **changes})
-            if definition != current:
-                new_version(session_of(uow), flow, definition)
-        if isinstance(active, bool):
-            flow.active = active
-        session_of(uow).flush()
-        after = tree_flow_json(flow)
-        audit.record(
-            uow,
-            audit.actor_of(principal.key_id),
-            flow.organization_id,
-            "tree_flow.update",
-            "tree_flow",
-            flow.id,
-            before,
-            after,
-        )
-        uow.commit()
-        return after
-
-
-def delete_tree_flow(uow_factory: UnitOfWorkFactory, principal: Principal, flow_id: uuid.UUID) -> None:
-    """Delete a flow no agent uses and no open talk follows; 409 otherwise."""
-    with uow_factory() as uow:
-        flow = visible_row(uow, principal, TreeFlow, flow_id, "tree flow", lock=True)
-        session = session_of(uow)
-        users = session.scalar(select(func.count()).select_from(Agent).where(Agent.tree_flow_id == flow_id))
-        if users:
-            raise Conflict(f"tree flow is used by {users} agent(s); point them at another flow first")
-        following = sum(
-            1
-            for state in session.scalars(
-                select(Talk.talk_flow).where(
-                    Talk.organization_id == flow.organization_id, Talk.status == TALK_ACTIVE
-                )
-            )
-            if isinstance(state, dict) and state.get("treeFlowId") == str(flow_id)
-        )
-        if following:
-            raise Conflict(
-                f"tree flow is followed by {following} open talk(s); deactivate it instead "
-                '(PATCH {"active": false}) and delete it once they are closed'
-            )
-        before = tree_flow_json(flow)
-        audit.record(
-            uow,
-            audit.actor_of(principal.key_id),
-            flow.organization_id,
-            "tree_flow.delete",
-            "tree_flow",
-            flow.id,
-            before,
-            None,
-        )
-        session.delete(flow)
-        uow.commit()
-
-
-# --- the audit log ------------------------------------------------------------------------------------------
 
 
 def audit_entries(

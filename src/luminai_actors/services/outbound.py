@@ -16,23 +16,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from luminai_actors.domain.phone import digits_for_evolution, is_lid_jid, is_phone_jid
 from luminai_actors.errors import EvolutionError, EvolutionPermanentError
 from luminai_actors.evolution.client import EvolutionClient, SendResult
-from luminai_actors.persistence.send_path import ClaimedSend
 from luminai_actors.persistence.tables import (
     SEND_FAILED,
     SEND_PENDING,
     SEND_SENDING,
     SEND_SENT,
     Agent,
-    Contact,
     Organization,
     Talk,
     TalkMessage,
 )
 from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory
 from luminai_actors.services.pacing import NoPacing, Pacer
+from luminai_actors.services.send_target import (
+    Target,
+    claimed_target,
+    configuration_problem,
+    target_of,
+    unavailable_reason,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,22 +56,10 @@ class DeliveryOutcome:
 
 
 @dataclass(frozen=True, slots=True)
-class _Target:
-    server_url: str
-    trusted: bool  # the operator set server_url: the outbound address rule does not apply
-    api_key: str
-    instance: str
-    number: str
-    text: str
-    api_version: int
-    delay_ms: int | None
-
-
-@dataclass(frozen=True, slots=True)
 class Claimed:
     """A reply whose attempt is recorded (in a transaction its caller commits), with what sendText needs."""
 
-    target: _Target
+    target: Target
     attempt: int
 
 
@@ -134,7 +126,7 @@ def claim_fresh_reply(
     )
     if claimed is None:
         return None
-    target = _claimed_target(claimed)
+    target = claimed_target(claimed)
     if target is None:
         _unclaim_fresh(uow, message_id)  # no address: the general path records that failure
         return None
@@ -225,18 +217,6 @@ def attempt_claimed(
     return _record_success(uow_factory, message_id, attempt, result, clock())
 
 
-def _unavailable_reason(agent: Agent, organization: Organization | None) -> str | None:
-    if organization is not None and not organization.active:
-        return "organization is inactive"
-    if not agent.active:
-        return "agent is inactive"
-    if not agent.whatsapp_active:
-        return "agent's WhatsApp is turned off"
-    if agent.whatsapp_status in ("disconnected", "refused"):
-        return f"WhatsApp instance is {agent.whatsapp_status}"
-    return None
-
-
 def _claim(
     uow_factory: UnitOfWorkFactory,
     message_id: uuid.UUID,
@@ -254,7 +234,7 @@ def _claim(
             message_id, now=at, lease_until=lease_until, attempt_at=iso(at), max_attempts=max_attempts
         )
         if claimed is not None:
-            target = _claimed_target(claimed)
+            target = claimed_target(claimed)
             if target is not None:
                 wait = pacer.try_acquire(target.instance)
                 if wait > 0:
@@ -288,12 +268,12 @@ def _claim_general(
     attempt = message.send_attempts + 1
     talk = uow.repo.get(Talk, message.talk_id)
     agent = uow.repo.get(Agent, message.agent_id or (talk.agent_id if talk else None) or uuid.UUID(int=0))
-    problem = _configuration_problem(agent)
-    target = None if problem or talk is None or agent is None else _target(uow, agent, talk, message)
+    problem = configuration_problem(agent)
+    target = None if problem or talk is None or agent is None else target_of(uow, agent, talk, message)
     if problem is None and target is None:
         problem = "talk has no WhatsApp address to reply to"
     unavailable = (
-        _unavailable_reason(agent, uow.repo.get(Organization, agent.organization_id))
+        unavailable_reason(agent, uow.repo.get(Organization, agent.organization_id))
         if agent is not None and problem is None
         else None
     )
@@ -318,94 +298,6 @@ def _claim_general(
     message.meta = {**message.meta, "whatsappAttempts": attempt, "whatsappLastAttemptAt": iso(at)}
     uow.commit()
     return Claimed(target, attempt)
-
-
-def _claimed_target(claimed: ClaimedSend) -> _Target | None:
-    """What sendText needs, from the one-statement claim's row; None: no address to reply to."""
-    number = _number(claimed.remote_jid, lambda: claimed.contact_mobile_phone or claimed.contact_phone)
-    if not number:
-        return None
-    return _build_target(
-        claimed.server_url,
-        claimed.server_url_trusted,
-        claimed.api_key,
-        claimed.instance,
-        claimed.agent_metadata,
-        number,
-        claimed.body,
-        claimed.meta,
-    )
-
-
-def _configuration_problem(agent: Agent | None) -> str | None:
-    if agent is None:
-        return "message has no agent"
-    missing = [
-        name
-        for name, value in (
-            ("whatsappServerUrl", agent.whatsapp_server_url),
-            ("whatsappApiKey", agent.whatsapp_api_key),
-            ("whatsappInstanceName", agent.whatsapp_instance_name),
-        )
-        if not value
-    ]
-    return f"agent WhatsApp configuration lacks {', '.join(missing)}" if missing else None
-
-
-def _number(jid: str | None, contact_phone: Callable[[], str | None]) -> str | None:
-    """Where to send: the chat's phone JID as digits, its LID JID as is (Evolution accepts it; no phone is
-    known for such a chat), else the contact's mobile or phone number."""
-    if jid and is_phone_jid(jid):
-        return digits_for_evolution(jid)
-    if jid and is_lid_jid(jid):
-        return jid
-    phone = contact_phone()
-    return digits_for_evolution(phone) if phone else None
-
-
-def _target(uow: Any, agent: Agent, talk: Talk, message: TalkMessage) -> _Target | None:
-    def contact_phone() -> str | None:
-        contact = uow.repo.get(Contact, talk.contact_id)
-        return contact.mobile_phone or contact.phone if contact else None
-
-    number = _number(talk.whatsapp_remote_jid, contact_phone)
-    if not number:
-        return None
-    return _build_target(
-        str(agent.whatsapp_server_url),
-        bool(agent.whatsapp_server_url_trusted),
-        str(agent.whatsapp_api_key),
-        str(agent.whatsapp_instance_name),
-        agent.whatsapp_metadata,
-        number,
-        message.body,
-        message.meta,
-    )
-
-
-def _build_target(
-    server_url: str,
-    trusted: bool,
-    api_key: str,
-    instance: str,
-    agent_metadata: dict[str, Any] | None,
-    number: str,
-    text: str,
-    meta: dict[str, Any],
-) -> _Target:
-    metadata = agent_metadata or {}
-    api_version = 1 if str(metadata.get("apiVersion", "2")).startswith("1") else 2
-    typing = meta.get("typingDelayMs")
-    return _Target(
-        server_url=server_url,
-        trusted=trusted,
-        api_key=api_key,
-        instance=instance,
-        number=number,
-        text=text,
-        api_version=api_version,
-        delay_ms=int(typing) if isinstance(typing, int | float) and typing > 0 else None,
-    )
 
 
 def _next_after(uow: Any, message: TalkMessage) -> uuid.UUID | None:

@@ -29,12 +29,10 @@ import shutil
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, cast
@@ -43,14 +41,22 @@ from dramatiq.brokers.redis import RedisBroker
 from starlette.testclient import TestClient
 
 from luminai_actors import bootstrap
-from luminai_actors.actors.tasks import AI_QUEUE, SEND_QUEUE
 from luminai_actors.bootstrap import Container
 from luminai_actors.config import Settings
 from luminai_actors.evolution.webhook import MessageUpsert, parse_webhook
 from luminai_actors.persistence.database import upgrade_database
 from luminai_actors.services.inbound import conversation_key as _conversation_key
+from luminai_actors.testing.admin_api import (
+    DEFAULT_API_KEY,
+    DEFAULT_PHONE,
+    DEFAULT_PROMPT,
+    AdminApi,
+    AdminCallFailed,
+)
+from luminai_actors.testing.bodies import upsert_body
 from luminai_actors.testing.fake_evolution import FakeEvolutionApi
 from luminai_actors.testing.fake_openai import FakeOpenAI
+from luminai_actors.testing.observe import message_ids, redis_unfinished
 from luminai_actors.web.app import WEBHOOK_PATH, create_app
 
 if TYPE_CHECKING:
@@ -66,116 +72,9 @@ __all__ = [
     "LuminaiHarness",
 ]
 
-DEFAULT_PHONE = "5511987654321"
-"""The lead's number when a test does not name one (a Brazilian mobile, as WhatsApp spells it)."""
-DEFAULT_PROMPT = "You are a friendly sales development rep. Be brief."
-"""The agent prompt `AdminApi.create_agent` uses when none is given."""
-DEFAULT_API_KEY = "harness-instance-key"
-"""The Evolution instance key `AdminApi.create_agent` registers on the fake and stores on the agent."""
 _BASE_URL = "http://testserver"
 _WAIT_SECONDS = 10.0
 _REDIS_POLL_SECONDS = 0.02
-
-
-class AdminCallFailed(AssertionError):
-    """An admin API call answered something other than what the helper expected (a test failure)."""
-
-    def __init__(self, method: str, path: str, response: Response) -> None:
-        super().__init__(f"{method} {path} answered {response.status_code}: {response.text}")
-        self.status_code = response.status_code
-        self.response = response
-
-
-class AdminApi:
-    """The admin API (`/api/admin/...`) with the operator token, as plain calls returning ids and JSON."""
-
-    def __init__(self, harness: LuminaiHarness) -> None:
-        self._harness = harness
-
-    def request(self, method: str, path: str, *, json: Any = None) -> Response:
-        """Any admin call, with the operator token; the raw response, whatever its status."""
-        token = self._harness.settings.admin_token or ""
-        headers = {"Authorization": f"Bearer {token}"}
-        return self._harness.client.request(method, path, json=json, headers=headers)
-
-    def get(self, path: str) -> Any:
-        """GET `path` and return its JSON; raises `AdminCallFailed` unless the answer is 200."""
-        return self._expect("GET", path, None, 200)
-
-    def post(self, path: str, body: Any = None, *, expect: int = 201) -> Any:
-        """POST `body` to `path` and return the JSON answer; raises `AdminCallFailed` unless `expect`."""
-        return self._expect("POST", path, body, expect)
-
-    def create_organization(self, name: str) -> str:
-        """A new organization; returns its id."""
-        return str(self.post("/api/admin/organizations", {"name": name})["id"])
-
-    def create_tree_flow(self, org: str, document: Mapping[str, Any]) -> str:
-        """A TreeFlow (the README's JSON document) in `org`; returns its id."""
-        return str(self.post(f"/api/admin/organizations/{org}/tree-flows", dict(document))["id"])
-
-    def create_agent(
-        self,
-        org: str,
-        instance: str,
-        *,
-        tree_flow: str | None = None,
-        prompt: str = DEFAULT_PROMPT,
-        token: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        name: str = "SDR",
-        api_key: str = DEFAULT_API_KEY,
-        state: str = "open",
-    ) -> str:
-        """An active agent answering on the WhatsApp instance `instance`; returns its id.
-
-        The instance is registered on the fake Evolution API first (with `api_key`, in connection `state`),
-        and the agent points at that fake. `tree_flow` is a TreeFlow id (`create_tree_flow`); without one
-        the agent has no script. `token` is the agent's webhook secret: `post_webhook` and `say` send it as
-        `X-Webhook-Token` unless given explicit headers; without one, the token the service generated (in
-        the creation's answer) is sent. `metadata` is the agent's `whatsapp.metadata`.
-        """
-        evolution = self._harness.evolution
-        evolution.add_instance(instance, api_key, state)
-        whatsapp: dict[str, Any] = {
-            "instanceName": instance,
-            "serverUrl": evolution.url,
-            "apiKey": api_key,
-            "active": True,
-        }
-        if token is not None:
-            whatsapp["webhookToken"] = token
-        if metadata is not None:
-            whatsapp["metadata"] = dict(metadata)
-        body: dict[str, Any] = {"name": name, "prompt": prompt, "active": True, "whatsapp": whatsapp}
-        if tree_flow is not None:
-            body["treeFlowId"] = tree_flow
-        created = self.post(f"/api/admin/organizations/{org}/agents", body)
-        # Without a token of the test's own, the agent got a generated one (shown once, in the answer).
-        self._harness._webhook_tokens[instance] = token or created.get("webhookToken")
-        return str(created["id"])
-
-    def contacts(self, org: str) -> list[dict[str, Any]]:
-        """The organization's contacts (first 1000)."""
-        return cast(list[dict[str, Any]], self.get(f"/api/admin/organizations/{org}/contacts?limit=1000"))
-
-    def talks(self, org: str) -> list[dict[str, Any]]:
-        """The organization's talks (first 1000), as the admin API serialises them."""
-        return cast(list[dict[str, Any]], self.get(f"/api/admin/organizations/{org}/talks?limit=1000"))
-
-    def talk(self, talk_id: str) -> dict[str, Any]:
-        """One talk, with its `talkFlow`."""
-        return cast(dict[str, Any], self.get(f"/api/admin/talks/{talk_id}"))
-
-    def messages(self, talk_id: str) -> list[dict[str, Any]]:
-        """The talk's messages (first 1000), inbound and outbound, as the admin API serialises them."""
-        return cast(list[dict[str, Any]], self.get(f"/api/admin/talks/{talk_id}/messages?limit=1000"))
-
-    def _expect(self, method: str, path: str, body: Any, status: int) -> Any:
-        response = self.request(method, path, json=body)
-        if response.status_code != status:
-            raise AdminCallFailed(method, path, response)
-        return response.json()
 
 
 class LuminaiHarness:
@@ -318,35 +217,16 @@ class LuminaiHarness:
         `remoteJidAlt` the phone JID, `addressingMode` `lid`. `from_me=True` is a message typed on the
         business phone. `message_id` defaults to a fresh WhatsApp-web-style id.
         """
-        phone_jid = "".join(ch for ch in phone if ch.isdigit()) + "@s.whatsapp.net"
-        key: dict[str, Any]
-        if lid is None:
-            key = {"remoteJid": phone_jid, "fromMe": from_me, "id": "", "addressingMode": "pn"}
-        else:
-            lid_jid = lid if lid.endswith("@lid") else f"{lid}@lid"
-            key = {"remoteJid": lid_jid, "remoteJidAlt": phone_jid, "fromMe": from_me, "id": ""}
-            key["addressingMode"] = "lid"
-        key["id"] = message_id or "3EB0" + secrets.token_hex(9).upper()
-        now = datetime.now(UTC)
-        return {
-            "event": "messages.upsert",
-            "instance": instance,
-            "data": {
-                "key": key,
-                "pushName": push_name,
-                "status": "SERVER_ACK" if from_me else "DELIVERY_ACK",
-                "message": {"conversation": text},
-                "messageType": "conversation",
-                "messageTimestamp": int(now.timestamp()),
-                "instanceId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"luminai-harness:{instance}")),
-                "source": "web" if from_me else "android",
-            },
-            "destination": _BASE_URL + WEBHOOK_PATH,
-            "date_time": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "sender": None,
-            "server_url": self.evolution.url,
-            "apikey": None,
-        }
+        return upsert_body(
+            instance,
+            text,
+            server_url=self.evolution.url,
+            phone=phone,
+            message_id=message_id,
+            push_name=push_name,
+            from_me=from_me,
+            lid=lid,
+        )
 
     def post_webhook(
         self, payload: Any, *, path: str | None = None, headers: Mapping[str, str] | None = None
@@ -387,7 +267,7 @@ class LuminaiHarness:
         """`post_webhook` on a background thread; returns once its messages are queued on their
         conversation actors (or the request was answered without reaching one), with a future of the
         response. This is how a test stacks several events in one mailbox while the actor is busy."""
-        ids = Counter(_message_ids(payload))
+        ids = Counter(message_ids(payload))
         with self._told_changed:
             baseline = {message_id: self._told[message_id] for message_id in ids}
         future = self._background().submit(self.post_webhook, payload, path=path, headers=headers)
@@ -428,7 +308,7 @@ class LuminaiHarness:
             broker = container.broker
             if not isinstance(broker, RedisBroker):
                 return
-            if _redis_unfinished(broker) == 0 and container.router.idle():
+            if redis_unfinished(broker) == 0 and container.router.idle():
                 return
             if time.monotonic() >= deadline:
                 raise TimeoutError("Redis tasks still queued, delayed or running")
@@ -514,31 +394,3 @@ class LuminaiHarness:
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True)
-
-
-def _redis_unfinished(broker: RedisBroker) -> int:
-    """Messages of the AI and send queues not yet acknowledged (queued, delayed, or fetched by a worker).
-
-    Dramatiq keeps each message in `<ns>:<queue>.msgs` from enqueue until its ack (after it ran, a retry
-    being enqueued before the ack), so one atomic read of these hashes sees any unfinished chain of tasks.
-    """
-    pipe = broker.client.pipeline(transaction=True)
-    for queue in (AI_QUEUE, SEND_QUEUE):
-        for name in (queue, f"{queue}.DQ"):
-            pipe.hlen(f"{broker.namespace}:{name}.msgs")
-    return sum(int(count) for count in pipe.execute())
-
-
-def _message_ids(payload: Any) -> list[str]:
-    """The WhatsApp ids of the messages in an upsert body (one object or a batch)."""
-    if not isinstance(payload, Mapping):
-        return []
-    data = payload.get("data")
-    items: Sequence[Any] = data if isinstance(data, list) else [data]
-    ids: list[str] = []
-    for item in items:
-        key = item.get("key") if isinstance(item, Mapping) else None
-        message_id = key.get("id") if isinstance(key, Mapping) else None
-        if isinstance(message_id, str):
-            ids.append(message_id)
-    return ids

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from luminai_actors.services import lifecycle
+from luminai_actors.services import lifecycle, tree_flows
 from luminai_actors.web.admin import (
     _container,
     _json_object,
@@ -100,7 +100,7 @@ async def list_tree_flows(request: Request) -> Response:
     limit, offset = _paging(request)
     org_id = _uuid(request, "org_id")
     rows = await run_in_threadpool(
-        lifecycle.list_tree_flows, _container(request).uow, _principal(request), org_id, limit, offset
+        tree_flows.list_tree_flows, _container(request).uow, _principal(request), org_id, limit, offset
     )
     return JSONResponse(rows)
 
@@ -109,7 +109,7 @@ async def list_tree_flows(request: Request) -> Response:
 async def get_tree_flow(request: Request) -> Response:
     flow_id = _uuid(request, "tree_flow_id")
     row = await run_in_threadpool(
-        lifecycle.get_tree_flow, _container(request).uow, _principal(request), flow_id
+        tree_flows.get_tree_flow, _container(request).uow, _principal(request), flow_id
     )
     return JSONResponse(row)
 
@@ -120,7 +120,7 @@ async def update_tree_flow(request: Request) -> Response:
     flow_id = _uuid(request, "tree_flow_id")
     body = await _json_object(request)
     row = await run_in_threadpool(
-        lifecycle.update_tree_flow, _container(request).uow, _principal(request), flow_id, body
+        tree_flows.update_tree_flow, _container(request).uow, _principal(request), flow_id, body
     )
     return JSONResponse(row)
 
@@ -129,7 +129,9 @@ async def update_tree_flow(request: Request) -> Response:
 async def delete_tree_flow(request: Request) -> Response:
     """204 for a flow no agent uses and no open talk follows; 409 otherwise."""
     flow_id = _uuid(request, "tree_flow_id")
-    await run_in_threadpool(lifecycle.delete_tree_flow, _container(request).uow, _principal(request), flow_id)
+    await run_in_threadpool(
+        tree_flows.delete_tree_flow, _container(request).uow, _principal(request), flow_id
+    )
     return Response(status_code=204)
 
 

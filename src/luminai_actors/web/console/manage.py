@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from luminai_actors.errors import Conflict, ValidationError
 from luminai_actors.services import audit, lifecycle, whatsapp_admin
+from luminai_actors.services import tree_flows as flow_service
 from luminai_actors.web.console.guard import console_action, console_page, path_uuid
 from luminai_actors.web.console.pages import agent_page, org_context
 from luminai_actors.web.console.render import page, redirect
@@ -59,7 +60,7 @@ async def tree_flows_page(
     org_id = path_uuid(request, "org_id")
     context = await org_context(container, session, org_id)
     flows = await run_in_threadpool(
-        lifecycle.list_tree_flows, container.uow, session.principal, org_id, FLOWS_PAGE, 0
+        flow_service.list_tree_flows, container.uow, session.principal, org_id, FLOWS_PAGE, 0
     )
     views = [
         {**flow, "definition": draft if flow["id"] == editing else _definition_text(flow)} for flow in flows
@@ -87,7 +88,7 @@ async def update_tree_flow(request: Request, session: ConsoleSession, form: dict
             raise ValidationError("definition", "must be a JSON object")
         body = {**definition, "active": form.get("active") == "on"}
         flow = await run_in_threadpool(
-            lifecycle.update_tree_flow, container.uow, session.principal, flow_id, body
+            flow_service.update_tree_flow, container.uow, session.principal, flow_id, body
         )
     except ValidationError as exc:
         error = f"{exc.field}: {exc.message}"
@@ -103,7 +104,7 @@ async def delete_tree_flow(request: Request, session: ConsoleSession, form: dict
     org_id = path_uuid(request, "org_id")
     flow_id = path_uuid(request, "flow_id")
     try:
-        await run_in_threadpool(lifecycle.delete_tree_flow, container.uow, session.principal, flow_id)
+        await run_in_threadpool(flow_service.delete_tree_flow, container.uow, session.principal, flow_id)
     except Conflict as exc:
         return await tree_flows_page(request, session, error=str(exc), status_code=409)
     return redirect(f"/console/orgs/{org_id}/tree-flows", "flow-deleted")

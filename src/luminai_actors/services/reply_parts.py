@@ -1,0 +1,82 @@
+"""A turn's reply as it is stored: split into WhatsApp messages, with a typing delay, and the brain's usage.
+
+Evolution's bots' options, per agent (`whatsapp.metadata`): `splitMessages` (one message per paragraph,
+`split_reply`) and `timePerCharMs` (a 'composing' delay per part, `typing_delay_ms`).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from luminai_actors.ai.brain import Brain, BrainReply, Extraction
+from luminai_actors.domain.ids import uuid7
+from luminai_actors.persistence.tables import SEND_PENDING, TalkMessage
+
+
+def split_reply(text: str) -> list[str]:
+    """Evolution bots' `splitMessages`: one WhatsApp message per blank-line-separated paragraph."""
+    parts = [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
+    return parts or [text]
+
+
+def typing_delay_ms(text: str, per_char_ms: float) -> int:
+    """Evolution bots' `timePerChar`: 'composing' for len x per-char, clamped to 1-20 s."""
+    return int(min(20_000, max(1_000, len(text) * per_char_ms)))
+
+
+def usage_meta(brain: Brain, reply: BrainReply | None, extraction: Extraction | None) -> dict[str, Any]:
+    usage: dict[str, int] = {}
+    for part in (extraction.usage if extraction else {}, reply.usage if reply else {}):
+        for key, value in part.items():
+            usage[key] = usage.get(key, 0) + value
+    return {
+        "brain": brain.name,
+        "model": (reply.model if reply else None) or (extraction.model if extraction else brain.name),
+        "usage": usage,
+        "latencyMs": round(
+            (reply.latency_ms if reply else 0) + (extraction.latency_ms if extraction else 0), 1
+        ),
+        "extraction": dict(extraction.values) if extraction else {},
+    }
+
+
+def reply_rows(
+    organization_id: uuid.UUID,
+    talk_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    parts: list[str],
+    turn_meta: dict[str, Any],
+    per_char: Any,
+    at: datetime,
+) -> list[TalkMessage]:
+    """The reply's messages, one per part, pending to be sent in order; `per_char` is the agent's
+    `timePerCharMs` (a typing delay per part when it is a positive number)."""
+    replies = []
+    for index, part in enumerate(parts):
+        meta: dict[str, Any] = dict(turn_meta)
+        if len(parts) > 1:
+            meta["part"] = {"index": index + 1, "of": len(parts)}
+        if isinstance(per_char, int | float) and per_char > 0:
+            meta["typingDelayMs"] = typing_delay_ms(part, per_char)
+        replies.append(
+            TalkMessage(
+                id=uuid7(),
+                organization_id=organization_id,
+                talk_id=talk_id,
+                agent_id=agent_id,
+                from_agent_id=agent_id,
+                direction="outbound",
+                channel="whatsapp",
+                body=part,
+                message_type="text",
+                meta=meta,
+                send_status=SEND_PENDING,
+                send_attempts=0,
+                # Parts keep their order through created_at, which orders the sender.
+                created_at=at + timedelta(microseconds=index),
+            )
+        )
+    return replies
