@@ -86,11 +86,11 @@ class Settings:
     worker_poll_ms: int = 100
     """LUMINAI_WORKER_POLL_MS: Dramatiq worker_timeout; the most an idle Redis worker waits to see a task."""
     db_pool_size: int = 10
-    """LUMINAI_DB_POOL_SIZE: connections per process in the SQLAlchemy pool (PostgreSQL)."""
+    """LUMINAI_DB_POOL_SIZE: connections per process in the SQLAlchemy pool (PostgreSQL); a fixed pool."""
     fast_ingest: bool = True
-    """LUMINAI_FAST_INGEST: on PostgreSQL, store a known conversation's next messages with one statement each,
-    many conversations sharing one transaction (group commit); `false` sends every message through the
-    full lookup transaction."""
+    """LUMINAI_FAST_INGEST: on PostgreSQL, store a lead's message with one statement when it goes to an open
+    talk or starts a new person's first talk (`persistence.append`); `false` sends every message through
+    the general transaction."""
     inline_send: bool = True
     """LUMINAI_INLINE_SEND: the worker thread that stored a reply makes its first sendText attempt itself,
     right after the commit, instead of through the send queue (one Redis hop less per reply); retries,
