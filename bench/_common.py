@@ -698,6 +698,14 @@ class Bench:
         self.wait_ready(url, process, "/readyz")
         return url, process
 
+    def start_bare(self) -> tuple[str, subprocess.Popen[bytes]]:
+        """bench/bare_app.py (the baseline endpoint) on a free port, ready."""
+        port = free_port()
+        process = self.spawn("bare", [PYTHON, str(BENCH / "bare_app.py"), "--port", str(port)])
+        url = f"http://127.0.0.1:{port}"
+        self.wait_ready(url, process, "/readyz")
+        return url, process
+
     def start_worker(
         self, extra_env: dict[str, str], threads: int = 4, label: str = "worker"
     ) -> subprocess.Popen[bytes]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BENCH, PYTHON, Bench, CpuMeter, ensure_tools, free_port, unique_tag, write_results
+from _common import Bench, CpuMeter, ensure_tools, unique_tag, write_results
 from ingest import run_loadgen, run_wrk, verify_stored
 
 from luminai_actors.testing import FakeEvolutionApi
@@ -63,10 +63,7 @@ def main() -> int:
     with Bench("budget", time_limit=900) as bench, FakeEvolutionApi() as evolution:
         bench.create_database()
         bench.flush_redis()
-        bare_port = free_port()
-        bare = bench.spawn("bare", [PYTHON, str(BENCH / "bare_app.py"), "--port", str(bare_port)])
-        bare_url = f"http://127.0.0.1:{bare_port}"
-        bench.wait_ready(bare_url, bare, "/readyz")
+        bare_url, bare = bench.start_bare()
         url, serve = bench.start_serve(SERVICE_ENV)
         bench.setup_agent(url, evolution)
         meter = CpuMeter({"serve": serve.pid, "bare": bare.pid}, bench.db_name)

@@ -45,7 +45,6 @@ from _common import (
     PgActivitySampler,
     PgSessions,
     ensure_tools,
-    free_port,
     unique_tag,
     write_results,
 )
@@ -185,10 +184,7 @@ def main() -> int:
     with Bench("ingest", time_limit=420) as bench, FakeEvolutionApi() as evolution:
         bench.create_database()
         bench.flush_redis()
-        bare_port = free_port()
-        bare = bench.spawn("bare", [PYTHON, str(BENCH / "bare_app.py"), "--port", str(bare_port)])
-        bare_url = f"http://127.0.0.1:{bare_port}"
-        bench.wait_ready(bare_url, bare, "/readyz")
+        bare_url, bare = bench.start_bare()
         service_url, serve = bench.start_serve(SERVICE_ENV)
         worker = None if args.no_worker else bench.start_worker(SERVICE_ENV, threads=4)
         bench.setup_agent(service_url, evolution)

@@ -62,7 +62,6 @@ _agent = cast(Table, Agent.__table__)
 _contact = cast(Table, Contact.__table__)
 _flow = cast(Table, TreeFlow.__table__)
 _msg = cast(Table, TalkMessage.__table__)
-_earlier = _msg.alias("earlier")
 
 
 def inline_words(*words: str) -> list[Any]:

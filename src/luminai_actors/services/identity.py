@@ -79,6 +79,26 @@ def find_or_create_contact(
     return contact
 
 
+def contact_names(
+    event: MessageUpsert, phone: str | None, lid: str | None, *, business_side: bool = False
+) -> tuple[str, str | None, str | None]:
+    """(name, first name, last name) of a new contact: the lead's WhatsApp name, else its number or LID."""
+    lead_name = None if business_side else event.push_name  # on our side pushName is the business's
+    first, last = split_name(lead_name or "")
+    return lead_name or phone or f"WhatsApp {lid}", first, last
+
+
+def talk_subject(contact_name: str) -> str:
+    return f"WhatsApp - {contact_name}"
+
+
+def initial_talk_flow(tree_flow_id: uuid.UUID | None, tree_flow_definition: Any) -> dict[str, Any]:
+    """A new talk's TalkFlow: the start of the agent's TreeFlow (or none)."""
+    return talkflow.initial_state(
+        str(tree_flow_id) if tree_flow_id else None, normalize_definition(tree_flow_definition)
+    )
+
+
 def new_contact_row(
     org: uuid.UUID,
     company_id: uuid.UUID,
@@ -90,13 +110,12 @@ def new_contact_row(
     business_side: bool = False,
 ) -> dict[str, Any]:
     """The contact row a WhatsApp person becomes, by attribute name."""
-    lead_name = None if business_side else event.push_name  # on our side pushName is the business's
-    first, last = split_name(lead_name or "")
+    name, first, last = contact_names(event, phone, lid, business_side=business_side)
     return {
         "id": uuid7(),
         "organization_id": org,
         "company_id": company_id,
-        "name": lead_name or phone or f"WhatsApp {lid}",
+        "name": name,
         "first_name": first,
         "last_name": last,
         "email": None,
@@ -130,15 +149,13 @@ def new_whatsapp_talk_row(
         "agent_id": agent_id,
         "owner_id": owner_id,
         "talk_type_id": talk_type_id,
-        "subject": f"WhatsApp - {contact_name}",
+        "subject": talk_subject(contact_name),
         "channel": CHANNEL_WHATSAPP,
         "status": TALK_ACTIVE,
         "archived": False,
         "paused": False,
         "needs_human": False,
-        "talk_flow": talkflow.initial_state(
-            str(tree_flow_id) if tree_flow_id else None, normalize_definition(tree_flow_definition)
-        ),
+        "talk_flow": initial_talk_flow(tree_flow_id, tree_flow_definition),
         "date_start": now,
         "created_at": now,
         "updated_at": now,

@@ -27,7 +27,6 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from luminai_actors.domain import talkflow
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.domain.inbound import (
     DEFAULT_IGNORED_CHATS,
@@ -44,7 +43,6 @@ from luminai_actors.domain.inbound import (
     sender_identity,
 )
 from luminai_actors.domain.phone import jid_user, phone_variants
-from luminai_actors.domain.treeflow import normalize_definition
 from luminai_actors.errors import Conflict
 from luminai_actors.evolution.webhook import MessageUpsert
 from luminai_actors.persistence.append import append_to_open_talk, start_conversation
@@ -64,10 +62,12 @@ from luminai_actors.services.identity import (
     LEAD_SOURCE,
     ORIGIN,
     TALK_TYPE_WHATSAPP,
+    contact_names,
     default_company,
     find_or_create_contact,
     find_or_create_talk,
-    new_contact_row,
+    initial_talk_flow,
+    talk_subject,
 )
 
 __all__ = ["InboundOutcome", "conversation_key", "ignore_reason", "record_inbound"]
@@ -138,9 +138,7 @@ def _one_statement(
         with autocommit() as connection:
             found = append_to_open_talk(connection, message, fresh_after(now, expiry), utcnow())
             if found is None:
-                found = start_conversation(
-                    connection, {**message, **_new_lead(agent, event, phone, lid, now)}
-                )
+                found = start_conversation(connection, {**message, **_new_lead(agent, event, phone, lid)})
     except SQLAlchemyError as exc:
         raise translate_db_error(exc) from exc
     if found is None:
@@ -149,29 +147,24 @@ def _one_statement(
     return InboundOutcome("stored", None, talk_id, message_id, contact_id, fast=True)
 
 
-def _new_lead(
-    agent: AgentInfo, event: MessageUpsert, phone: str | None, lid: str | None, now: datetime
-) -> dict[str, Any]:
+def _new_lead(agent: AgentInfo, event: MessageUpsert, phone: str | None, lid: str | None) -> dict[str, Any]:
     """The values of a new lead's contact and talk, as the general path makes them (`services.identity`)."""
-    contact = new_contact_row(agent.organization_id, agent.organization_id, event, phone, lid, now)
-    flow_id = agent.tree_flow_id
-    talk_flow = talkflow.initial_state(
-        str(flow_id) if flow_id else None, normalize_definition(agent.tree_flow_definition)
-    )
+    name, first_name, last_name = contact_names(event, phone, lid)
+    talk_flow = initial_talk_flow(agent.tree_flow_id, agent.tree_flow_definition)
     return {
-        "contact_id": contact["id"],
-        "name": contact["name"],
-        "first_name": contact["first_name"],
-        "last_name": contact["last_name"],
+        "contact_id": uuid7(),
+        "name": name,
+        "first_name": first_name,
+        "last_name": last_name,
         "phone": phone,
         "lead_source": LEAD_SOURCE,
         "origin": ORIGIN,
         "company_name": DEFAULT_COMPANY,
         "talk_type_name": TALK_TYPE_WHATSAPP,
-        "tree_flow_id": flow_id,
+        "tree_flow_id": agent.tree_flow_id,
         "tree_flow_updated_at": agent.tree_flow_updated_at,
         "talk_id": uuid7(),
-        "subject": f"WhatsApp - {contact['name']}",
+        "subject": talk_subject(name),
         "talk_flow": json.dumps(talk_flow),
     }
 

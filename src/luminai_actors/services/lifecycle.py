@@ -16,12 +16,14 @@ a partial document in the creation's shape, merged over what is stored and valid
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from sqlalchemy import func, select
 
 from luminai_actors.errors import Conflict, Forbidden, NotFound, ValidationError
 from luminai_actors.outbound_address import AddressPolicy
+from luminai_actors.persistence.ports import M
 from luminai_actors.persistence.tables import (
     Agent,
     Organization,
@@ -183,19 +185,33 @@ def _stored_body(agent: Agent) -> dict[str, Any]:
     return body
 
 
-def list_agents(
-    uow_factory: UnitOfWorkFactory, principal: Principal, org_id: uuid.UUID, limit: int, offset: int
+def list_of_organization(
+    uow_factory: UnitOfWorkFactory,
+    principal: Principal,
+    model: type[M],
+    org_id: uuid.UUID,
+    limit: int,
+    offset: int,
+    document: Callable[[M], dict[str, Any]],
 ) -> list[dict[str, Any]]:
+    """A page of an organization's rows of `model` (oldest first), each as `document` makes it."""
     ensure_visible(principal, org_id, "organization")
     with uow_factory() as uow:
+        columns = cast(Any, model)  # an organization's table: organization_id, created_at, id
         query = (
-            select(Agent)
-            .where(Agent.organization_id == org_id)
-            .order_by(Agent.created_at, Agent.id)
+            select(model)
+            .where(columns.organization_id == org_id)
+            .order_by(columns.created_at, columns.id)
             .limit(limit)
             .offset(offset)
         )
-        return [agent_json(agent) for agent in session_of(uow).scalars(query)]
+        return [document(row) for row in session_of(uow).scalars(query)]
+
+
+def list_agents(
+    uow_factory: UnitOfWorkFactory, principal: Principal, org_id: uuid.UUID, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    return list_of_organization(uow_factory, principal, Agent, org_id, limit, offset, agent_json)
 
 
 def get_agent(uow_factory: UnitOfWorkFactory, principal: Principal, agent_id: uuid.UUID) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from luminai_actors.persistence.tables import TALK_ACTIVE, Agent, Talk, TreeFlow
 from luminai_actors.persistence.uow import UnitOfWorkFactory, session_of
 from luminai_actors.services import audit
 from luminai_actors.services.admin import new_version, stored_definition
-from luminai_actors.services.api_keys import Principal, ensure_visible, visible_row
-from luminai_actors.services.lifecycle import only_fields
+from luminai_actors.services.api_keys import Principal, visible_row
+from luminai_actors.services.lifecycle import list_of_organization, only_fields
 
 TREE_FLOW_FIELDS = frozenset({"name", "objective", "closing", "steps", "outcomes", "active"})
 
@@ -39,16 +39,7 @@ def tree_flow_json(flow: TreeFlow) -> dict[str, Any]:
 def list_tree_flows(
     uow_factory: UnitOfWorkFactory, principal: Principal, org_id: uuid.UUID, limit: int, offset: int
 ) -> list[dict[str, Any]]:
-    ensure_visible(principal, org_id, "organization")
-    with uow_factory() as uow:
-        query = (
-            select(TreeFlow)
-            .where(TreeFlow.organization_id == org_id)
-            .order_by(TreeFlow.created_at, TreeFlow.id)
-            .limit(limit)
-            .offset(offset)
-        )
-        return [tree_flow_json(flow) for flow in session_of(uow).scalars(query)]
+    return list_of_organization(uow_factory, principal, TreeFlow, org_id, limit, offset, tree_flow_json)
 
 
 def get_tree_flow(uow_factory: UnitOfWorkFactory, principal: Principal, flow_id: uuid.UUID) -> dict[str, Any]:

@@ -210,13 +210,8 @@ class LuminaiHarness:
         from_me: bool = False,
         lid: str | None = None,
     ) -> dict[str, Any]:
-        """A `messages.upsert` webhook body for a text message, shaped like Evolution 2.3's.
-
-        `phone` is the lead's number in any spelling (`+55 11 98765-4321` works). With `lid` (digits or
-        `…@lid`) the chat is addressed by the WhatsApp LID as 2.3.5+ sends it: `remoteJid` is the LID,
-        `remoteJidAlt` the phone JID, `addressingMode` `lid`. `from_me=True` is a message typed on the
-        business phone. `message_id` defaults to a fresh WhatsApp-web-style id.
-        """
+        """A `messages.upsert` webhook body for a text message, shaped like Evolution 2.3's
+        (`testing.bodies.upsert_body`, which says what each argument does)."""
         return upsert_body(
             instance,
             text,
