@@ -260,6 +260,37 @@ def test_lid_without_any_phone_number_replies_to_the_lid() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "remote_jid",
+    ["5511977776666", "+5511977776666", "+55 (11) 97777-6666", "5511977776666@c.us"],
+)
+def test_a_bare_number_or_any_phone_spelling_is_the_phone_jid(remote_jid: str) -> None:
+    """Evolution's EVOLUTION channel passes `remoteJid` through as a bare number (captured from 2.3.6)."""
+    event = parse_upsert(with_key(EXAMPLE_B, {"remoteJid": remote_jid, "fromMe": False, "id": "BARE1"}))
+    assert (event.remote_jid, event.phone_jid, event.lid_jid, event.reply_jid) == (
+        "5511977776666@s.whatsapp.net",
+        "5511977776666@s.whatsapp.net",
+        None,
+        "5511977776666@s.whatsapp.net",
+    )
+
+
+@pytest.mark.parametrize("remote_jid", ["12345", "not-a-number", "5511977776666x"])
+def test_a_bare_value_that_is_no_phone_spelling_stays_as_it_came(remote_jid: str) -> None:
+    event = parse_upsert(with_key(EXAMPLE_B, {"remoteJid": remote_jid, "fromMe": False, "id": "BARE2"}))
+    assert (event.remote_jid, event.phone_jid, event.lid_jid) == (remote_jid, None, None)
+
+
+def test_a_bare_number_in_remote_jid_alt_is_the_phone_of_a_lid_chat() -> None:
+    key = {"remoteJid": "103899771998284@lid", "remoteJidAlt": "5511977776666", "fromMe": False, "id": "B3"}
+    event = parse_upsert(with_key(EXAMPLE_B, key))
+    assert (event.phone_jid, event.lid_jid, event.reply_jid) == (
+        "5511977776666@s.whatsapp.net",
+        "103899771998284@lid",
+        "5511977776666@s.whatsapp.net",
+    )
+
+
 def test_fork_sender_pn_shape_of_2_3_1_and_earlier() -> None:
     key = {
         "remoteJid": "103899771998284@lid",

@@ -58,6 +58,8 @@ _RENDERED_STATUS: Final = ("ERROR", "PENDING", "SERVER_ACK", "DELIVERY_ACK", "RE
 _STATUS_NUMBER: Final = re.compile(r"[0-9]{1,3}")
 
 _PN_SUFFIX: Final = "@s.whatsapp.net"
+_PHONE_SPELLING: Final = re.compile(r"\+?[0-9][0-9 ().-]*")
+_NON_DIGITS: Final = re.compile(r"[^0-9]")
 _LID_SUFFIX: Final = "@lid"
 # Bounds of what a webhook may carry, set by the columns that store it (parse-time, so that a hostile or
 # broken body is a 422 here and never a database error that Evolution would redeliver forever).
@@ -227,7 +229,7 @@ def _parse_upsert(event: str, instance: str, data: Mapping[str, object], path: s
     key_path = join(path, "key")
     key = as_mapping(data.get("key"), key_path)
     message_id = req_id(key, "id", key_path)
-    remote_jid = req_id(key, "remoteJid", key_path)
+    remote_jid = whatsapp_jid(req_id(key, "remoteJid", key_path))
     if not _bare_jid(remote_jid).partition("@")[0]:
         where = join(key_path, "remoteJid")
         raise PayloadError(f"{where} has no user part before '@'", path=where)
@@ -285,6 +287,21 @@ def _chat_kind(jid: str) -> ChatKind:
     return "user"
 
 
+def whatsapp_jid(raw: str) -> str:
+    """A person's address in the spelling Baileys uses: a bare number (`"5511977776666"`, `"+55 11 …"`: how
+    Evolution's `EVOLUTION` channel and other non-Baileys channels pass `remoteJid`, captured from a real
+    2.3.6 server in tests/fixtures/evolution_captures) and the legacy `…@c.us` become `<digits>@s.whatsapp.net`;
+    every other value is returned as it came."""
+    user, at, server = raw.partition("@")
+    if at and server == "c.us":
+        return f"{user}{_PN_SUFFIX}"
+    if not at and _PHONE_SPELLING.fullmatch(raw):
+        digits = _NON_DIGITS.sub("", raw)
+        if 8 <= len(digits) <= 15:
+            return f"{digits}{_PN_SUFFIX}"
+    return raw
+
+
 def _bare_jid(jid: str) -> str:
     """`jid` without the `:device` part WhatsApp adds to address one linked device of an account."""
     user, at, server = jid.partition("@")
@@ -297,7 +314,7 @@ def _first_jid(key: Mapping[str, object], path: str, suffix: str, *fields: str) 
         jid = opt_id(key, name, path)
         if jid is None:
             continue
-        bare = _bare_jid(jid)
+        bare = _bare_jid(whatsapp_jid(jid))
         user = bare.partition("@")[0]
         if not bare.endswith(suffix) or not user:
             continue
