@@ -288,10 +288,11 @@ def _chat_kind(jid: str) -> ChatKind:
 
 
 def whatsapp_jid(raw: str) -> str:
-    """A person's address in the spelling Baileys uses: a bare number (`"5511977776666"`, `"+55 11 …"`: how
-    Evolution's `EVOLUTION` channel and other non-Baileys channels pass `remoteJid`, captured from a real
-    2.3.6 server in tests/fixtures/evolution_captures) and the legacy `…@c.us` become `<digits>@s.whatsapp.net`;
-    every other value is returned as it came."""
+    """A person's address in the spelling Baileys uses.
+
+    A bare number (`"5511977776666"`, `"+55 11 …"`: how Evolution's `EVOLUTION` channel and other non-Baileys
+    channels pass `remoteJid`, captured from a real 2.3.6 server in tests/fixtures/evolution_captures) and the
+    legacy `…@c.us` become `<digits>@s.whatsapp.net`; every other value is returned as it came."""
     user, at, server = raw.partition("@")
     if at and server == "c.us":
         return f"{user}{_PN_SUFFIX}"
