@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from luminai_actors.domain.fields import extract_offline, normalize, region_of
-from luminai_actors.domain.optout import CONFIRM_EN, CONFIRM_PT, confirmation_for, is_opt_out
+from luminai_actors.domain.language import guess
+from luminai_actors.domain.optout import is_opt_out
 from luminai_actors.domain.talkflow import advance, fields_to_extract, initial_state
 from luminai_actors.domain.treeflow import normalize_definition, validate_definition
 from luminai_actors.errors import ValidationError
@@ -326,8 +327,8 @@ def test_ordinary_messages_are_not_opt_outs(text: str) -> None:
 
 
 def test_the_confirmation_follows_the_leads_language() -> None:
-    assert confirmation_for("PARE") == CONFIRM_PT
-    assert confirmation_for("stop") == CONFIRM_EN
+    assert guess(["PARE"]) == "pt"
+    assert guess(["stop"]) == "en"
 
 
 def test_a_validated_definition_validates_again_when_its_steps_only_have_fields() -> None:

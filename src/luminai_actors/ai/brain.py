@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from luminai_actors.domain.fields import extract_offline
+from luminai_actors.domain.fields import Language, extract_offline
+from luminai_actors.domain.language import GREETING, SORRY, closing
 from luminai_actors.domain.optout import is_opt_out
 
 
@@ -60,6 +61,7 @@ class TurnContext:
     missing_fields: list[str] = field(default_factory=list)
     invalid_fields: dict[str, str] = field(default_factory=dict)
     outcome: str | None = None
+    language: Language = "en"  # of what the service writes itself (`domain.language`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +79,6 @@ class Brain(Protocol):
     def compose(self, context: TurnContext) -> BrainReply: ...
 
 
-DEFAULT_CLOSING = "Thank you! I have everything I need. Someone from our team will get back to you soon."
-
-
 class OfflineBrain:
     """Patterns and phonenumbers for extraction; the step's questions (greeting first) for the reply."""
 
@@ -93,16 +92,17 @@ class OfflineBrain:
         return Extraction(values, opt_out=any(is_opt_out(text) for text in request.messages))
 
     def compose(self, context: TurnContext) -> BrainReply:
+        language = context.language
         if context.action == "close":
-            text = context.closing or DEFAULT_CLOSING
+            text = context.closing or closing(context.outcome, language) or ""
         else:
             text = context.question or ""
             refused = [
                 error for name, error in context.invalid_fields.items() if name in context.missing_fields
             ]
             if refused:
-                text = f"Sorry, {refused[0]}. {text}"
+                text = f"{SORRY[language].format(error=refused[0])} {text}"
             if context.first_contact:
                 who = f" {context.lead_first_name}" if context.lead_first_name else ""
-                text = f"Hi{who}! I'm {context.agent_name}. {text}"
+                text = f"{GREETING[language].format(who=who, agent=context.agent_name)} {text}"
         return BrainReply(text=text.strip(), model="offline")

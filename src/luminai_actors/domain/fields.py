@@ -13,7 +13,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Final, Literal
 
 import phonenumbers
 
@@ -69,6 +69,45 @@ class Normalized:
         return self.error is None and self.value is not None
 
 
+Language = Literal["en", "pt", "es"]
+LANGUAGES: Final[tuple[Language, ...]] = ("en", "pt", "es")  # `domain.language` says which one is used
+
+#: Why an answer was refused (`normalize`), by reason and language; `{value}` / `{choices}` filled in.
+REFUSALS: Final[dict[Language, dict[str, str]]] = {
+    "en": {
+        "yes_no": "please answer yes or no",
+        "number": "not a number",
+        "email": "{value} is not a valid email address",
+        "choice": "choose one of: {choices}",
+        "phone": "{value} is not a phone number",
+        "real_date": "{value} is not a real date",
+        "date": "give a date like 2025-10-21 or 21/10/2025",
+    },
+    "pt": {
+        "yes_no": "responda sim ou não",
+        "number": "isso não é um número",
+        "email": "{value} não é um e-mail válido",
+        "choice": "escolha uma destas opções: {choices}",
+        "phone": "{value} não é um número de telefone",
+        "real_date": "{value} não é uma data que existe",
+        "date": "informe uma data como 21/10/2025",
+    },
+    "es": {
+        "yes_no": "responde sí o no",
+        "number": "eso no es un número",
+        "email": "{value} no es un correo válido",
+        "choice": "elige una de estas opciones: {choices}",
+        "phone": "{value} no es un número de teléfono",
+        "real_date": "{value} no es una fecha real",
+        "date": "indica una fecha como 21/10/2025",
+    },
+}
+
+
+def _refused(language: Language, reason: str, **values: str) -> Normalized:
+    return Normalized(error=REFUSALS[language][reason].format(**values))
+
+
 def fold(text: str) -> str:
     """Lower-case without accents: the key for matching enum values and yes/no words."""
     decomposed = unicodedata.normalize("NFKD", text.casefold())
@@ -88,8 +127,10 @@ def _as_int_if_whole(value: float) -> float | int:
     return int(value) if value.is_integer() else value
 
 
-def normalize(field: dict[str, Any], raw: Any, *, region: str | None = None) -> Normalized:
-    """The stored form of `raw` for `field`, or the reason it is not valid."""
+def normalize(
+    field: dict[str, Any], raw: Any, *, region: str | None = None, language: Language = "en"
+) -> Normalized:
+    """The stored form of `raw` for `field`, or the reason it is not valid (in `language`)."""
     kind = field.get("type", "text")
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return Normalized()
@@ -101,23 +142,21 @@ def normalize(field: dict[str, Any], raw: Any, *, region: str | None = None) -> 
             return Normalized(True)
         if words & {fold(w) for w in _NO}:
             return Normalized(False)
-        return Normalized(error="please answer yes or no")
+        return _refused(language, "yes_no")
     if kind == "number":
         if isinstance(raw, int | float) and not isinstance(raw, bool):
             return Normalized(_as_int_if_whole(float(raw)))
         number = _number(str(raw))
-        return (
-            Normalized(_as_int_if_whole(number)) if number is not None else Normalized(error="not a number")
-        )
+        return Normalized(_as_int_if_whole(number)) if number is not None else _refused(language, "number")
     text = str(raw).strip()
     if kind == "email":
         found = _EMAIL.search(text)
         candidate = found.group(0) if found else text
         if not _EMAIL_FULL.match(candidate):
-            return Normalized(error=f"{text!r} is not a valid email address")
+            return _refused(language, "email", value=repr(text))
         return Normalized(candidate.lower())
     if kind == "phone":
-        return _phone(text, region)
+        return _phone(text, region, language)
     if kind == "enum":
         allowed = [str(v) for v in field.get("values") or []]
         folded = fold(text)
@@ -129,13 +168,13 @@ def normalize(field: dict[str, Any], raw: Any, *, region: str | None = None) -> 
         ]
         if len(contained) == 1:
             return Normalized(contained[0])
-        return Normalized(error=f"choose one of: {', '.join(allowed)}")
+        return _refused(language, "choice", choices=", ".join(allowed))
     if kind == "date":
-        return _date(text)
+        return _date(text, language)
     return Normalized(text[:2000])
 
 
-def _phone(text: str, region: str | None) -> Normalized:
+def _phone(text: str, region: str | None, language: Language) -> Normalized:
     for match in phonenumbers.PhoneNumberMatcher(text, region or "US"):
         number = match.number
         if phonenumbers.is_possible_number(number):
@@ -143,13 +182,13 @@ def _phone(text: str, region: str | None) -> Normalized:
     try:
         number = phonenumbers.parse(text, region or "US")
     except phonenumbers.NumberParseException:
-        return Normalized(error=f"{text!r} is not a phone number")
+        return _refused(language, "phone", value=repr(text))
     if not phonenumbers.is_possible_number(number):
-        return Normalized(error=f"{text!r} is not a phone number")
+        return _refused(language, "phone", value=repr(text))
     return Normalized(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
-def _date(text: str) -> Normalized:
+def _date(text: str, language: Language) -> Normalized:
     for pattern, order in ((_ISO_DATE, (0, 1, 2)), (_DMY_DATE, (2, 1, 0))):
         match = pattern.search(text)
         if match:
@@ -157,8 +196,8 @@ def _date(text: str) -> Normalized:
             try:
                 return Normalized(date(parts[order[0]], parts[order[1]], parts[order[2]]).isoformat())
             except ValueError:
-                return Normalized(error=f"{match.group(0)!r} is not a real date")
-    return Normalized(error="give a date like 2025-10-21 or 21/10/2025")
+                return _refused(language, "real_date", value=repr(match.group(0)))
+    return _refused(language, "date")
 
 
 def region_of(e164: str | None) -> str | None:
@@ -186,7 +225,7 @@ def extract_offline(
             elif name == asked and "@" in text:
                 found[name] = text.strip()  # looks like an attempt: keep it so it is validated and re-asked
         elif kind == "phone":
-            result = _phone(text, region)
+            result = _phone(text, region, "en")
             if result.ok:
                 found[name] = result.value
         elif kind == "date":

@@ -14,17 +14,12 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
 
-from luminai_actors.domain.fields import normalize
+from luminai_actors.domain.fields import Language, normalize
+from luminai_actors.domain.language import ASK_FIELD
+from luminai_actors.domain.language import closing as default_closing
 from luminai_actors.domain.treeflow import all_fields, step_by_id
 
 STATUS_ACTIVE, STATUS_COMPLETED = "active", "completed"
-DEFAULT_CLOSINGS = {
-    "qualified": "Thank you! You look like a great fit: someone from our team will contact you shortly.",
-    "disqualified": "Thank you for your time! We will keep your details in case anything changes.",
-    "meeting_requested": "Great, I'll have a colleague reach out to book the meeting with you.",
-    "handoff": "I'm passing you to a colleague who will continue from here.",
-    "completed": "Thank you! I have everything I need. Someone from our team will get back to you soon.",
-}
 
 
 def initial_state(tree_flow_id: str | None, definition: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +114,7 @@ def _following(
     return ("step", steps[index + 1]["id"]) if index + 1 < len(steps) else ("outcome", "completed")
 
 
-def _question_for(step: dict[str, Any], field: dict[str, Any]) -> str:
+def _question_for(step: dict[str, Any], field: dict[str, Any], language: Language) -> str:
     if field.get("question"):
         return str(field["question"])
     questions = step.get("questions") or []
@@ -128,13 +123,16 @@ def _question_for(step: dict[str, Any], field: dict[str, Any]) -> str:
         return str(questions[index])
     if questions and index == 0:
         return str(questions[0])
-    return f"What is your {field.get('description') or field['name'].replace('_', ' ')}?"
+    label = field.get("description") or field["name"].replace("_", " ")
+    return ASK_FIELD[language].format(label=label)
 
 
-def _close(definition: dict[str, Any], state: dict[str, Any], first_contact: bool) -> NextAction:
+def _close(
+    definition: dict[str, Any], state: dict[str, Any], first_contact: bool, language: Language
+) -> NextAction:
     outcome = state.get("outcome") or "completed"
     spec = (definition.get("outcomes") or {}).get(outcome) or {}
-    closing = spec.get("message") or definition.get("closing") or DEFAULT_CLOSINGS.get(outcome)
+    closing = spec.get("message") or definition.get("closing") or default_closing(outcome, language)
     handoff = outcome == "handoff" or bool(spec.get("handoff"))
     return NextAction("close", first_contact=first_contact, outcome=outcome, closing=closing, handoff=handoff)
 
@@ -147,20 +145,22 @@ def advance(
     now_iso: str,
     *,
     region: str | None = None,
+    language: Language = "en",
 ) -> tuple[dict[str, Any], NextAction]:
-    """Record the extracted values, move through complete steps, and say what the reply must do."""
+    """Record the extracted values, move through complete steps, and say what the reply must do; what the
+    service writes itself (refusals, default questions and closings) is in the lead's `language`."""
     new = copy.deepcopy(state) if state else initial_state(None, definition)
     for key, default in (("collected", {}), ("invalid", {}), ("history", []), ("askedField", None)):
         new.setdefault(key, copy.deepcopy(default))
     first_contact = not new["history"] and new["askedField"] is None and not new["collected"]
     if new.get("status") != STATUS_ACTIVE:
-        return new, _close(definition, new, first_contact)
+        return new, _close(definition, new, first_contact, language)
     owners = {f["name"]: (s["id"], f) for s in definition["steps"] for f in s["fields"]}
     for name, raw in extracted.items():
         if name not in owners:
             continue
         step_id, spec = owners[name]
-        result = normalize(spec, raw, region=region)
+        result = normalize(spec, raw, region=region, language=language)
         if result.ok:
             new["collected"][name] = {
                 "value": result.value,
@@ -186,7 +186,7 @@ def advance(
         new["currentStepId"] = target
     if new["status"] != STATUS_ACTIVE:
         new["askedField"] = None
-        return new, _close(definition, new, first_contact)
+        return new, _close(definition, new, first_contact, language)
     step = step_by_id(definition, new["currentStepId"])
     assert step is not None
     missing = [f["name"] for f in step["fields"] if f["required"] and f["name"] not in new["collected"]]
@@ -197,7 +197,7 @@ def advance(
         "ask",
         step=step,
         field=asked,
-        question=_question_for(step, asked),
+        question=_question_for(step, asked, language),
         missing=missing,
         invalid=invalid,
         first_contact=first_contact,

@@ -21,6 +21,10 @@
               "handoff": {"handoff": true, "message": "A colleague will take it from here."}}}
 ```
 
+`language` (optional: `en`, `pt`, `es`) is the language of what the service writes itself around the script
+(greeting, refusals, default questions and closings); without it, the lead's own words decide
+(`domain.language`).
+
 Field types: text, email, phone, number, enum (with `values`), boolean, date; `required` defaults to true. A
 step without fields collects one free-text answer under the step's id (the minimal format
 `{"id", "question"}`). A step is complete when every required field is filled; then its `transitions` are
@@ -34,7 +38,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from luminai_actors.domain.fields import FIELD_TYPES
+from luminai_actors.domain.fields import FIELD_TYPES, LANGUAGES
 from luminai_actors.errors import ValidationError
 
 KNOWN_OUTCOMES = ("qualified", "disqualified", "meeting_requested", "handoff", "completed")
@@ -94,6 +98,11 @@ def validate_definition(document: object) -> dict[str, Any]:
     name = _text(document.get("name"), "name", required=True)
     for key in ("objective", "closing"):
         _text(document.get(key), key, required=False)
+    language = document.get("language")
+    if language is not None and (
+        not isinstance(language, str) or language.strip().lower()[:2] not in LANGUAGES
+    ):
+        raise ValidationError("language", 'must be "en", "pt" or "es" (a tag like "pt-BR" is read as "pt")')
     outcomes = document.get("outcomes") or {}
     if not isinstance(outcomes, dict) or not all(isinstance(v, dict) for v in outcomes.values()):
         raise ValidationError("outcomes", 'must map outcome names to objects like {"message": "..."}')

@@ -29,8 +29,9 @@ from typing import Any
 
 from luminai_actors.ai.brain import Brain, ExtractionRequest, HistoryLine, TurnContext
 from luminai_actors.domain import talkflow
-from luminai_actors.domain.fields import region_of
-from luminai_actors.domain.optout import confirmation_for, is_opt_out
+from luminai_actors.domain.fields import Language, region_of
+from luminai_actors.domain.language import OPT_OUT_CONFIRMATION, guess, reply_language
+from luminai_actors.domain.optout import is_opt_out
 from luminai_actors.domain.treeflow import normalize_definition, step_by_id
 from luminai_actors.persistence.hot_path import ClaimedTurn, MessageView
 from luminai_actors.persistence.tables import Agent, Contact, Talk, TreeFlow
@@ -63,6 +64,7 @@ class _Prepared:
     history: list[HistoryLine]
     lead_first_name: str | None
     region: str | None
+    language: Language
     opted_out: bool
     tree_flow_name: str | None
     suppressed: bool = False  # the contact's number is on the suppression list (`services.privacy`)
@@ -230,6 +232,10 @@ def _prepared(
         ],
         lead_first_name=claimed.contact_first_name,
         region=region_of(claimed.contact_phone),
+        language=reply_language(
+            (definition or {}).get("language") or (claimed.agent_metadata or {}).get("language"),
+            definition or {},
+        ),
         opted_out=claimed.contact_opted_out,
         tree_flow_name=claimed.tree_flow_name,
     )
@@ -267,10 +273,19 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
     if extraction.opt_out or any(is_opt_out(text) for text in texts):
         meta = {**usage_meta(brain, None, extraction), "action": "opt_out", "answeredMessageIds": ids}
         return _Decision(
-            [confirmation_for(texts[-1])], {**state, "optedOut": True}, {"ai": meta}, opt_out=True
+            [OPT_OUT_CONFIRMATION[guess(texts[-1:]) or prepared.language]],
+            {**state, "optedOut": True},
+            {"ai": meta},
+            opt_out=True,
         )
     new_state, action = talkflow.advance(
-        prepared.definition, state, extraction.values, ids, at.isoformat(), region=prepared.region
+        prepared.definition,
+        state,
+        extraction.values,
+        ids,
+        at.isoformat(),
+        region=prepared.region,
+        language=prepared.language,
     )
     context = TurnContext(
         agent_name=prepared.agent_name,
@@ -291,6 +306,7 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
         missing_fields=action.missing,
         invalid_fields=action.invalid,
         outcome=action.outcome,
+        language=prepared.language,
     )
     reply = brain.compose(context)
     meta = {
