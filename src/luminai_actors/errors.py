@@ -87,6 +87,11 @@ class EvolutionTransientError(EvolutionError):
     """Worth retrying later: connection refused/reset, timeout, 5xx, 429."""
 
 
+class EvolutionNotActivated(EvolutionError):
+    """Evolution API 2.4's licence gate (`503 {"code": "LICENSE_REQUIRED", ...}`): the server is not
+    activated. Configuration, not a fault: no retry helps until it is activated, so none is spent."""
+
+
 class EvolutionPermanentError(EvolutionError):
     """Retrying cannot help: bad request (e.g. number not on WhatsApp), bad credentials, unknown instance."""
 

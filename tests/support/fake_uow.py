@@ -183,6 +183,12 @@ class FakeRepository:
     def agent_by_instance(self, instance_name: str) -> Agent | None:
         return self._first(Agent, lambda a: a.whatsapp_instance_name == instance_name)
 
+    def instances_with_status(self, whatsapp_status: str) -> list[str]:
+        agents = self._where(
+            Agent, lambda a: a.whatsapp_status == whatsapp_status and a.whatsapp_instance_name
+        )
+        return [str(a.whatsapp_instance_name) for a in agents]
+
     def tree_flow_version(self, tree_flow_id: uuid.UUID, version: int) -> TreeFlowVersion | None:
         return self._first(TreeFlowVersion, lambda v: v.tree_flow_id == tree_flow_id and v.version == version)
 

@@ -48,3 +48,9 @@ def uuid7() -> uuid.UUID:
     value |= 0b10 << 62
     value |= rand_b
     return uuid.UUID(int=value)
+
+
+def whatsapp_id_of_reply(message_id: uuid.UUID) -> str:
+    """The WhatsApp message id we ask Evolution 2.4 to give a reply (`messageId`): fixed by the reply's own
+    id, so every attempt to send it carries the same one; shaped like Baileys' own ids (`3EB0` + hex)."""
+    return "3EB0" + message_id.hex.upper()

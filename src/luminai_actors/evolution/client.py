@@ -7,6 +7,10 @@ errors, `exists: false`), 401 and 404 become `EvolutionPermanentError` (a retry 
 An error's message carries only Evolution's parsed reason (`response.message`, else `error`), never the raw
 body of whatever answered: the message reaches tenants (test-connection, a failed reply's reason).
 
+Evolution 2.4 answers every API route but `/`, `/license/*` and its manager with `503 LICENSE_REQUIRED`
+until the server is activated: `EvolutionNotActivated`, neither transient nor permanent (the sender keeps the
+reply waiting and spends no attempt). `GET /` answers without auth and names the server's `version`.
+
 Every call says whether its agent's server URL is `trusted` (set by the operator). Untrusted calls go
 through `outbound_address.GuardedTransport`: public unicast addresses only, unless the operator allowed the
 host; a refused address is an `EvolutionPermanentError` and nothing is sent.
@@ -20,7 +24,12 @@ from urllib.parse import quote
 
 import httpx
 
-from luminai_actors.errors import EvolutionError, EvolutionPermanentError, EvolutionTransientError
+from luminai_actors.errors import (
+    EvolutionError,
+    EvolutionNotActivated,
+    EvolutionPermanentError,
+    EvolutionTransientError,
+)
 from luminai_actors.outbound_address import AddressPolicy, AddressRefused, GuardedTransport
 
 WEBHOOK_EVENTS = (
@@ -43,6 +52,7 @@ class SendResult:
 
 
 _REASON_LIMIT = 500
+LICENSE_REQUIRED = "LICENSE_REQUIRED"
 
 
 def _error_message(body: Any) -> str:
@@ -82,6 +92,15 @@ def _raise_for(response: httpx.Response) -> None:
         body: Any = response.json()
     except ValueError:
         body = response.text[:500]
+    if response.status_code == 503 and isinstance(body, dict) and body.get("code") == LICENSE_REQUIRED:
+        # src/licensing/runtime.ts (2.4.0-rc2) answers every gated route so: {error: "service not activated",
+        # code, register_url, instance_id, docs_url, message}.
+        reason = body.get("message") if isinstance(body.get("message"), str) else body.get("error")
+        raise EvolutionNotActivated(
+            f"Evolution API is not activated (licence required): {str(reason)[:_REASON_LIMIT]}",
+            status=503,
+            body=body,
+        )
     detail = _error_message(body)
     message = f"Evolution API {response.status_code}: {detail}"
     if response.status_code >= 500 or response.status_code in (408, 429):
@@ -132,7 +151,7 @@ class EvolutionClient:
                 method,
                 url,
                 json=json,
-                headers={"apikey": api_key, "Content-Type": "application/json"},
+                headers={"apikey": api_key, "Content-Type": "application/json"} if api_key else {},
                 timeout=self._timeout + extra_timeout,
             )
         except httpx.TimeoutException as exc:
@@ -159,8 +178,14 @@ class EvolutionClient:
         delay_ms: int | None = None,
         api_version: int = 2,
         trusted: bool = False,
+        message_id: str | None = None,
     ) -> SendResult:
-        """POST /message/sendText/{instance}; v2 flat body by default, v1 body for agents configured as v1."""
+        """POST /message/sendText/{instance}; v2 flat body by default, v1 body for agents configured as v1.
+
+        `message_id` goes in the v2 body's top-level `messageId`: Evolution 2.4.0 makes it the WhatsApp
+        message id (src/api/dto/sendMessage.dto.ts `Metadata.messageId`, passed to Baileys' `sendMessage`),
+        so every retry of one reply carries one id; 2.3.x ignores it (its `textMessageSchema` in
+        src/validate/message.schema.ts has no `additionalProperties: false`, and the DTO drops the field)."""
         body: dict[str, Any]
         if api_version == 1:
             options: dict[str, Any] = {"delay": delay_ms} if delay_ms else {}
@@ -169,6 +194,8 @@ class EvolutionClient:
             body = {"number": number, "text": text}
             if delay_ms:
                 body["delay"] = delay_ms
+            if message_id:
+                body["messageId"] = message_id
         response = self._request(
             "POST",
             self._url(server_url, "message/sendText", instance),
@@ -183,6 +210,14 @@ class EvolutionClient:
         message_id = key.get("id") if isinstance(key.get("id"), str) else None
         remote_jid = key.get("remoteJid") if isinstance(key.get("remoteJid"), str) else None
         return SendResult(message_id, remote_jid, response.status_code, payload)
+
+    def server_info(self, server_url: str, *, trusted: bool = False) -> dict[str, Any]:
+        """GET / (no auth, never behind the licence gate): `{status, message, version, clientName, manager?,
+        documentation, whatsappWebVersion}` in 2.3.6, 2.3.7 and 2.4.0 (src/api/routes/index.router.ts)."""
+        payload = _json(self._request("GET", server_url.rstrip("/") + "/", "", trusted=trusted))
+        if not isinstance(payload, dict):
+            raise EvolutionError("Evolution API's / answer is not a JSON object", body=payload)
+        return payload
 
     def connection_state(self, server_url: str, api_key: str, instance: str, *, trusted: bool = False) -> str:
         """GET /instance/connectionState/{instance} -> `open`, `connecting`, `close` or `refused`."""

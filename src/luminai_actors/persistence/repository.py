@@ -77,6 +77,14 @@ class SqlAlchemyRepository:
     def agent_by_instance(self, instance_name: str) -> Agent | None:
         return self.session.scalar(select(Agent).where(Agent.whatsapp_instance_name == instance_name))
 
+    def instances_with_status(self, whatsapp_status: str) -> list[str]:
+        rows = self.session.scalars(
+            select(Agent.whatsapp_instance_name).where(
+                Agent.whatsapp_status == whatsapp_status, Agent.whatsapp_instance_name.is_not(None)
+            )
+        )
+        return [str(name) for name in rows]
+
     def tree_flow_version(self, tree_flow_id: uuid.UUID, version: int) -> TreeFlowVersion | None:
         return self.session.scalar(
             select(TreeFlowVersion).where(

@@ -22,6 +22,7 @@ from luminai_actors.persistence.tables import (
     SEND_PENDING,
     SEND_SENDING,
     SEND_SENT,
+    WHATSAPP_WAITING_STATUSES,
     Agent,
     Contact,
     Talk,
@@ -96,7 +97,7 @@ _CLAIM_SEND = (
         _agent.c.whatsapp_active.is_(True),
         or_(
             _agent.c.whatsapp_status.is_(None),
-            _agent.c.whatsapp_status.not_in(inline_words("disconnected", "refused")),
+            _agent.c.whatsapp_status.not_in(inline_words(*WHATSAPP_WAITING_STATUSES)),
         ),
     )
     .values(

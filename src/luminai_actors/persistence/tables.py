@@ -39,6 +39,10 @@ TALK_ACTIVE, TALK_CLOSED = 0, 1
 SEND_PENDING, SEND_SENDING, SEND_SENT, SEND_FAILED = "pending", "sending", "sent", "failed"
 #: The predicate of `idx_talk_message_send_unsettled` (migration 0004 spells it the same way).
 SEND_UNSETTLED_WHERE = "direction = 'outbound' AND send_status IN ('pending', 'sending')"
+# Agent.whatsapp_status values under which its replies wait (no attempt spent) instead of being sent; the
+# licence one is Evolution 2.4's gate on a server not activated (`services.licence_gate`).
+WHATSAPP_LICENSE_REQUIRED = "license_required"
+WHATSAPP_WAITING_STATUSES = ("disconnected", "refused", WHATSAPP_LICENSE_REQUIRED)
 
 
 NAMING = {

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from luminai_actors.errors import EvolutionError, EvolutionPermanentError
+from luminai_actors.domain.ids import whatsapp_id_of_reply
+from luminai_actors.errors import EvolutionError, EvolutionNotActivated, EvolutionPermanentError
 from luminai_actors.evolution.client import EvolutionClient, SendResult
 from luminai_actors.persistence.tables import (
     SEND_FAILED,
@@ -29,6 +30,7 @@ from luminai_actors.persistence.tables import (
     TalkMessage,
 )
 from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory
+from luminai_actors.services import licence_gate
 from luminai_actors.services.pacing import NoPacing, Pacer
 from luminai_actors.services.send_target import (
     Target,
@@ -208,7 +210,11 @@ def attempt_claimed(
             delay_ms=target.delay_ms,
             api_version=target.api_version,
             trusted=target.trusted,
+            message_id=whatsapp_id_of_reply(message_id) if target.sets_message_id else None,
         )
+    except EvolutionNotActivated as exc:  # configuration, not a fault: no attempt spent (`licence_gate`)
+        used = licence_gate.hold_reply(uow_factory, message_id, attempt, exc, clock())
+        return DeliveryOutcome("waiting", used, str(exc))
     except EvolutionError as exc:
         final = isinstance(exc, EvolutionPermanentError) or attempt >= max_attempts
         at = clock()

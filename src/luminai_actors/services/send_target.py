@@ -7,13 +7,21 @@ rule for the number: the chat's phone JID as digits, its LID JID as is, else the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from luminai_actors.domain.phone import digits_for_evolution, is_lid_jid, is_phone_jid
 from luminai_actors.persistence.send_path import ClaimedSend
-from luminai_actors.persistence.tables import Agent, Contact, Organization, Talk, TalkMessage
+from luminai_actors.persistence.tables import (
+    WHATSAPP_WAITING_STATUSES,
+    Agent,
+    Contact,
+    Organization,
+    Talk,
+    TalkMessage,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +34,7 @@ class Target:
     text: str
     api_version: int
     delay_ms: int | None
+    sets_message_id: bool = False  # the server takes our `messageId` (`evolution_takes_message_id`)
 
 
 def unavailable_reason(agent: Agent, organization: Organization | None) -> str | None:
@@ -35,7 +44,7 @@ def unavailable_reason(agent: Agent, organization: Organization | None) -> str |
         return "agent is inactive"
     if not agent.whatsapp_active:
         return "agent's WhatsApp is turned off"
-    if agent.whatsapp_status in ("disconnected", "refused"):
+    if agent.whatsapp_status in WHATSAPP_WAITING_STATUSES:
         return f"WhatsApp instance is {agent.whatsapp_status}"
     return None
 
@@ -125,4 +134,14 @@ def build_target(
         text=text,
         api_version=api_version,
         delay_ms=int(typing) if isinstance(typing, int | float) and typing > 0 else None,
+        sets_message_id=api_version == 2 and evolution_takes_message_id(metadata.get("evolutionVersion")),
     )
+
+
+def evolution_takes_message_id(version: object) -> bool:
+    """Evolution 2.4.0 and later make sendText's `messageId` the WhatsApp message id; 2.3.x and a server
+    whose version test-connection has not read yet get the flat `{"number", "text"}` body as always."""
+    if not isinstance(version, str):
+        return False
+    parts = [int(p) for p in re.findall(r"\d+", version)[:2]]
+    return len(parts) == 2 and tuple(parts) >= (2, 4)

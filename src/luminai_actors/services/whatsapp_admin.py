@@ -7,18 +7,21 @@ event list and passes the agent's webhook token as the `X-Webhook-Token` header 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from luminai_actors.errors import NotFound, ValidationError
+from luminai_actors.errors import EvolutionError, EvolutionNotActivated, NotFound, ValidationError
 from luminai_actors.evolution.client import EvolutionClient
-from luminai_actors.persistence.tables import Agent
+from luminai_actors.persistence.tables import WHATSAPP_LICENSE_REQUIRED, Agent
 from luminai_actors.persistence.uow import UnitOfWorkFactory
-from luminai_actors.services import audit
+from luminai_actors.services import audit, licence_gate
 from luminai_actors.services.admin import new_webhook_token
 from luminai_actors.services.channel_events import CONNECTION_STATES
+
+log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/api/webhooks/whatsapp/evolution"
 
@@ -83,19 +86,67 @@ def rotate_webhook_token(uow_factory: UnitOfWorkFactory, ref: str, actor: str) -
 
 
 def test_connection(uow_factory: UnitOfWorkFactory, client: EvolutionClient, ref: str) -> dict[str, Any]:
+    """The instance's `connectionState`, recorded as the agent's `whatsapp_status`, with the server's
+    `evolutionVersion` (`GET /`, best effort: a server that does not answer it still has a state). A server
+    behind Evolution 2.4's licence gate is recorded as `license_required` (`licence_gate`), not an error."""
     channel = find_agent(uow_factory, ref)
-    state = client.connection_state(
-        channel.server_url, channel.api_key, channel.instance, trusted=channel.trusted
-    )
-    status = CONNECTION_STATES.get(state, state)
+    version = _server_version(client, channel)
+    gate: EvolutionNotActivated | None = None
+    try:
+        state = client.connection_state(
+            channel.server_url, channel.api_key, channel.instance, trusted=channel.trusted
+        )
+        status = CONNECTION_STATES.get(state, state)
+    except EvolutionNotActivated as exc:
+        gate, state, status = exc, "license_required", WHATSAPP_LICENSE_REQUIRED
+    now = datetime.now(UTC)
     with uow_factory() as uow:
         agent = uow.repo.get_for_update(Agent, channel.agent_id)
         assert agent is not None
+        metadata = {k: v for k, v in (agent.whatsapp_metadata or {}).items() if k != "evolutionLicense"}
+        if version is not None:
+            metadata["evolutionVersion"] = version
+        agent.whatsapp_metadata = metadata
         agent.whatsapp_status = status
+        if gate is not None:
+            licence_gate.mark_agent(agent, gate, now)
         if status == "connected":
-            agent.whatsapp_last_connected_at = datetime.now(UTC)
+            agent.whatsapp_last_connected_at = now
         uow.commit()
-    return {"agentId": str(channel.agent_id), "instance": channel.instance, "state": state, "status": status}
+    result: dict[str, Any] = {
+        "agentId": str(channel.agent_id),
+        "instance": channel.instance,
+        "state": state,
+        "status": status,
+        "evolutionVersion": version,
+    }
+    if gate is not None:
+        result["message"] = str(gate)
+    return result
+
+
+def _server_version(client: EvolutionClient, channel: Channel) -> str | None:
+    try:
+        info = client.server_info(channel.server_url, trusted=channel.trusted)
+    except EvolutionError:
+        return None  # connectionState, next, reports what is wrong (a refused address included)
+    version = info.get("version")
+    return version[:40] if isinstance(version, str) else None
+
+
+def probe_gated_agents(uow_factory: UnitOfWorkFactory, client: EvolutionClient) -> list[str]:
+    """Test the connection of every agent at Evolution's licence gate (the recovery sweep calls this);
+    returns the instances that are connected again, whose waiting replies the caller enqueues."""
+    with uow_factory() as uow:
+        instances = uow.repo.instances_with_status(WHATSAPP_LICENSE_REQUIRED)
+    connected = []
+    for instance in instances:
+        try:
+            if test_connection(uow_factory, client, instance)["status"] == "connected":
+                connected.append(instance)
+        except EvolutionError as exc:
+            log.info("licence probe of %s: %s", instance, exc)
+    return connected
 
 
 def configure_webhook(

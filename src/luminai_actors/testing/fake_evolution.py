@@ -1,5 +1,7 @@
 """Local fake of Evolution API v2 (2.3.x): sendText, connectionState, connect (QR code) and webhook set/find,
-plus faults.
+plus faults. `version="2.4.0"` adds 2.4's behaviours: sendText's `messageId` and the `X-Instance-ID`,
+`X-Instance-Name`, `X-Event-Type` and `X-Timestamp` webhook headers; `require_licence()` its licence gate.
+`GET /` answers the version, as every real one does.
 
 Status codes, guard order and error envelopes follow /work/shared/reference/evolution-api.md sections 4-5,
 so the service's Evolution client can be tested against real HTTP. `post_webhook` plays the other
@@ -20,20 +22,12 @@ from urllib.parse import unquote
 
 import httpx
 
+from luminai_actors.testing.evolution_schemas import WEBHOOK_EVENTS, send_text_errors, webhook_errors
 from luminai_actors.testing.fake_qr import qr_data_url
 from luminai_actors.testing.http import Fault, HttpBase, JsonResponse, RecordedRequest
 
 __all__ = ["WEBHOOK_EVENTS", "FakeEvolutionApi"]
 
-# EventController.events: the only values /webhook/set accepts.
-WEBHOOK_EVENTS: tuple[str, ...] = (
-    "APPLICATION_STARTUP", "CALL", "CHATS_DELETE", "CHATS_SET", "CHATS_UPDATE", "CHATS_UPSERT",
-    "CONNECTION_UPDATE", "CONTACTS_SET", "CONTACTS_UPDATE", "CONTACTS_UPSERT", "GROUP_PARTICIPANTS_UPDATE",
-    "GROUP_UPDATE", "GROUPS_UPSERT", "LABELS_ASSOCIATION", "LABELS_EDIT", "LOGOUT_INSTANCE",
-    "MESSAGES_DELETE", "MESSAGES_EDITED", "MESSAGES_SET", "MESSAGES_UPDATE", "MESSAGES_UPSERT",
-    "PRESENCE_UPDATE", "QRCODE_UPDATED", "REMOVE_INSTANCE", "SEND_MESSAGE", "SEND_MESSAGE_UPDATE",
-    "STATUS_INSTANCE", "TYPEBOT_CHANGE_STATUS", "TYPEBOT_START",
-)  # fmt: skip
 _STATES = frozenset({"open", "connecting", "close", "refused"})
 _SEND_TEXT = "/message/sendText/"
 _CONNECTION_CLOSED = ["Error: Connection Closed"]  # 2.3.x wording when the socket is down
@@ -58,8 +52,10 @@ class _Instance:
 class FakeEvolutionApi(HttpBase):
     """Evolution API v2 as seen over HTTP by our service (instances are registered with `add_instance`)."""
 
-    def __init__(self, *, global_api_key: str | None = None, port: int = 0) -> None:
+    def __init__(self, *, global_api_key: str | None = None, port: int = 0, version: str = "2.3.6") -> None:
         super().__init__(port=port)
+        self.version = version  # `GET /` names it; "2.4.0" and later: messageId, X-* webhook headers
+        self.licence_required = False  # 2.4.0's gate on a server not activated (`require_licence`)
         self._global_api_key = global_api_key
         self._instances: dict[str, _Instance] = {}
         self._not_on_whatsapp: set[str] = set()
@@ -77,6 +73,14 @@ class FakeEvolutionApi(HttpBase):
         _check_state(state)
         with self._state_lock:
             self._instances[name].state = state
+
+    def require_licence(self, required: bool = True) -> None:
+        """Play Evolution 2.4.0 before activation: every route but `/` and `/license/*` answers the gate."""
+        self.licence_required = required
+
+    @property
+    def at_least_2_4(self) -> bool:
+        return tuple(int(p) for p in self.version.split(".")[:2] if p.isdigit()) >= (2, 4)
 
     def mark_not_on_whatsapp(self, number: str) -> None:
         with self._state_lock:
@@ -144,6 +148,10 @@ class FakeEvolutionApi(HttpBase):
             return response.status_code, response.text
 
     def handle(self, request: RecordedRequest) -> JsonResponse | None:
+        if request.method == "GET" and request.route == "/":
+            return JsonResponse(200, self._index())
+        if self.licence_required and not request.route.startswith("/license/"):
+            return _licence_gate(self.url)
         parts = request.route.strip("/").split("/")
         if len(parts) == 3:
             route, name = (request.method, parts[0], parts[1]), unquote(parts[2])
@@ -185,7 +193,7 @@ class FakeEvolutionApi(HttpBase):
         body = request.json
         if not isinstance(body, dict):
             return _envelope(400, ["instance is not of a type(s) object"])
-        errors = _send_text_errors(body)
+        errors = send_text_errors(body)
         if errors:
             return _envelope(400, errors)
         if not body["text"].strip():
@@ -203,6 +211,8 @@ class FakeEvolutionApi(HttpBase):
         if "delay" in body and not self.pause(body["delay"] / 1000):
             return None  # stopped while holding the request
         sent = _sent_message(jid, body["text"], instance_id)
+        if self.at_least_2_4 and isinstance(body.get("messageId"), str):
+            sent["key"]["id"] = body["messageId"]  # 2.4.0: the caller's id is the WhatsApp message id
         with self._state_lock:
             self._sent.append({**body, "_instance": name})
         # Like Evolution (channel.service sendDataWebhook without await): the event goes out on its own,
@@ -231,6 +241,17 @@ class FakeEvolutionApi(HttpBase):
             "apikey": None,
         }
         headers = {str(k): str(v) for k, v in (hook.get("headers") or {}).items()}
+        if self.at_least_2_4:  # webhook.controller.ts (2.4.0-rc2): fixed headers after the configured ones
+            with self._state_lock:
+                instance_id = self._instances[name].instance_id
+            headers.update(
+                {
+                    "X-Instance-ID": instance_id,
+                    "X-Instance-Name": name,
+                    "X-Event-Type": event,
+                    "X-Timestamp": str(int(time.time() * 1000)),
+                }
+            )
 
         def deliver() -> None:
             # Evolution retries 5xx, 429 and transport errors with backoff (reference §1.6), not other 4xx;
@@ -249,6 +270,18 @@ class FakeEvolutionApi(HttpBase):
         thread = threading.Thread(target=deliver, name=f"fake-evolution-emit-{event}", daemon=True)
         thread.start()
         return thread
+
+    def _index(self) -> dict[str, Any]:
+        """src/api/routes/index.router.ts, the same in 2.3.6, 2.3.7 and 2.4.0-rc2."""
+        return {
+            "status": 200,
+            "message": "Welcome to the Evolution API, it is working!",
+            "version": self.version,
+            "clientName": "evolution",
+            "manager": f"{self.url}/manager",
+            "documentation": "https://doc.evolution-api.com",
+            "whatsappWebVersion": "2.3000.1023204200",
+        }
 
     def _connection_state(self, name: str) -> JsonResponse:
         with self._state_lock:
@@ -270,7 +303,7 @@ class FakeEvolutionApi(HttpBase):
         return JsonResponse(200, qrcode)
 
     def _set_webhook(self, request: RecordedRequest, name: str) -> JsonResponse:
-        errors = _webhook_errors(request.json)
+        errors = webhook_errors(request.json)
         if errors:
             return _envelope(400, errors)
         hook: dict[str, Any] = request.json["webhook"]
@@ -302,6 +335,24 @@ class FakeEvolutionApi(HttpBase):
             return JsonResponse(201, dict(instance.webhook))
 
 
+def _licence_gate(base_url: str) -> JsonResponse:
+    """src/licensing/runtime.ts (2.4.0-rc2) gateMiddleware's answer."""
+    manager = f"{base_url}/manager/login"
+    docs = "https://docs.evolutionfoundation.com.br/licensing"
+    return JsonResponse(
+        503,
+        {
+            "error": "service not activated",
+            "code": "LICENSE_REQUIRED",
+            "register_url": manager,
+            "instance_id": "5f0c3f1e-0000-4000-8000-000000000001",
+            "docs_url": docs,
+            "message": f"This Evolution API instance is not activated. Open {manager} to activate, or set "
+            f"AUTHENTICATION_API_KEY in your .env with a valid licensing key. Docs: {docs}",
+        },
+    )
+
+
 def _check_state(state: str) -> None:
     if state not in _STATES:
         raise ValueError(f"state must be one of {sorted(_STATES)}, not {state!r}")
@@ -314,51 +365,6 @@ def _digits(number: str) -> str:
 
 def _jid(number: str) -> str:
     return number if "@" in number else f"{_digits(number)}@s.whatsapp.net"
-
-
-def _send_text_errors(body: dict[str, Any]) -> list[str]:
-    """textMessageSchema failures, worded like Evolution's jsonschema-based validator."""
-    errors = [f'instance requires property "{prop}"' for prop in ("number", "text") if prop not in body]
-    if "number" in body and not isinstance(body["number"], str):
-        errors.append("Invalid format")
-    if "text" in body and not isinstance(body["text"], str):
-        errors.append("text is not of a type(s) string")
-    if "delay" in body and (not isinstance(body["delay"], int) or isinstance(body["delay"], bool)):
-        errors.append("delay is not of a type(s) integer")
-    return errors
-
-
-def _webhook_errors(body: Any) -> list[str]:
-    """webhookSchema failures for the nested 2.1+ body."""
-    if not isinstance(body, dict):
-        return ["instance is not of a type(s) object"]
-    if "webhook" not in body:
-        return ['instance requires property "webhook"']
-    hook = body["webhook"]
-    if not isinstance(hook, dict):
-        return ["webhook is not of a type(s) object"]
-    errors = [f'webhook requires property "{prop}"' for prop in ("enabled", "url") if prop not in hook]
-    for prop in ("enabled", "byEvents", "base64"):
-        if prop in hook and not isinstance(hook[prop], bool):
-            errors.append(f"webhook.{prop} is not of a type(s) boolean")
-    url = hook.get("url")
-    if "url" in hook and not isinstance(url, str):
-        errors.append("webhook.url is not of a type(s) string")
-    elif url == "":
-        errors.append("webhook.url does not meet minimum length of 1")
-    if "headers" in hook and not isinstance(hook["headers"], dict):
-        errors.append("webhook.headers is not of a type(s) object")
-    events = hook.get("events")
-    if events is not None and not isinstance(events, list):
-        errors.append("webhook.events is not of a type(s) array")
-    elif events:
-        allowed = ",".join(WEBHOOK_EVENTS)
-        errors += [
-            f"webhook.events[{i}] is not one of enum values: {allowed}"
-            for i, event in enumerate(events)
-            if event not in WEBHOOK_EVENTS
-        ]
-    return errors
 
 
 def _sent_message(jid: str, text: str, instance_id: str) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from luminai_actors.evolution.webhook import (
     QrCodeUpdate,
     StatusUpdates,
     WebhookEvent,
+    header_contradiction,
     parse_webhook,
 )
 from luminai_actors.services.channel_events import apply_connection_state, apply_status_update, record_qrcode
@@ -201,6 +202,9 @@ async def _receive(request: Request, container: Container) -> Response:
         return limited
     payload = await read_json_body(request, container.settings.max_webhook_bytes)
     event = parse_webhook(payload, request.path_params.get("event_slug"))
+    contradiction = header_contradiction(request.headers, payload)
+    if contradiction is not None:
+        raise contradiction
     limited = _rate_limited(
         request.app.state.instance_limiter, event.instance, f"instance {event.instance!r}"
     )

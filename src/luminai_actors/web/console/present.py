@@ -18,6 +18,7 @@ STATUS_LABELS = {
     "connecting": "Connecting",
     "disconnected": "Disconnected",
     "refused": "Refused (QR limit reached)",
+    "license_required": "Evolution server not activated (replies wait)",
     None: "Unknown",
 }
 
@@ -153,6 +154,8 @@ def agent_view(agent: Agent) -> dict[str, Any]:
     qrcode = metadata.get("qrcode") if isinstance(metadata.get("qrcode"), dict) else None
     image = qrcode.get("base64") if qrcode else None
     options = {k: v for k, v in metadata.items() if k != "qrcode"}
+    found = metadata.get("evolutionLicense")
+    licence: dict[str, Any] = found if isinstance(found, dict) else {}
     ignore = options.get("ignoreJids")
     return {
         "id": str(agent.id),
@@ -168,6 +171,8 @@ def agent_view(agent: Agent) -> dict[str, Any]:
         "lastConnectedAt": agent.whatsapp_last_connected_at.isoformat()
         if agent.whatsapp_last_connected_at
         else None,
+        "evolutionVersion": metadata.get("evolutionVersion"),
+        "licenceMessage": licence.get("message") if agent.whatsapp_status == "license_required" else None,
         "hasApiKey": bool(agent.whatsapp_api_key),
         "hasWebhookToken": bool(agent.whatsapp_webhook_token),
         "qrcode": {
