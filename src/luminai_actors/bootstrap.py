@@ -52,6 +52,7 @@ from luminai_actors.services.inbound import Autocommit, InboundOutcome, record_i
 from luminai_actors.services.pacing import MemoryPacer, NoPacing, Pacer, RedisPacer
 from luminai_actors.services.privacy import Erased, SuppressionList
 from luminai_actors.services.recovery import find_stalled_work
+from luminai_actors.services.silence import WebhookSilence, sweep_silence
 from luminai_actors.services.turn_requests import TurnRequests
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ class Container:
     turn_requests: TurnRequests = field(default_factory=TurnRequests)
     suppression: SuppressionList | None = None  # the suppression list (`services.privacy`), set by `build`
     autocommit: Autocommit | None = None  # PostgreSQL with LUMINAI_FAST_INGEST: `persistence.append`
+    silence: WebhookSilence = field(default_factory=WebhookSilence)  # webhooks seen per instance
+    _silent: set[str] = field(default_factory=set)  # instances whose silence alarm is raised
     _recovery_stop: threading.Event = field(default_factory=threading.Event)
     _recovery_thread: threading.Thread | None = None
 
@@ -147,6 +150,10 @@ class Container:
             "luminai_conversation_in_flight": (
                 "Events queued or running in actors",
                 float(sum(a["inFlight"] for a in actors)),
+            ),
+            "luminai_webhook_silent_agents": (
+                "Instances that usually have traffic and sent no webhook for LUMINAI_SILENCE_ALERT_MINUTES",
+                float(len(self._silent)),
             ),
             "luminai_agents_license_required": (
                 "Agents whose Evolution server answers with its licence gate (replies wait)",
@@ -248,6 +255,14 @@ class Container:
             self.dispatcher.request_ai_turn(talk_id)
         for message_id in stalled.messages_awaiting_send:
             self.dispatcher.request_send(message_id)
+        sweep_silence(
+            self.silence,
+            self.uow,
+            self.evolution,
+            minutes=self.settings.silence_alert_minutes,
+            min_webhooks=self.settings.silence_alert_min_webhooks,
+            alarmed=self._silent,
+        )
         for instance in whatsapp_admin.probe_gated_agents(self.uow, self.evolution):
             log.info("Evolution server of %s is activated: its waiting replies go out", instance)
             self.resume_agent_sends(instance)

@@ -98,6 +98,12 @@ class Settings:
     attempt is a `send_message` task."""
     recovery_interval_seconds: float = 30.0
     """LUMINAI_RECOVERY_INTERVAL_SECONDS: how often the server re-enqueues AI turns that never ran."""
+    silence_alert_minutes: float = 30.0
+    """LUMINAI_SILENCE_ALERT_MINUTES: an instance that usually has traffic and sent no webhook this long
+    raises the silence alarm (`services.silence`); `0` turns it off."""
+    silence_alert_min_webhooks: int = 10
+    """LUMINAI_SILENCE_ALERT_MIN_WEBHOOKS: "usually has traffic": this many webhooks in the 24 hours before
+    the silence began."""
     log_level: str = "INFO"
     """LUMINAI_LOG_LEVEL: Python logging level name."""
     log_format: str = "json"
@@ -217,6 +223,8 @@ class Settings:
         number("LUMINAI_WORKER_POLL_MS", "worker_poll_ms", int, 10)
         number("LUMINAI_DB_POOL_SIZE", "db_pool_size", int, 1)
         number("LUMINAI_RECOVERY_INTERVAL_SECONDS", "recovery_interval_seconds", float, 0.1)
+        number("LUMINAI_SILENCE_ALERT_MINUTES", "silence_alert_minutes", float, 0)
+        number("LUMINAI_SILENCE_ALERT_MIN_WEBHOOKS", "silence_alert_min_webhooks", int, 1)
         number("LUMINAI_RATE_LIMIT_PER_INSTANCE", "rate_limit_per_instance", float, 0)
         number("LUMINAI_RATE_LIMIT_PER_IP", "rate_limit_per_ip", float, 0)
 

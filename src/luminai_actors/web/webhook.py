@@ -225,6 +225,7 @@ async def _receive(request: Request, container: Container) -> Response:
             )
         return error_response(401, f"missing or wrong webhook secret for instance {event.instance!r}")
     request.state.event = _event_label(event)  # labelled only once authenticated
+    container.silence.seen(event.instance)
     if agent is not None and not agent.organization_active:
         request.state.outcome = "ignored"
         return _processed(ignored="organization inactive")

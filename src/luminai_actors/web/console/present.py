@@ -173,6 +173,9 @@ def agent_view(agent: Agent) -> dict[str, Any]:
         else None,
         "evolutionVersion": metadata.get("evolutionVersion"),
         "licenceMessage": licence.get("message") if agent.whatsapp_status == "license_required" else None,
+        "silence": metadata.get("webhookSilence")
+        if isinstance(metadata.get("webhookSilence"), dict)
+        else None,
         "hasApiKey": bool(agent.whatsapp_api_key),
         "hasWebhookToken": bool(agent.whatsapp_webhook_token),
         "qrcode": {
