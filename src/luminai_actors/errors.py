@@ -92,6 +92,11 @@ class EvolutionNotActivated(EvolutionError):
     activated. Configuration, not a fault: no retry helps until it is activated, so none is spent."""
 
 
+class EvolutionMaybeSent(EvolutionTransientError):
+    """The request reached Evolution but no answer came back (a read timeout, the connection closed before
+    the answer): the message may have been sent. Before a resend, look for it (`services.maybe_sent`)."""
+
+
 class EvolutionPermanentError(EvolutionError):
     """Retrying cannot help: bad request (e.g. number not on WhatsApp), bad credentials, unknown instance."""
 

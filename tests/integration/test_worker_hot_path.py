@@ -415,6 +415,37 @@ def reply_of(world: World) -> tuple[uuid.UUID, TalkMessage]:
     return talk_id, reply
 
 
+def test_the_one_statement_claim_of_a_reply_whose_worker_died_mid_call_looks_for_it_first(
+    world: World, evo: FakeEvolutionApi, client: EvolutionClient
+) -> None:
+    """The claim that takes over a reply still `sending` notes that its attempt may have gone out
+    (`send_path`'s CASE); Evolution 2.3.x has it, so it is settled from the search, not sent again."""
+    talk_id, reply = reply_of(world)
+    started = datetime.now(UTC) - timedelta(seconds=30)
+    client.send_text(evo.url, API_KEY, INSTANCE, "5511987654321", reply.body, trusted=True)  # what went out
+    with world.db.sessions() as session:
+        session.execute(
+            update(TalkMessage)
+            .where(TalkMessage.id == reply.id)
+            .values(
+                send_status="sending",
+                send_attempts=1,
+                send_lease_until=started,
+                meta={"whatsappAttempts": 1, "whatsappLastAttemptAt": started.isoformat()},
+            )
+        )
+        session.commit()
+
+    outcome, statements = world.statements_of(lambda: world.deliver(client, reply.id, datetime.now(UTC)))
+
+    assert outcome.status == "sent"
+    assert statements[0] == "UPDATE"  # the one-statement claim took it
+    assert len(evo.sendtext_attempts(INSTANCE)) == 1  # only the one before the "crash"
+    [sent] = world.messages(talk_id, "outbound")
+    assert sent.meta["whatsappMaybeSentAt"] == started.isoformat()
+    assert sent.meta["whatsappResponse"]["foundBy"] == "findMessages"
+
+
 def test_a_send_records_its_attempt_in_one_statement_and_settles_in_two(
     world: World, evo: FakeEvolutionApi, client: EvolutionClient
 ) -> None:

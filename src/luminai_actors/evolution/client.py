@@ -26,6 +26,7 @@ import httpx
 
 from luminai_actors.errors import (
     EvolutionError,
+    EvolutionMaybeSent,
     EvolutionNotActivated,
     EvolutionPermanentError,
     EvolutionTransientError,
@@ -154,6 +155,9 @@ class EvolutionClient:
                 headers={"apikey": api_key, "Content-Type": "application/json"} if api_key else {},
                 timeout=self._timeout + extra_timeout,
             )
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            # Sent, or partly sent, and no answer: Evolution may have done what we asked.
+            raise EvolutionMaybeSent(f"no answer from Evolution API: {type(exc).__name__}") from exc
         except httpx.TimeoutException as exc:
             raise EvolutionTransientError(f"timeout calling Evolution API: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
@@ -218,6 +222,25 @@ class EvolutionClient:
         if not isinstance(payload, dict):
             raise EvolutionError("Evolution API's / answer is not a JSON object", body=payload)
         return payload
+
+    def find_messages(
+        self,
+        server_url: str,
+        api_key: str,
+        instance: str,
+        where_key: dict[str, Any],
+        *,
+        trusted: bool = False,
+    ) -> list[dict[str, Any]]:
+        """POST /chat/findMessages/{instance} `{"where": {"key": …}, "page": 1, "offset": 25}`: the newest
+        stored messages matching the key, newest first. 2.3.x answers `{"messages": {"total", "pages",
+        "currentPage", "records": [...]}}` (the Baileys service's fetchMessages); older ones a plain list."""
+        body = {"where": {"key": where_key}, "page": 1, "offset": 25}
+        url = self._url(server_url, "chat/findMessages", instance)
+        payload = _json(self._request("POST", url, api_key, trusted=trusted, json=body))
+        messages = payload.get("messages") if isinstance(payload, dict) else payload
+        records = messages.get("records") if isinstance(messages, dict) else messages
+        return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
 
     def connection_state(self, server_url: str, api_key: str, instance: str, *, trusted: bool = False) -> str:
         """GET /instance/connectionState/{instance} -> `open`, `connecting`, `close` or `refused`."""

@@ -14,7 +14,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, String, Table, and_, bindparam, exists, func, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import JSONB
 
 from luminai_actors.persistence.hot_path import inline_words
@@ -79,6 +93,17 @@ def _configured(column: Any) -> Any:
     return func.coalesce(column, "") != ""
 
 
+# A claim that takes over a reply still `sending` (its worker died mid-call, the lease expired) notes that the
+# previous attempt may have gone out (`services.maybe_sent`); the SET reads the row as it was.
+_PREVIOUS_ATTEMPT = _msg.c.metadata.op("->", return_type=JSONB)(literal("whatsappLastAttemptAt", String))
+_MAYBE_SENT_IF_TAKEN_OVER = case(
+    (
+        and_(_msg.c.send_status == SEND_SENDING, _PREVIOUS_ATTEMPT.is_not(None)),
+        func.jsonb_build_object(literal("whatsappMaybeSentAt", String), _PREVIOUS_ATTEMPT),
+    ),
+    else_=sql_cast(literal("{}", String), JSONB),
+)
+
 _CLAIM_SEND = (
     update(_msg)
     .where(
@@ -111,7 +136,7 @@ _CLAIM_SEND = (
                 literal("whatsappLastAttemptAt", String),
                 bindparam("attempt_at", type_=String),
             )
-        ),
+        ).op("||")(_MAYBE_SENT_IF_TAKEN_OVER),
     )
     .returning(
         _msg.c.talk_id,

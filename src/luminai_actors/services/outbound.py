@@ -17,7 +17,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from luminai_actors.domain.ids import whatsapp_id_of_reply
-from luminai_actors.errors import EvolutionError, EvolutionNotActivated, EvolutionPermanentError
+from luminai_actors.errors import (
+    EvolutionError,
+    EvolutionMaybeSent,
+    EvolutionNotActivated,
+    EvolutionPermanentError,
+)
 from luminai_actors.evolution.client import EvolutionClient, SendResult
 from luminai_actors.persistence.tables import (
     SEND_FAILED,
@@ -30,7 +35,7 @@ from luminai_actors.persistence.tables import (
     TalkMessage,
 )
 from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory
-from luminai_actors.services import licence_gate
+from luminai_actors.services import licence_gate, maybe_sent
 from luminai_actors.services.pacing import NoPacing, Pacer
 from luminai_actors.services.send_target import (
     Target,
@@ -200,6 +205,10 @@ def attempt_claimed(
     """The sendText call of a committed claim, and the recording of its result."""
     clock = now or (lambda: datetime.now(UTC))
     target, attempt = claimed.target, claimed.attempt
+    found = maybe_sent.went_out_before(client, target)
+    if found is not None:  # the earlier attempt went out after all: settle it, send no second copy
+        return _record_success(uow_factory, message_id, attempt, found, clock())
+    started = clock()
     try:
         result = client.send_text(
             target.server_url,
@@ -217,9 +226,9 @@ def attempt_claimed(
         return DeliveryOutcome("waiting", used, str(exc))
     except EvolutionError as exc:
         final = isinstance(exc, EvolutionPermanentError) or attempt >= max_attempts
-        at = clock()
         hold = timedelta(seconds=retry_wait(attempt + 1) + lease_seconds)
-        return _record_failure(uow_factory, message_id, attempt, str(exc), final=final, at=at, hold=hold)
+        maybe = target.maybe_sent_at or (iso(started) if isinstance(exc, EvolutionMaybeSent) else None)
+        return _record_failure(uow_factory, message_id, attempt, str(exc), final, clock(), hold, maybe)
     return _record_success(uow_factory, message_id, attempt, result, clock())
 
 
@@ -298,6 +307,7 @@ def _claim_general(
     wait = pacer.try_acquire(target.instance)
     if wait > 0:
         return DeliveryOutcome("paced", message.send_attempts, delay=wait)
+    target = maybe_sent.note_takeover(message, target)
     message.send_status = SEND_SENDING
     message.send_attempts = attempt
     message.send_lease_until = lease_until
@@ -368,10 +378,10 @@ def _record_failure(
     message_id: uuid.UUID,
     attempt: int,
     reason: str,
-    *,
     final: bool,
     at: datetime,
     hold: timedelta,
+    maybe_sent_at: str | None,
 ) -> DeliveryOutcome:
     with uow_factory() as uow:
         message = uow.repo.get_for_update(TalkMessage, message_id)
@@ -383,6 +393,7 @@ def _record_failure(
             return DeliveryOutcome("failed", attempt, reason, next_message_id=_next_after(uow, message))
         message.send_status = SEND_PENDING
         message.send_lease_until = at + hold  # the scheduled retry owns it until then
-        message.meta = {**message.meta, "whatsappLastError": reason, "whatsappAttempts": attempt}
+        maybe = {maybe_sent.MAYBE_SENT: maybe_sent_at} if maybe_sent_at else {}
+        message.meta = {**message.meta, "whatsappLastError": reason, "whatsappAttempts": attempt, **maybe}
         uow.commit()
         return DeliveryOutcome("retry", attempt, reason)

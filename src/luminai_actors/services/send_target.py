@@ -35,6 +35,7 @@ class Target:
     api_version: int
     delay_ms: int | None
     sets_message_id: bool = False  # the server takes our `messageId` (`evolution_takes_message_id`)
+    maybe_sent_at: str | None = None  # an earlier attempt may have gone out (`services.maybe_sent`)
 
 
 def unavailable_reason(agent: Agent, organization: Organization | None) -> str | None:
@@ -135,6 +136,7 @@ def build_target(
         api_version=api_version,
         delay_ms=int(typing) if isinstance(typing, int | float) and typing > 0 else None,
         sets_message_id=api_version == 2 and evolution_takes_message_id(metadata.get("evolutionVersion")),
+        maybe_sent_at=str(meta["whatsappMaybeSentAt"]) if meta.get("whatsappMaybeSentAt") else None,
     )
 
 

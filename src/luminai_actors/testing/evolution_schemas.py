@@ -1,9 +1,12 @@
 """The request validation of Evolution API v2's routes the fake serves, worded like Evolution's jsonschema
-validator (src/validate/*.schema.ts): `FakeEvolutionApi` answers 400 with these messages."""
+validator (src/validate/*.schema.ts): `FakeEvolutionApi` answers 400 with these messages; and 2.4.0's
+licence gate answer."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from luminai_actors.testing.http import JsonResponse
 
 # EventController.events: the only values /webhook/set accepts.
 WEBHOOK_EVENTS: tuple[str, ...] = (
@@ -59,3 +62,21 @@ def webhook_errors(body: Any) -> list[str]:
             if event not in WEBHOOK_EVENTS
         ]
     return errors
+
+
+def licence_gate(base_url: str) -> JsonResponse:
+    """src/licensing/runtime.ts (2.4.0-rc2) gateMiddleware's answer."""
+    manager = f"{base_url}/manager/login"
+    docs = "https://docs.evolutionfoundation.com.br/licensing"
+    return JsonResponse(
+        503,
+        {
+            "error": "service not activated",
+            "code": "LICENSE_REQUIRED",
+            "register_url": manager,
+            "instance_id": "5f0c3f1e-0000-4000-8000-000000000001",
+            "docs_url": docs,
+            "message": f"This Evolution API instance is not activated. Open {manager} to activate, or set "
+            f"AUTHENTICATION_API_KEY in your .env with a valid licensing key. Docs: {docs}",
+        },
+    )

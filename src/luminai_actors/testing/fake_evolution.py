@@ -22,7 +22,12 @@ from urllib.parse import unquote
 
 import httpx
 
-from luminai_actors.testing.evolution_schemas import WEBHOOK_EVENTS, send_text_errors, webhook_errors
+from luminai_actors.testing.evolution_schemas import (
+    WEBHOOK_EVENTS,
+    licence_gate,
+    send_text_errors,
+    webhook_errors,
+)
 from luminai_actors.testing.fake_qr import qr_data_url
 from luminai_actors.testing.http import Fault, HttpBase, JsonResponse, RecordedRequest
 
@@ -60,6 +65,7 @@ class FakeEvolutionApi(HttpBase):
         self._instances: dict[str, _Instance] = {}
         self._not_on_whatsapp: set[str] = set()
         self._sent: list[dict[str, Any]] = []
+        self._stored: list[tuple[str, dict[str, Any]]] = []  # (instance, message) as findMessages reads them
         self._state_lock = threading.Lock()
         self.emitted_failures = 0
         self._qr_counts: dict[str, int] = {}
@@ -96,6 +102,11 @@ class FakeEvolutionApi(HttpBase):
         """The next `count` sendText calls wait `seconds` before answering normally."""
         self._queue_faults(count, Fault("hang", seconds=seconds))
 
+    def answer_late_next(self, count: int, seconds: float) -> None:
+        """The next `count` sendText calls are carried out at once (the message is sent and stored) and
+        answered only `seconds` later: Evolution slower than the caller's timeout."""
+        self._queue_faults(count, Fault("late", seconds=seconds))
+
     def drop_next(self, count: int) -> None:
         """The next `count` sendText calls get their connection closed without a response."""
         self._queue_faults(count, Fault("drop"))
@@ -125,6 +136,7 @@ class FakeEvolutionApi(HttpBase):
         super().clear()
         with self._state_lock:
             self._sent.clear()
+            self._stored.clear()
 
     def post_webhook(
         self,
@@ -151,7 +163,7 @@ class FakeEvolutionApi(HttpBase):
         if request.method == "GET" and request.route == "/":
             return JsonResponse(200, self._index())
         if self.licence_required and not request.route.startswith("/license/"):
-            return _licence_gate(self.url)
+            return licence_gate(self.url)
         parts = request.route.strip("/").split("/")
         if len(parts) == 3:
             route, name = (request.method, parts[0], parts[1]), unquote(parts[2])
@@ -163,6 +175,8 @@ class FakeEvolutionApi(HttpBase):
                 return self._guard(request, name) or self._connect(name)
             if route == ("POST", "webhook", "set"):
                 return self._guard(request, name) or self._set_webhook(request, name)
+            if route == ("POST", "chat", "findMessages"):
+                return self._guard(request, name) or self._find_messages(request, name)
             if route == ("GET", "webhook", "find"):
                 return self._guard(request, name) or JsonResponse(200, self.webhook(name))
         return _envelope(404, [f"Cannot {request.method} {request.route}"])
@@ -180,6 +194,9 @@ class FakeEvolutionApi(HttpBase):
 
     def _send_text(self, request: RecordedRequest, name: str) -> JsonResponse | None:
         fault = self._take_fault()
+        if fault is not None and fault.kind == "late":
+            answer = self._carry_out(request, name)
+            return answer if self.pause(fault.seconds) else None
         if fault is not None:
             if fault.kind == "drop":
                 return None
@@ -187,6 +204,9 @@ class FakeEvolutionApi(HttpBase):
                 return fault.response
             if not self.pause(fault.seconds):
                 return None  # stopped while holding the request
+        return self._carry_out(request, name)
+
+    def _carry_out(self, request: RecordedRequest, name: str) -> JsonResponse | None:
         denied = self._guard(request, name)
         if denied is not None:
             return denied
@@ -215,6 +235,7 @@ class FakeEvolutionApi(HttpBase):
             sent["key"]["id"] = body["messageId"]  # 2.4.0: the caller's id is the WhatsApp message id
         with self._state_lock:
             self._sent.append({**body, "_instance": name})
+            self._stored.append((name, sent))
         # Like Evolution (channel.service sendDataWebhook without await): the event goes out on its own,
         # concurrently with the HTTP answer, to the instance webhook when it subscribes to SEND_MESSAGE.
         self.emit(name, "send.message", sent)
@@ -270,6 +291,21 @@ class FakeEvolutionApi(HttpBase):
         thread = threading.Thread(target=deliver, name=f"fake-evolution-emit-{event}", daemon=True)
         thread.start()
         return thread
+
+    def _find_messages(self, request: RecordedRequest, name: str) -> JsonResponse:
+        """chat.controller fetchMessages (2.3.x): the messages stored for the instance that match
+        `where.key`, newest first, as `{"messages": {"total", "pages", "currentPage", "records"}}`."""
+        body = request.json if isinstance(request.json, dict) else {}
+        where = body.get("where")
+        key = where.get("key") if isinstance(where, dict) else None
+        key = key if isinstance(key, dict) else {}
+        with self._state_lock:
+            stored = [m for n, m in reversed(self._stored) if n == name]
+        found = [m for m in stored if all(m["key"].get(k) == v for k, v in key.items())]
+        page = found[: int(body.get("offset") or 50)]
+        return JsonResponse(
+            200, {"messages": {"total": len(found), "pages": 1, "currentPage": 1, "records": page}}
+        )
 
     def _index(self) -> dict[str, Any]:
         """src/api/routes/index.router.ts, the same in 2.3.6, 2.3.7 and 2.4.0-rc2."""
@@ -333,24 +369,6 @@ class FakeEvolutionApi(HttpBase):
                 "instanceId": instance.instance_id,
             }
             return JsonResponse(201, dict(instance.webhook))
-
-
-def _licence_gate(base_url: str) -> JsonResponse:
-    """src/licensing/runtime.ts (2.4.0-rc2) gateMiddleware's answer."""
-    manager = f"{base_url}/manager/login"
-    docs = "https://docs.evolutionfoundation.com.br/licensing"
-    return JsonResponse(
-        503,
-        {
-            "error": "service not activated",
-            "code": "LICENSE_REQUIRED",
-            "register_url": manager,
-            "instance_id": "5f0c3f1e-0000-4000-8000-000000000001",
-            "docs_url": docs,
-            "message": f"This Evolution API instance is not activated. Open {manager} to activate, or set "
-            f"AUTHENTICATION_API_KEY in your .env with a valid licensing key. Docs: {docs}",
-        },
-    )
 
 
 def _check_state(state: str) -> None:

@@ -58,7 +58,7 @@ class JsonResponse:
 class Fault:
     """A programmed misbehaviour for one upcoming request."""
 
-    kind: Literal["fail", "hang", "drop"]
+    kind: Literal["fail", "hang", "drop", "late"]
     response: JsonResponse | None = None
     seconds: float = 0.0
 
