@@ -2,7 +2,9 @@
 
 Extraction asks the model for the script's fields with a strict JSON schema (structured output), one
 property per field (null when the lead did not say it) plus `optOut`; values are validated afterwards by
-`domain.fields`, never trusted as given. The reply is written from a system prompt carrying the agent's
+`domain.fields`, never trusted as given. Servers that refuse or ignore json_schema get the next
+`STRUCTURED_MODES`; when extraction fails in every mode the offline extractor fills in, so the lead still gets
+a reply. The reply is written from a system prompt carrying the agent's
 prompt, the script's objective, the current step and its question, what is missing or was refused, and what
 was collected, followed by the talk history as user/assistant turns. Failures become `BrainError` so the AI
 actor's retry policy handles them; usage and latency are returned for the message's metadata.
@@ -11,12 +13,14 @@ actor's retry policy handles them; usage and latency are returned for the messag
 from __future__ import annotations
 
 import json
+import re
+import threading
 import time
 from typing import Any
 
 import openai
 
-from luminai_actors.ai.brain import BrainReply, Extraction, ExtractionRequest, TurnContext
+from luminai_actors.ai.brain import BrainReply, Extraction, ExtractionRequest, OfflineBrain, TurnContext
 from luminai_actors.errors import BrainError
 
 _JSON_TYPES = {"number": "number", "boolean": "boolean"}
@@ -75,14 +79,46 @@ def _usage(completion: Any) -> dict[str, int]:
     }
 
 
+STRUCTURED_MODES = ("json_schema", "json_object", "prompt")
+"""How extraction asks for JSON, best first: OpenAI's strict `json_schema`; `json_object` (llama.cpp and other
+servers that refuse json_schema) with the schema in the prompt; no `response_format` at all, with JSON
+instructions in the prompt and the answer validated."""
+
+_UNSUPPORTED = re.compile(
+    r"response_format|json_schema|json_object|input should be|not supported|unsupported", re.I
+)
+EXTRACT_MAX_TOKENS, REPLY_MAX_TOKENS = 400, 300
+
+
+class _Unsupported(Exception):
+    """The server refused a request option (a capability answer, not a transient error)."""
+
+
+class _NoJson(BrainError):
+    """The server answered, in every structured mode, with something that is not a JSON object."""
+
+
 class OpenAIBrain:
+    """See the module docstring. One instance serves one base URL and model, so the structured-output mode
+    it found (`STRUCTURED_MODES`) is remembered for every later turn: a server that refuses json_schema costs
+    one refused call per process, never a turn's retries."""
+
     name = "openai"
 
     def __init__(self, client: openai.OpenAI, model: str) -> None:
         self._client = client
         self._model = model
+        self._mode = 0  # index in STRUCTURED_MODES
+        self._lock = threading.Lock()
+        self._offline = OfflineBrain()
 
-    def _chat(self, messages: list[dict[str, str]], **options: Any) -> tuple[Any, float]:
+    @property
+    def structured_mode(self) -> str:
+        return STRUCTURED_MODES[self._mode]
+
+    def _chat(self, messages: list[dict[str, str]], **options: Any) -> tuple[Any, str, float]:
+        """(completion, its text, latency ms); every failure is a BrainError (a failed attempt of the turn),
+        and a refused option is `_Unsupported`."""
         started = time.perf_counter()
         try:
             completion = self._client.chat.completions.create(
@@ -90,38 +126,73 @@ class OpenAIBrain:
                 messages=messages,  # type: ignore[arg-type]  # plain dicts are the documented wire shape
                 **options,
             )
-        except openai.OpenAIError as exc:
+        except openai.APIStatusError as exc:
+            if (
+                "response_format" in options
+                and exc.status_code in (400, 422, 500, 501)
+                and _UNSUPPORTED.search(str(exc))
+            ):
+                raise _Unsupported(str(exc)) from exc
             raise BrainError(f"LLM request failed: {type(exc).__name__}: {exc}") from exc
-        if not completion.choices:
-            raise BrainError("LLM returned no choices")
-        return completion, round((time.perf_counter() - started) * 1000, 1)
+        except Exception as exc:  # the client's own errors and anything else: never an unhandled crash
+            raise BrainError(f"LLM request failed: {type(exc).__name__}: {exc}") from exc
+        try:
+            content = completion.choices[0].message.content
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise BrainError("LLM answer is not a chat completion (no choices[0].message)") from exc
+        return (
+            completion,
+            content if isinstance(content, str) else "",
+            round((time.perf_counter() - started) * 1000, 1),
+        )
 
     def extract(self, request: ExtractionRequest) -> Extraction:
+        """The LLM's extraction; when the server answers but never with JSON, the offline extractor's (the
+        turn still gets its reply). A server that fails (5xx, timeout) fails the turn's attempt instead."""
         if not request.messages:
             return Extraction({}, model=self._model)
+        try:
+            return self._extract(request)
+        except _NoJson as exc:
+            offline = self._offline.extract(request)
+            return Extraction(offline.values, opt_out=offline.opt_out, model=f"offline ({str(exc)[:200]})")
+
+    def _extract(self, request: ExtractionRequest) -> Extraction:
+        schema = extraction_schema(request.fields)
         system = (
             "Extract the values the lead states in their messages. Use null for anything not stated; "
             "never guess. optOut is true only for a clear request to stop receiving messages."
         )
         if request.last_question:
             system += f"\nThe lead is answering: {request.last_question}"
-        completion, latency = self._chat(
-            [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(request.messages)}],
-            response_format={
-                "type": "json_schema",
-                "json_schema": {
-                    "name": "lead_fields",
-                    "strict": True,
-                    "schema": extraction_schema(request.fields),
-                },
-            },
-        )
-        try:
-            data = json.loads(completion.choices[0].message.content or "")
-        except ValueError as exc:
-            raise BrainError("LLM extraction is not JSON") from exc
-        if not isinstance(data, dict):
-            raise BrainError("LLM extraction is not a JSON object")
+        while True:
+            mode = self._mode
+            options: dict[str, Any] = {"max_tokens": EXTRACT_MAX_TOKENS, "temperature": 0}
+            prompt = system
+            if STRUCTURED_MODES[mode] == "json_schema":
+                options["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "lead_fields", "strict": True, "schema": schema},
+                }
+            else:
+                prompt += "\nAnswer with one JSON object only, matching this JSON schema:\n" + json.dumps(
+                    schema
+                )
+                if STRUCTURED_MODES[mode] == "json_object":
+                    options["response_format"] = {"type": "json_object"}
+            messages = [
+                {"role": "system", "content": prompt},
+                {"role": "user", "content": "\n".join(request.messages)},
+            ]
+            try:
+                completion, content, latency = self._chat(messages, **options)
+                data = _json_object(content)
+            except _Unsupported:
+                data, completion = None, None
+            if data is not None:
+                break
+            if not self._downgrade(mode):
+                raise _NoJson("LLM extraction is not a JSON object in any structured-output mode")
         known = {spec["name"] for spec in request.fields}
         values = {k: v for k, v in data.items() if k in known and v is not None}
         return Extraction(
@@ -132,14 +203,36 @@ class OpenAIBrain:
             latency_ms=latency,
         )
 
+    def _downgrade(self, mode: int) -> bool:
+        """Use the next structured mode from now on; False when there is none left."""
+        with self._lock:
+            if self._mode == mode:
+                if mode + 1 >= len(STRUCTURED_MODES):
+                    return False
+                self._mode = mode + 1
+            return True
+
     def compose(self, context: TurnContext) -> BrainReply:
         messages: list[dict[str, str]] = [{"role": "system", "content": build_system_prompt(context)}]
         for line in context.history:
             messages.append({"role": "user" if line.role == "lead" else "assistant", "content": line.text})
-        completion, latency = self._chat(messages)
-        text = (completion.choices[0].message.content or "").strip()
+        completion, content, latency = self._chat(messages, max_tokens=REPLY_MAX_TOKENS, temperature=0.3)
+        text = content.strip()
         if not text:
             raise BrainError("LLM returned an empty reply")
         return BrainReply(
             text=text, model=completion.model or self._model, usage=_usage(completion), latency_ms=latency
         )
+
+
+def _json_object(content: str) -> dict[str, Any] | None:
+    """The JSON object in a model's answer (alone, or the first {...} in prose or a code fence)."""
+    text = content.strip()
+    for candidate in (text, text[text.find("{") : text.rfind("}") + 1] if "{" in text else ""):
+        try:
+            data = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            return data
+    return None

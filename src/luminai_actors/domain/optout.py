@@ -58,3 +58,16 @@ def is_opt_out(text: str) -> bool:
     folded = re.sub(r"[^\w\s']", " ", fold(text))
     folded = re.sub(r"\s+", " ", folded).strip()
     return folded in _KEYWORDS or any(phrase in folded for phrase in _PHRASES)
+
+
+_CUES = re.compile(
+    r"\b(pare|parem|parar|para de|chega|sair|saia|remov\w*|cancel\w*|descadastr\w*|bloque\w*|nao quero|"
+    r"nao me (mande|escreva|ligue)|stop|unsubscribe|remove me|don'?t (text|message|contact)|no more|"
+    r"baja|no quiero|no me escribas)\b"
+)
+
+
+def has_stop_cue(text: str) -> bool:
+    """The lead's words at least sound like a stop request ("parem de me escrever"): what a model's opt-out
+    judgement needs before it is honoured. A greeting has none."""
+    return _CUES.search(fold(text)) is not None

@@ -31,7 +31,7 @@ from luminai_actors.ai.brain import Brain, ExtractionRequest, HistoryLine, TurnC
 from luminai_actors.domain import talkflow
 from luminai_actors.domain.fields import Language, region_of
 from luminai_actors.domain.language import OPT_OUT_CONFIRMATION, guess, reply_language
-from luminai_actors.domain.optout import is_opt_out
+from luminai_actors.domain.optout import has_stop_cue, is_opt_out
 from luminai_actors.domain.treeflow import normalize_definition, step_by_id
 from luminai_actors.persistence.hot_path import ClaimedTurn, MessageView
 from luminai_actors.persistence.tables import Agent, Contact, Talk, TreeFlow
@@ -270,7 +270,10 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
             ),
         )
     )
-    if extraction.opt_out or any(is_opt_out(text) for text in texts):
+    # The lead's own words opt out (`domain.optout`); a model's judgement only when those words at least sound
+    # like one: a model saying optOut alone never ends a conversation (a small local model answered a greeting
+    # with optOut: true). An opinion not acted on is kept in the metadata.
+    if any(is_opt_out(t) for t in texts) or (extraction.opt_out and any(has_stop_cue(t) for t in texts)):
         meta = {**usage_meta(brain, None, extraction), "action": "opt_out", "answeredMessageIds": ids}
         return _Decision(
             [OPT_OUT_CONFIRMATION[guess(texts[-1:]) or prepared.language]],
@@ -316,6 +319,7 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
         "askedField": action.field["name"] if action.field else None,
         "outcome": action.outcome,
         "answeredMessageIds": ids,
+        **({"modelSaidOptOut": True} if extraction.opt_out else {}),
     }
     handoff = f"outcome {action.outcome}" if action.kind == "close" and action.handoff else None
     parts = split_reply(reply.text) if prepared.channel_options.get("splitMessages") else [reply.text]

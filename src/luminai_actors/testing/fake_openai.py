@@ -3,6 +3,11 @@
 Point `openai.OpenAI(api_key=..., base_url=fake.url + "/v1")` at it. Replies come from a script, a
 `responder` callable or a deterministic default; faults (error statuses, hangs) are programmable so the
 AI turn's error handling can be tested over real HTTP.
+
+`structured_output` plays the servers people run: `"json_schema"` (OpenAI), `"json_object"` (llama-cpp-python
+0.3's server: a `json_schema` response_format is answered `reject_status`, 500 by default, with its pydantic
+message "Input should be 'text' or 'json_object'"), `"ignored"` (a server that drops `response_format` and
+answers whatever it writes). `garbage_next` answers 200 with a body that is not a chat completion.
 """
 
 from __future__ import annotations
@@ -82,6 +87,8 @@ def default_reply(request_json: dict[str, Any]) -> str:
     if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema") or {}
         return json.dumps(_empty_for(schema))
+    if isinstance(response_format, dict) and response_format.get("type") == "json_object":
+        return "{}"
     users = [m for m in request_json.get("messages", []) if isinstance(m, dict) and m.get("role") == "user"]
     return f"Fake reply to: {_text_of(users[-1].get('content')) if users else ''}"
 
@@ -89,8 +96,18 @@ def default_reply(request_json: dict[str, Any]) -> str:
 class FakeOpenAI(HttpBase):
     """Chat completions (`POST /v1/chat/completions`) and a one-model `GET /v1/models`."""
 
-    def __init__(self, api_key: str = "sk-fake", *, model: str = "fake-gpt", port: int = 0) -> None:
+    def __init__(
+        self,
+        api_key: str = "sk-fake",
+        *,
+        model: str = "fake-gpt",
+        port: int = 0,
+        structured_output: str = "json_schema",
+        reject_status: int = 500,
+    ) -> None:
         super().__init__(port=port)
+        self.structured_output = structured_output
+        self.reject_status = reject_status
         self.api_key = api_key
         self.model = model
         self.responder: Callable[[dict[str, Any]], str] | None = None
@@ -112,6 +129,10 @@ class FakeOpenAI(HttpBase):
     def fail_next(self, count: int, status: int = 500) -> None:
         """The next `count` chat calls fail with `status` and an OpenAI error body."""
         self._queue_faults(count, Fault("fail", _error(status)))
+
+    def garbage_next(self, count: int) -> None:
+        """The next `count` chat calls answer 200 with a JSON body that is not a chat completion."""
+        self._queue_faults(count, Fault("fail", JsonResponse(200, {"status": "ok", "result": "done"})))
 
     def hang_next(self, count: int, seconds: float) -> None:
         """The next `count` chat calls wait `seconds` before answering normally."""
@@ -170,6 +191,20 @@ class FakeOpenAI(HttpBase):
             return _error(400, "'messages' must be a non-empty array")
         if body.get("stream"):
             return _error(400, "FakeOpenAI does not implement streaming; call with stream=False")
+        kind = (
+            (body.get("response_format") or {}).get("type")
+            if isinstance(body.get("response_format"), dict)
+            else None
+        )
+        if kind == "json_schema" and self.structured_output == "json_object":
+            # llama_cpp.server 0.3.x validates response_format.type with pydantic
+            detail = "Input should be 'text' or 'json_object'"
+            loc = "('body', 'response_format', 'type')"
+            return _error(
+                self.reject_status, f"[{{'type': 'literal_error', 'loc': {loc}, 'msg': \"{detail}\"}}]"
+            )
+        if self.structured_output == "ignored":
+            body = {k: v for k, v in body.items() if k != "response_format"}
         reply = self._next_reply(body)
         if isinstance(reply, int):
             return _error(reply)

@@ -1,0 +1,145 @@
+"""The OpenAI brain against the servers people run (issue 20's first part): servers that refuse or ignore
+`json_schema`, answers that are not chat completions, and a model that says optOut on a greeting.
+
+`FakeOpenAI(structured_output="json_object")` answers a json_schema request the way llama-cpp-python
+0.3's server does (HTTP 500, "Input should be 'text' or 'json_object'")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from luminai_actors.ai.brain import ExtractionRequest, HistoryLine, TurnContext
+from luminai_actors.ai.openai_brain import OpenAIBrain
+from luminai_actors.errors import BrainError
+from luminai_actors.testing import FakeOpenAI, LuminaiHarness
+
+FIELDS = [{"name": "budget", "type": "number"}, {"name": "email", "type": "email"}]
+
+
+def request(*messages: str) -> ExtractionRequest:
+    return ExtractionRequest(fields=FIELDS, messages=list(messages), asked_field="budget", region="BR")
+
+
+def context() -> TurnContext:
+    return TurnContext(
+        agent_name="SDR",
+        agent_prompt="",
+        flow_name="Q",
+        flow_objective=None,
+        action="ask",
+        step_id="budget",
+        step_name=None,
+        step_objective=None,
+        question="Qual é o seu orçamento?",
+        answers={},
+        history=[HistoryLine("lead", "Oi")],
+        new_messages=["Oi"],
+        lead_first_name=None,
+        first_contact=True,
+    )
+
+
+def brain_for(fake: FakeOpenAI) -> Iterator[OpenAIBrain]:
+    client = openai.OpenAI(api_key=fake.api_key, base_url=fake.url + "/v1", max_retries=0)
+    try:
+        yield OpenAIBrain(client, "local-model")
+    finally:
+        client.close()
+
+
+def formats(fake: FakeOpenAI) -> list[str | None]:
+    return [(body.get("response_format") or {}).get("type") for body in fake.chat_requests()]
+
+
+@pytest.mark.parametrize("status", [500, 400])
+def test_a_server_that_refuses_json_schema_gets_json_object_at_once_and_it_is_remembered(status: int) -> None:
+    with FakeOpenAI(structured_output="json_object", reject_status=status) as fake:
+        for brain in brain_for(fake):
+            fake.script('{"budget": 5000, "email": null, "optOut": false}')
+            first = brain.extract(request("uns 5 mil"))
+            fake.script('{"budget": null, "email": "ana@acme.com.br", "optOut": false}')
+            second = brain.extract(request("ana@acme.com.br"))
+            mode = brain.structured_mode
+
+    assert first.values == {"budget": 5000}
+    assert second.values == {"email": "ana@acme.com.br"}
+    assert formats(fake) == ["json_schema", "json_object", "json_object"]  # one refused call, then remembered
+    assert mode == "json_object"
+
+
+def test_a_server_that_ignores_response_format_is_asked_in_the_prompt_and_prose_around_json_is_read() -> None:
+    with FakeOpenAI(structured_output="ignored") as fake:
+        for brain in brain_for(fake):
+            fake.script(
+                "Claro! O orçamento é 5000.", "Não sei.", 'Aqui está: {"budget": 5000, "optOut": false}'
+            )
+            extraction = brain.extract(request("uns 5 mil"))
+            mode = brain.structured_mode
+    assert extraction.values == {"budget": 5000}
+    assert mode == "prompt"
+    assert "JSON schema" in fake.chat_requests()[-1]["messages"][0]["content"]
+
+
+def test_when_no_mode_gives_json_the_offline_extractor_fills_in_and_the_turn_goes_on() -> None:
+    with FakeOpenAI(structured_output="ignored") as fake:
+        for brain in brain_for(fake):
+            fake.script("hmm", "hmm", "hmm")
+            asked_nothing = ExtractionRequest(FIELDS, ["meu email é ana@acme.com.br"], None, "BR")
+            extraction = brain.extract(asked_nothing)
+    assert extraction.values == {"email": "ana@acme.com.br"}
+    assert extraction.model.startswith("offline")
+
+
+def test_every_call_bounds_its_tokens_and_temperature() -> None:
+    with FakeOpenAI() as fake:
+        for brain in brain_for(fake):
+            brain.extract(request("uns 5 mil"))
+            brain.compose(context())
+    for body in fake.chat_requests():
+        assert 0 < body["max_tokens"] <= 400
+        assert 0 <= body["temperature"] <= 0.3
+
+
+def test_an_answer_that_is_not_a_chat_completion_is_a_brain_error_not_a_crash() -> None:
+    with FakeOpenAI() as fake:
+        for brain in brain_for(fake):
+            fake.garbage_next(1)
+            with pytest.raises(BrainError, match="not a chat completion"):
+                brain.compose(context())
+
+
+def test_a_model_saying_opt_out_on_a_greeting_does_not_end_the_conversation() -> None:
+    with LuminaiHarness(openai=True) as luminai:
+        assert luminai.openai is not None
+        luminai.openai.script('{"need": null, "optOut": true}', "Olá! Como posso ajudar?")
+        org = luminai.admin.create_organization("Acme")
+        luminai.admin.create_agent(org, "acme")
+        luminai.say("acme", "Oi, boa tarde! Vi o anúncio")
+        luminai.drain()
+        [contact] = luminai.admin.contacts(org)
+        [talk] = luminai.talks(org)
+        [reply] = [m for m in luminai.messages(talk["id"]) if m["direction"] == "outbound"]
+        replies = luminai.replies("acme")
+
+    assert contact["optedOutAt"] is None
+    assert replies == ["Olá! Como posso ajudar?"]
+    assert reply["metadata"]["ai"]["modelSaidOptOut"] is True
+
+
+@pytest.mark.parametrize(
+    ("text", "cue"),
+    [
+        ("Oi, boa tarde! Vi o anúncio", False),
+        ("Quero saber o preço", False),
+        ("Por favor, parem de me escrever", True),
+        ("não quero mais isso", True),
+        ("please don't text me again", True),
+    ],
+)
+def test_a_models_opt_out_needs_words_that_sound_like_one(text: str, cue: bool) -> None:
+    from luminai_actors.domain.optout import has_stop_cue
+
+    assert has_stop_cue(text) is cue
