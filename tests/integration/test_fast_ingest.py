@@ -300,3 +300,20 @@ def test_a_tree_flow_edited_since_it_was_cached_is_the_one_a_new_lead_starts(
         talk = session.scalars(select(Talk).order_by(Talk.created_at.desc())).first()
         assert talk is not None
         assert talk.talk_flow["treeFlowVersion"] == version
+
+
+def test_a_redelivery_is_answered_duplicate_by_the_one_statement_with_the_stored_id(
+    app: tuple[Container, TestClient],
+) -> None:
+    container, client = app
+    first = post(client, upsert("acme", "M1", "primeira"))
+    again = post(client, upsert("acme", "M1", "primeira"))  # Evolution retried: the first answer was lost
+    second = post(client, upsert("acme", "M2", "segunda"))
+    second_again = post(client, upsert("acme", "M2", "segunda"))
+
+    assert again.json().get("duplicate") is True
+    assert second_again.json().get("duplicate") is True
+    assert again.headers["x-luminai-message-id"] == first.headers["x-luminai-message-id"]
+    assert second_again.headers["x-luminai-message-id"] == second.headers["x-luminai-message-id"]
+    assert paths(container) == {"fast": 3.0, "slow": 1.0}  # only the new person took the general path
+    assert len(rows(container)) == 2

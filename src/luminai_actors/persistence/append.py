@@ -16,7 +16,10 @@ the message is an INSERT plus two touches. `APPEND` does exactly that, in one ro
 nothing else needs deciding: the agent is active and unchanged since the caller read it (`updated_at`, so a
 cached agent row is safe to use), exactly one contact of the organization carries the message's identities
 (each one it names), that contact has an open WhatsApp talk with this agent that has not expired, and the
-(agent, WhatsApp message id) pair is new (`ON CONFLICT DO NOTHING`).
+(agent, WhatsApp message id) pair is new (`ON CONFLICT DO NOTHING`). A redelivery of a message stored
+before (Evolution retries, a duplicate storm) is answered from the unique index in the same statement
+(`stored_before`): with the general transaction behind it, each redelivery cost the receiver about 4 ms
+more (bench/budget.py's profile; the suite's duplicate storm of 10,000 deliveries took 59 s).
 
 ## START
 Only when the agent and its tree flow are unchanged since they were cached, no contact of the organization
@@ -83,8 +86,13 @@ WITH agent_row AS (
 ), touch_contact AS (
     UPDATE contact SET last_contact_date = :now, updated_at = :wall
     FROM ins WHERE contact.id = ins.from_contact_id
+), stored_before AS (
+    SELECT m.talk_id, m.from_contact_id, m.id FROM talk_message m, agent_row
+    WHERE m.agent_id = agent_row.id AND m.whatsapp_message_id = :whatsapp_message_id
 )
-SELECT talk_id, from_contact_id FROM ins
+SELECT talk_id, from_contact_id, CAST(:id AS uuid) AS id, false AS duplicate FROM ins
+UNION ALL
+SELECT talk_id, from_contact_id, id, true FROM stored_before WHERE NOT EXISTS (SELECT 1 FROM ins)
 """)
 assert CHANNEL_WHATSAPP == 2, "APPEND spells the WhatsApp channel as 2"
 assert TALK_ACTIVE == 0, "APPEND spells the active status as 0"
@@ -154,10 +162,11 @@ def start_conversation(connection: Connection, params: dict[str, Any]) -> tuple[
 
 def append_to_open_talk(
     connection: Connection, message: dict[str, Any], fresh_after: datetime, wall: datetime
-) -> tuple[uuid.UUID, uuid.UUID] | None:
-    """(talk id, contact id) of the stored message, or None with nothing written (`APPEND`).
+) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID, bool] | None:
+    """(talk id, contact id, message id, duplicate) of the stored message, or None with nothing written
+    (`APPEND`); `duplicate`: the (agent, WhatsApp id) was stored before (a redelivery), nothing written.
 
     `message`: id, agent_id, agent_updated_at, phones, lid, reply_jid, body, message_type,
     whatsapp_message_id, metadata (a JSON string), sent_at and now."""
     found = connection.execute(APPEND, {**message, "fresh_after": fresh_after, "wall": wall}).first()
-    return (found[0], found[1]) if found is not None else None
+    return (found[0], found[1], found[2], bool(found[3])) if found is not None else None

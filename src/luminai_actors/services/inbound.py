@@ -136,9 +136,12 @@ def _one_statement(
     }
     try:
         with autocommit() as connection:
-            found = append_to_open_talk(connection, message, fresh_after(now, expiry), utcnow())
-            if found is None:
-                found = start_conversation(connection, {**message, **_new_lead(agent, event, phone, lid)})
+            appended = append_to_open_talk(connection, message, fresh_after(now, expiry), utcnow())
+            if appended is not None:
+                talk_id, contact_id, stored_id, duplicate = appended
+                status = "duplicate" if duplicate else "stored"
+                return InboundOutcome(status, None, talk_id, stored_id, contact_id, fast=True)
+            found = start_conversation(connection, {**message, **_new_lead(agent, event, phone, lid)})
     except SQLAlchemyError as exc:
         raise translate_db_error(exc) from exc
     if found is None:
