@@ -57,7 +57,6 @@ from luminai_actors.services.turn_requests import TurnRequests
 
 log = logging.getLogger(__name__)
 
-REDIS_HEARTBEAT_TIMEOUT_MS = 15_000
 REDIS_MAINTENANCE_CHANCE = 50_000  # of 1e6: recover a dead worker's messages within seconds, not minutes
 
 
@@ -68,7 +67,7 @@ def build_broker(settings: Settings, metrics: Metrics | None = None) -> dramatiq
     else:
         broker = WakingRedisBroker(
             url=settings.broker_url,
-            heartbeat_timeout=REDIS_HEARTBEAT_TIMEOUT_MS,
+            heartbeat_timeout=int(settings.redis_heartbeat_seconds * 1000),
             maintenance_chance=REDIS_MAINTENANCE_CHANCE,
         )
     broker.add_middleware(CurrentMessage())

@@ -98,6 +98,9 @@ class Settings:
     attempt is a `send_message` task."""
     recovery_interval_seconds: float = 30.0
     """LUMINAI_RECOVERY_INTERVAL_SECONDS: how often the server re-enqueues AI turns that never ran."""
+    redis_heartbeat_seconds: float = 15.0
+    """LUMINAI_REDIS_HEARTBEAT_SECONDS: a Redis worker silent this long counts as dead and its unfinished
+    tasks go to the other workers (Dramatiq's heartbeat timeout): how long a killed worker's work waits."""
     silence_alert_minutes: float = 30.0
     """LUMINAI_SILENCE_ALERT_MINUTES: an instance that usually has traffic and sent no webhook this long
     raises the silence alarm (`services.silence`); `0` turns it off."""
@@ -224,6 +227,7 @@ class Settings:
         number("LUMINAI_DB_POOL_SIZE", "db_pool_size", int, 1)
         number("LUMINAI_RECOVERY_INTERVAL_SECONDS", "recovery_interval_seconds", float, 0.1)
         number("LUMINAI_SILENCE_ALERT_MINUTES", "silence_alert_minutes", float, 0)
+        number("LUMINAI_REDIS_HEARTBEAT_SECONDS", "redis_heartbeat_seconds", float, 2)
         number("LUMINAI_SILENCE_ALERT_MIN_WEBHOOKS", "silence_alert_min_webhooks", int, 1)
         number("LUMINAI_RATE_LIMIT_PER_INSTANCE", "rate_limit_per_instance", float, 0)
         number("LUMINAI_RATE_LIMIT_PER_IP", "rate_limit_per_ip", float, 0)

@@ -96,7 +96,7 @@ def test_a_worker_killed_mid_send_neither_sends_twice_nor_leaves_the_message_stu
     inline_send: str,
 ) -> None:
     # inline: the first attempt is made by the AI turn's thread, so the task killed mid-send is that turn.
-    service = start_service({"LUMINAI_INLINE_SEND": inline_send})
+    service = start_service({"LUMINAI_INLINE_SEND": inline_send, "LUMINAI_REDIS_HEARTBEAT_SECONDS": "5"})
     admin = Admin(service)
     _, agent = admin.setup_agent(evolution, INSTANCE, token="hook-secret")
     # Evolution posts send.message back to us, as a configured instance webhook does.
@@ -127,7 +127,7 @@ def test_a_worker_killed_mid_send_neither_sends_twice_nor_leaves_the_message_stu
     # Evolution completes the send anyway and reports it (send.message): that settles our record.
     [reply] = wait_until(lambda: [m for m in outbound(db) if m["send_status"] == "sent"], timeout=20)
     assert reply["metadata"]["whatsappReconciledBy"] == "send.message"
-    # The killed worker's task comes back from Redis after the heartbeat timeout (15 s) and must find the
+    # The killed worker's task comes back from Redis after the heartbeat timeout (5 s here) and must find the
     # message settled (a send task) or its lead answered (the AI turn that sent inline); the recovery sweep
     # must find nothing to resend either.
     redelivered = ": nothing_pending" if inline_send == "true" else ": already_done"
