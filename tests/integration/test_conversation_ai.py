@@ -158,7 +158,8 @@ def test_a_lead_who_answers_across_several_messages_and_fixes_an_invalid_email(
     assert shown["invalid"] == {}
     assert shown["outcome"] == "qualified"
     ai = outbound(container)[-1].meta["ai"]
-    assert (ai["brain"], ai["model"], ai["outcome"]) == ("offline", "offline", "qualified")
+    # the closing is the script's own text, sent as written: no model wrote it
+    assert (ai["brain"], ai["model"], ai["outcome"]) == ("offline", "verbatim", "qualified")
 
 
 def test_a_conditional_transition_leads_to_its_outcome(

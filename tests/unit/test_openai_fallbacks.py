@@ -143,3 +143,41 @@ def test_a_models_opt_out_needs_words_that_sound_like_one(text: str, cue: bool) 
     from luminai_actors.domain.optout import has_stop_cue
 
     assert has_stop_cue(text) is cue
+
+
+def test_the_closing_goes_out_verbatim_and_a_lead_writing_after_it_is_handed_to_a_person() -> None:
+    flow = {
+        "name": "Q",
+        "steps": [
+            {"id": "budget", "fields": [{"name": "budget", "type": "number", "question": "Orçamento?"}]}
+        ],
+        "closing": "Obrigado! Nosso time fala com você amanhã.",
+    }
+    with LuminaiHarness(openai=True) as luminai:
+        assert luminai.openai is not None
+        org = luminai.admin.create_organization("Acme")
+        agent = luminai.admin.create_agent(org, "acme", tree_flow=luminai.admin.create_tree_flow(org, flow))
+        assert agent
+        luminai.openai.script('{"budget": null, "optOut": false}', "Qual é o seu orçamento?")
+        luminai.say("acme", "Oi", message_id="3EB0C1")
+        luminai.drain()
+        luminai.openai.script(
+            '{"budget": 5000, "optOut": false}', "A reworded closing the model must not send"
+        )
+        luminai.say("acme", "5000", message_id="3EB0C2")
+        luminai.drain()
+        calls_before = len(luminai.openai.chat_requests())
+        luminai.say("acme", "mais uma coisa", message_id="3EB0C3")
+        luminai.drain()
+        calls_after = len(luminai.openai.chat_requests())
+        [talk] = luminai.talks(org)
+        replies = luminai.replies("acme")
+
+    assert replies == [
+        "Qual é o seu orçamento?",
+        "Obrigado! Nosso time fala com você amanhã.",
+        "Vou passar você para um colega que continua daqui.",
+    ]
+    assert calls_after == calls_before  # no LLM call once the script ended
+    assert talk["paused"] is True
+    assert talk["talkFlow"]["handoff"]["reason"] == "the lead wrote after the script ended"

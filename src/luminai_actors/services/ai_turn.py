@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from luminai_actors.ai.brain import Brain, ExtractionRequest, HistoryLine, TurnContext
+from luminai_actors.ai.brain import Brain, BrainReply, ExtractionRequest, HistoryLine, TurnContext
 from luminai_actors.domain import talkflow
 from luminai_actors.domain.fields import Language, region_of
 from luminai_actors.domain.language import OPT_OUT_CONFIRMATION, guess, reply_language
+from luminai_actors.domain.language import closing as default_closing
 from luminai_actors.domain.optout import has_stop_cue, is_opt_out
 from luminai_actors.domain.treeflow import normalize_definition, step_by_id
 from luminai_actors.persistence.hot_path import ClaimedTurn, MessageView
@@ -257,6 +258,11 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
             new_state=prepared.state, meta={"ai": {"skipped": reason}}, opt_out=prepared.suppressed
         )
     state = prepared.state or talkflow.initial_state(None, prepared.definition)
+    if state.get("status") != talkflow.STATUS_ACTIVE and state.get("history"):
+        # The script ran and ended, and the lead keeps writing: no LLM call, a person takes it from here.
+        done = {"brain": brain.name, "model": "verbatim", "action": "after_close", "answeredMessageIds": ids}
+        reply_text = default_closing("handoff", prepared.language) or ""
+        return _Decision([reply_text], state, {"ai": done}, handoff="the lead wrote after the script ended")
     asked = state.get("askedField")
     current = step_by_id(prepared.definition, state.get("currentStepId"))
     extraction = brain.extract(
@@ -311,7 +317,11 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
         outcome=action.outcome,
         language=prepared.language,
     )
-    reply = brain.compose(context)
+    if action.kind == "close" and action.closing and prepared.definition.get("steps"):
+        # A script's closing goes out as written, never reworded (with no script, the prompt writes replies).
+        reply = BrainReply(action.closing, model="verbatim")
+    else:
+        reply = brain.compose(context)
     meta = {
         **usage_meta(brain, reply, extraction),
         "action": action.kind,
