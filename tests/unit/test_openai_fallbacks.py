@@ -145,7 +145,7 @@ def test_a_models_opt_out_needs_words_that_sound_like_one(text: str, cue: bool) 
     assert has_stop_cue(text) is cue
 
 
-def test_the_closing_goes_out_verbatim_and_a_lead_writing_after_it_is_handed_to_a_person() -> None:
+def test_the_closing_goes_out_verbatim_and_a_lead_writing_after_it_costs_no_llm_call() -> None:
     flow = {
         "name": "Q",
         "steps": [
@@ -176,8 +176,45 @@ def test_the_closing_goes_out_verbatim_and_a_lead_writing_after_it_is_handed_to_
     assert replies == [
         "Qual é o seu orçamento?",
         "Obrigado! Nosso time fala com você amanhã.",
-        "Vou passar você para um colega que continua daqui.",
+        "Obrigado! Nosso time fala com você amanhã.",
     ]
     assert calls_after == calls_before  # no LLM call once the script ended
-    assert talk["paused"] is True
-    assert talk["talkFlow"]["handoff"]["reason"] == "the lead wrote after the script ended"
+    assert talk["paused"] is False
+
+
+@pytest.mark.parametrize(
+    ("text", "unsafe"),
+    [
+        ("Olá! Qual é o seu orçamento?", None),
+        ("Hi [Your Name], what is your budget?", "template placeholder '[Your Name]'"),
+        ("Olá {{nome}}!", "template placeholder '{{nome}}'"),
+        ('{"reply": "Oi"}', "JSON or code instead of a message"),
+        ("According to the script, I must ask your budget.", "speaks of 'script'"),
+        ("x" * 1001, "longer than 1000 characters"),
+    ],
+)
+def test_replies_unfit_for_a_lead_are_named(text: str, unsafe: str | None) -> None:
+    from luminai_actors.services.reply_parts import unsafe_reply
+
+    assert unsafe_reply(text) == unsafe
+
+
+def test_an_unfit_model_reply_is_replaced_by_the_steps_question_as_written() -> None:
+    flow = {
+        "name": "Q",
+        "steps": [{"id": "b", "fields": [{"name": "budget", "type": "number", "question": "Quanto?"}]}],
+    }
+    with LuminaiHarness(openai=True) as luminai:
+        assert luminai.openai is not None
+        org = luminai.admin.create_organization("Acme")
+        luminai.admin.create_agent(org, "acme", tree_flow=luminai.admin.create_tree_flow(org, flow))
+        luminai.openai.script(
+            '{"budget": null, "optOut": false}', "Hi [Your Name]! As per the script: budget?"
+        )
+        luminai.say("acme", "Oi")
+        luminai.drain()
+        [talk] = luminai.talks(org)
+        [reply] = [m for m in luminai.messages(talk["id"]) if m["direction"] == "outbound"]
+
+    assert reply["body"] == "Hi Lead! I'm SDR. Quanto?"
+    assert reply["metadata"]["ai"]["model"].startswith("script (model reply template placeholder")

@@ -27,17 +27,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from luminai_actors.ai.brain import Brain, BrainReply, ExtractionRequest, HistoryLine, TurnContext
+from luminai_actors.ai.brain import (
+    Brain,
+    ExtractionRequest,
+    HistoryLine,
+    TurnContext,
+)
 from luminai_actors.domain import talkflow
 from luminai_actors.domain.fields import Language, region_of
 from luminai_actors.domain.language import OPT_OUT_CONFIRMATION, guess, reply_language
-from luminai_actors.domain.language import closing as default_closing
 from luminai_actors.domain.optout import has_stop_cue, is_opt_out
 from luminai_actors.domain.treeflow import normalize_definition, step_by_id
 from luminai_actors.persistence.hot_path import ClaimedTurn, MessageView
 from luminai_actors.persistence.tables import Agent, Contact, Talk, TreeFlow
 from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory
-from luminai_actors.services.reply_parts import reply_rows, split_reply, usage_meta
+from luminai_actors.services.reply_parts import reply_rows, split_reply, usage_meta, written_reply
 
 HISTORY_LIMIT = 20
 _EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -258,11 +262,13 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
             new_state=prepared.state, meta={"ai": {"skipped": reason}}, opt_out=prepared.suppressed
         )
     state = prepared.state or talkflow.initial_state(None, prepared.definition)
-    if state.get("status") != talkflow.STATUS_ACTIVE and state.get("history"):
-        # The script ran and ended, and the lead keeps writing: no LLM call, a person takes it from here.
-        done = {"brain": brain.name, "model": "verbatim", "action": "after_close", "answeredMessageIds": ids}
-        reply_text = default_closing("handoff", prepared.language) or ""
-        return _Decision([reply_text], state, {"ai": done}, handoff="the lead wrote after the script ended")
+    ended_before = state.get("status") != talkflow.STATUS_ACTIVE and bool(state.get("history"))
+    if ended_before and prepared.definition["steps"]:  # the lead writes on: the closing again, no LLM call
+        _, ended = talkflow.advance(
+            prepared.definition, state, {}, ids, at.isoformat(), language=prepared.language
+        )
+        done = {"brain": brain.name, "model": "verbatim", "action": "close", "outcome": ended.outcome}
+        return _Decision([ended.closing or ""], state, {"ai": {**done, "answeredMessageIds": ids}})
     asked = state.get("askedField")
     current = step_by_id(prepared.definition, state.get("currentStepId"))
     extraction = brain.extract(
@@ -317,11 +323,9 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
         outcome=action.outcome,
         language=prepared.language,
     )
-    if action.kind == "close" and action.closing and prepared.definition.get("steps"):
-        # A script's closing goes out as written, never reworded (with no script, the prompt writes replies).
-        reply = BrainReply(action.closing, model="verbatim")
-    else:
-        reply = brain.compose(context)
+    # A script's closing goes out as written, never reworded (with no script, the prompt writes replies).
+    scripted = action.kind == "close" and prepared.definition.get("steps")
+    reply = written_reply(brain, context, action.closing if scripted else None)
     meta = {
         **usage_meta(brain, reply, extraction),
         "action": action.kind,

@@ -1,4 +1,5 @@
-"""A turn's reply as it is stored: split into WhatsApp messages, with a typing delay, and the brain's usage.
+"""A turn's reply as it is stored: checked (`unsafe_reply`), split into WhatsApp messages, with a typing
+delay, and the brain's usage.
 
 Evolution's bots' options, per agent (`whatsapp.metadata`): `splitMessages` (one message per paragraph,
 `split_reply`) and `timePerCharMs` (a 'composing' delay per part, `typing_delay_ms`).
@@ -11,9 +12,45 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from luminai_actors.ai.brain import Brain, BrainReply, Extraction
+from luminai_actors.ai.brain import Brain, BrainReply, Extraction, OfflineBrain, TurnContext
 from luminai_actors.domain.ids import uuid7
 from luminai_actors.persistence.tables import SEND_PENDING, TalkMessage
+
+MAX_REPLY_CHARS = 1000
+_PLACEHOLDER = re.compile(r"\[[^\]\n]{2,40}\]|\{\{[^}]*\}\}|<[A-Za-z_ ]{2,30}>")
+_BACKSTAGE = re.compile(
+    r"\b(script|roteiro|system prompt|prompt do sistema|treeflow|as an ai|como uma ia)\b", re.I
+)
+
+
+def unsafe_reply(text: str) -> str | None:
+    """Why a model's reply must not reach the lead as it is, or None: a template placeholder ("[Your Name]",
+    "{{name}}"), JSON or a code fence, talk of the script or the prompt, or more than `MAX_REPLY_CHARS`."""
+    stripped = text.strip()
+    if len(stripped) > MAX_REPLY_CHARS:
+        return f"longer than {MAX_REPLY_CHARS} characters"
+    if stripped.startswith(("{", "[", "```")):
+        return "JSON or code instead of a message"
+    found = _PLACEHOLDER.search(stripped)
+    if found:
+        return f"template placeholder {found.group(0)!r}"
+    found = _BACKSTAGE.search(stripped)
+    if found:
+        return f"speaks of {found.group(0)!r}"
+    return None
+
+
+def written_reply(brain: Brain, context: TurnContext, verbatim: str | None) -> BrainReply:
+    """The turn's reply: `verbatim` as written when given; else the brain's, unless `unsafe_reply` finds it
+    unfit, then the step's question as the script writes it (the offline brain's words)."""
+    if verbatim:
+        return BrainReply(verbatim, model="verbatim")
+    reply = brain.compose(context)
+    unsafe = unsafe_reply(reply.text)
+    if unsafe is None:
+        return reply
+    fallback = OfflineBrain().compose(context).text
+    return BrainReply(fallback, f"script (model reply {unsafe})", reply.usage, reply.latency_ms)
 
 
 def split_reply(text: str) -> list[str]:
