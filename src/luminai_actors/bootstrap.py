@@ -8,7 +8,6 @@ sweep) and `Container.close()` stops it all in reverse order. Nothing here runs 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import uuid
@@ -23,7 +22,6 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.errors import QueueJoinTimeout
 from dramatiq.middleware import CurrentMessage
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from luminai_actors.actors.broker import WakingRedisBroker
@@ -44,9 +42,8 @@ from luminai_actors.evolution.webhook import MessageUpsert
 from luminai_actors.logs import log_context
 from luminai_actors.metrics import DramatiqMetrics, LiveCollector, Metrics
 from luminai_actors.persistence.database import create_db_engine, make_session_factory
-from luminai_actors.persistence.tables import WHATSAPP_LICENSE_REQUIRED
 from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork
-from luminai_actors.services import whatsapp_admin
+from luminai_actors.services import licence_gate, whatsapp_admin
 from luminai_actors.services.agents import AgentDirectory
 from luminai_actors.services.inbound import Autocommit, InboundOutcome, record_inbound
 from luminai_actors.services.pacing import MemoryPacer, NoPacing, Pacer, RedisPacer
@@ -156,16 +153,9 @@ class Container:
             ),
             "luminai_agents_license_required": (
                 "Agents whose Evolution server answers with its licence gate (replies wait)",
-                self._gated_agents(),
+                licence_gate.gated_agents(self.uow),
             ),
         }
-
-    def _gated_agents(self) -> float:
-        try:
-            with self.uow() as uow:
-                return float(len(uow.repo.instances_with_status(WHATSAPP_LICENSE_REQUIRED)))
-        except (SQLAlchemyError, LuminaiError):
-            return math.nan  # the database is down: /readyz says so; /metrics still answers
 
     def uow(self) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(self.session_factory)

@@ -272,7 +272,7 @@ def test_history_sync_is_never_answered() -> None:
 
 
 def test_a_contradicting_event_header_names_itself() -> None:
-    from luminai_actors.evolution.webhook import header_contradiction
+    from luminai_actors.evolution.headers import header_contradiction
 
     body = upsert({"remoteJid": PN})
     found = header_contradiction({"X-Event-Type": "send.message"}, body)

@@ -72,6 +72,13 @@ class Normalized:
 Language = Literal["en", "pt", "es"]
 LANGUAGES: Final[tuple[Language, ...]] = ("en", "pt", "es")  # `domain.language` says which one is used
 
+
+def language_code(value: object) -> Language | None:
+    """One of `LANGUAGES` from a tag such as `"pt-BR"` or `"ES"`; None for anything else."""
+    code = value.strip().lower()[:2] if isinstance(value, str) else None
+    return next((language for language in LANGUAGES if language == code), None)
+
+
 #: Why an answer was refused (`normalize`), by reason and language; `{value}` / `{choices}` filled in.
 REFUSALS: Final[dict[Language, dict[str, str]]] = {
     "en": {

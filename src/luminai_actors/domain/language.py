@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from luminai_actors.domain.fields import LANGUAGES, Language, fold
+from luminai_actors.domain.fields import LANGUAGES, Language, fold, language_code
 
 __all__ = ["LANGUAGES", "Language", "guess", "reply_language"]
 
@@ -162,11 +162,7 @@ def script_texts(definition: Mapping[str, Any]) -> list[str]:
 
 def reply_language(configured: object, definition: Mapping[str, Any]) -> Language:
     """The language of what the service writes around the script (see the module docstring)."""
-    if isinstance(configured, str):
-        for language in LANGUAGES:
-            if configured.strip().lower()[:2] == language:
-                return language
-    return guess(script_texts(definition)) or "en"
+    return language_code(configured) or guess(script_texts(definition)) or "en"
 
 
 GREETING: Final[dict[Language, str]] = {

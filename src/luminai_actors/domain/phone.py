@@ -17,11 +17,29 @@ import phonenumbers
 PN_SUFFIX = "@s.whatsapp.net"
 LID_SUFFIX = "@lid"
 _NON_DIGITS = re.compile(r"\D+")
+_PHONE_SPELLING = re.compile(r"\+?[0-9][0-9 ().-]*")
+_DIGITS_MIN, _DIGITS_MAX = 8, 15  # the shortest number WhatsApp reports; E.164's longest
 
 
 def jid_user(jid: str) -> str:
     """The user part of a JID without device suffix: `5511987654321:12@s.whatsapp.net` -> `5511987654321`."""
     return jid.split("@", 1)[0].split(":", 1)[0]
+
+
+def whatsapp_jid(raw: str) -> str:
+    """A person's address in the spelling Baileys uses.
+
+    A bare number (`"5511977776666"`, `"+55 11 …"`: how Evolution's `EVOLUTION` channel and other non-Baileys
+    channels pass `remoteJid`, captured from a real 2.3.6 server in tests/fixtures/evolution_captures) and the
+    legacy `…@c.us` become `<digits>@s.whatsapp.net`; every other value is returned as it came."""
+    user, at, server = raw.partition("@")
+    if at and server == "c.us":
+        return f"{user}{PN_SUFFIX}"
+    if not at and _PHONE_SPELLING.fullmatch(raw):
+        digits = _NON_DIGITS.sub("", raw)
+        if _DIGITS_MIN <= len(digits) <= _DIGITS_MAX:
+            return f"{digits}{PN_SUFFIX}"
+    return raw
 
 
 def is_phone_jid(jid: str | None) -> bool:
@@ -43,7 +61,7 @@ def normalize_phone(raw: str) -> str | None:
         return None
     text = jid_user(raw) if "@" in raw else raw
     digits = _NON_DIGITS.sub("", text)
-    if not 8 <= len(digits) <= 15:
+    if not _DIGITS_MIN <= len(digits) <= _DIGITS_MAX:
         return None
     # WhatsApp still reports some numbers in a spelling the numbering plan dropped (Mexico's `+52 1`), so a
     # national variant stands in when the reported spelling is not a possible number.

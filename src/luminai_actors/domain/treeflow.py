@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from luminai_actors.domain.fields import FIELD_TYPES, LANGUAGES
+from luminai_actors.domain.fields import FIELD_TYPES, language_code
 from luminai_actors.errors import ValidationError
 
 KNOWN_OUTCOMES = ("qualified", "disqualified", "meeting_requested", "handoff", "completed")
@@ -99,9 +99,7 @@ def validate_definition(document: object) -> dict[str, Any]:
     for key in ("objective", "closing"):
         _text(document.get(key), key, required=False)
     language = document.get("language")
-    if language is not None and (
-        not isinstance(language, str) or language.strip().lower()[:2] not in LANGUAGES
-    ):
+    if language is not None and language_code(language) is None:
         raise ValidationError("language", 'must be "en", "pt" or "es" (a tag like "pt-BR" is read as "pt")')
     outcomes = document.get("outcomes") or {}
     if not isinstance(outcomes, dict) or not all(isinstance(v, dict) for v in outcomes.values()):

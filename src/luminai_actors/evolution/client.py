@@ -78,6 +78,13 @@ def _json(response: httpx.Response) -> Any:
         raise EvolutionError(f"Evolution API answered {response.status_code} without JSON") from exc
 
 
+def _json_object(response: httpx.Response, route: str) -> dict[str, Any]:
+    payload = _json(response)
+    if not isinstance(payload, dict):
+        raise EvolutionError(f"Evolution API's {route} answer is not a JSON object", body=payload)
+    return payload
+
+
 def _not_on_whatsapp(body: Any) -> bool:
     response = body.get("response") if isinstance(body, dict) else None
     message = response.get("message") if isinstance(response, dict) else None
@@ -218,10 +225,7 @@ class EvolutionClient:
     def server_info(self, server_url: str, *, trusted: bool = False) -> dict[str, Any]:
         """GET / (no auth, never behind the licence gate): `{status, message, version, clientName, manager?,
         documentation, whatsappWebVersion}` in 2.3.6, 2.3.7 and 2.4.0 (src/api/routes/index.router.ts)."""
-        payload = _json(self._request("GET", server_url.rstrip("/") + "/", "", trusted=trusted))
-        if not isinstance(payload, dict):
-            raise EvolutionError("Evolution API's / answer is not a JSON object", body=payload)
-        return payload
+        return _json_object(self._request("GET", server_url.rstrip("/") + "/", "", trusted=trusted), "/")
 
     def find_messages(
         self,
@@ -263,10 +267,7 @@ class EvolutionClient:
         or `{"instance": {"instanceName", "state": "open"}}` when the instance is already connected.
         """
         url = self._url(server_url, "instance/connect", instance)
-        payload = _json(self._request("GET", url, api_key, trusted=trusted))
-        if not isinstance(payload, dict):
-            raise EvolutionError("instance/connect answer is not a JSON object", body=payload)
-        return payload
+        return _json_object(self._request("GET", url, api_key, trusted=trusted), "instance/connect")
 
     def set_webhook(
         self,

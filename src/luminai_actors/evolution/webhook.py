@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal, TypeAlias
 
+from luminai_actors.domain.phone import whatsapp_jid
 from luminai_actors.errors import PayloadError
 from luminai_actors.evolution._fields import (
     as_mapping,
@@ -58,8 +59,6 @@ _RENDERED_STATUS: Final = ("ERROR", "PENDING", "SERVER_ACK", "DELIVERY_ACK", "RE
 _STATUS_NUMBER: Final = re.compile(r"[0-9]{1,3}")
 
 _PN_SUFFIX: Final = "@s.whatsapp.net"
-_PHONE_SPELLING: Final = re.compile(r"\+?[0-9][0-9 ().-]*")
-_NON_DIGITS: Final = re.compile(r"[^0-9]")
 _LID_SUFFIX: Final = "@lid"
 # Bounds of what a webhook may carry, set by the columns that store it (parse-time, so that a hostile or
 # broken body is a 422 here and never a database error that Evolution would redeliver forever).
@@ -198,30 +197,6 @@ def parse_webhook(payload: object, path_event: str | None = None) -> WebhookEven
     return IgnoredEvent(instance, event, "unknown event")
 
 
-def header_contradiction(headers: Mapping[str, str], payload: object) -> PayloadError | None:
-    """Evolution 2.4 sends `X-Instance-ID`, `X-Instance-Name`, `X-Event-Type` and `X-Timestamp` (epoch ms)
-    with every instance webhook (src/api/integrations/event/webhook/webhook.controller.ts, 2.4.0-rc2);
-    one that contradicts the body is an error (422) naming it. Absent headers (2.3.x) are fine."""
-    body = payload if isinstance(payload, Mapping) else {}
-    data = body.get("data")
-    said = {
-        "X-Instance-Name": body.get("instance"),
-        "X-Event-Type": normalize_event_name(str(body["event"])) if body.get("event") else None,
-        "X-Instance-ID": data.get("instanceId") if isinstance(data, Mapping) else None,
-    }
-    for name, in_body in said.items():
-        header = headers.get(name)
-        if header is None or in_body is None:
-            continue
-        value = normalize_event_name(header) if name == "X-Event-Type" else header
-        if value != in_body:
-            return PayloadError(f"header {name} {header!r} contradicts the body's {in_body!r}", path=name)
-    stamp = headers.get("X-Timestamp")
-    if stamp is not None and not stamp.strip().isdigit():
-        return PayloadError("header X-Timestamp is not epoch milliseconds", path="X-Timestamp")
-    return None
-
-
 def _event_name(body: Mapping[str, object], path_event: str | None) -> str:
     slug = None
     if path_event is not None and path_event.strip():
@@ -309,22 +284,6 @@ def _chat_kind(jid: str) -> ChatKind:
     if jid.endswith("@newsletter"):
         return "newsletter"
     return "user"
-
-
-def whatsapp_jid(raw: str) -> str:
-    """A person's address in the spelling Baileys uses.
-
-    A bare number (`"5511977776666"`, `"+55 11 …"`: how Evolution's `EVOLUTION` channel and other non-Baileys
-    channels pass `remoteJid`, captured from a real 2.3.6 server in tests/fixtures/evolution_captures) and the
-    legacy `…@c.us` become `<digits>@s.whatsapp.net`; every other value is returned as it came."""
-    user, at, server = raw.partition("@")
-    if at and server == "c.us":
-        return f"{user}{_PN_SUFFIX}"
-    if not at and _PHONE_SPELLING.fullmatch(raw):
-        digits = _NON_DIGITS.sub("", raw)
-        if 8 <= len(digits) <= 15:
-            return f"{digits}{_PN_SUFFIX}"
-    return raw
 
 
 def _bare_jid(jid: str) -> str:

@@ -78,12 +78,8 @@ class SqlAlchemyRepository:
         return self.session.scalar(select(Agent).where(Agent.whatsapp_instance_name == instance_name))
 
     def instances_with_status(self, whatsapp_status: str) -> list[str]:
-        rows = self.session.scalars(
-            select(Agent.whatsapp_instance_name).where(
-                Agent.whatsapp_status == whatsapp_status, Agent.whatsapp_instance_name.is_not(None)
-            )
-        )
-        return [str(name) for name in rows]
+        agents = select(Agent.whatsapp_instance_name).where(Agent.whatsapp_status == whatsapp_status)
+        return [str(name) for name in self.session.scalars(agents) if name]
 
     def tree_flow_version(self, tree_flow_id: uuid.UUID, version: int) -> TreeFlowVersion | None:
         return self.session.scalar(

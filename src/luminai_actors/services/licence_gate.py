@@ -15,11 +15,14 @@ manager with `503 {"error": "service not activated", "code": "LICENSE_REQUIRED",
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import datetime
 from typing import Any
 
-from luminai_actors.errors import EvolutionNotActivated
+from sqlalchemy.exc import SQLAlchemyError
+
+from luminai_actors.errors import EvolutionNotActivated, LuminaiError
 from luminai_actors.persistence.tables import SEND_PENDING, WHATSAPP_LICENSE_REQUIRED, Agent, TalkMessage
 from luminai_actors.persistence.uow import UnitOfWorkFactory
 
@@ -60,3 +63,13 @@ def hold_reply(
             mark_agent(agent, exc, at)
         uow.commit()
         return message.send_attempts
+
+
+def gated_agents(uow_factory: UnitOfWorkFactory) -> float:
+    """How many agents are at the gate (`/metrics`); NaN while the database is down (`/readyz` says so,
+    and /metrics still answers)."""
+    try:
+        with uow_factory() as uow:
+            return float(len(uow.repo.instances_with_status(WHATSAPP_LICENSE_REQUIRED)))
+    except (SQLAlchemyError, LuminaiError):
+        return math.nan

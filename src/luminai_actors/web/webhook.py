@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from luminai_actors.bootstrap import Container
 from luminai_actors.errors import ConversationBusy, LuminaiError, PayloadError, Unavailable
+from luminai_actors.evolution.headers import header_contradiction
 from luminai_actors.evolution.webhook import (
     KNOWN_EVENTS,
     ConnectionUpdate,
@@ -34,7 +35,6 @@ from luminai_actors.evolution.webhook import (
     QrCodeUpdate,
     StatusUpdates,
     WebhookEvent,
-    header_contradiction,
     parse_webhook,
 )
 from luminai_actors.services.channel_events import apply_connection_state, apply_status_update, record_qrcode
