@@ -116,7 +116,9 @@ def test_a_model_saying_opt_out_on_a_greeting_does_not_end_the_conversation() ->
         assert luminai.openai is not None
         luminai.openai.script('{"need": null, "optOut": true}', "Olá! Como posso ajudar?")
         org = luminai.admin.create_organization("Acme")
-        luminai.admin.create_agent(org, "acme")
+        step = {"id": "need", "fields": [{"name": "need", "question": "O que busca?"}]}
+        flow = {"name": "Q", "steps": [step]}
+        luminai.admin.create_agent(org, "acme", tree_flow=luminai.admin.create_tree_flow(org, flow))
         luminai.say("acme", "Oi, boa tarde! Vi o anúncio")
         luminai.drain()
         [contact] = luminai.admin.contacts(org)

@@ -9,7 +9,7 @@ import pytest
 from luminai_actors.domain.fields import extract_offline, normalize, region_of
 from luminai_actors.domain.language import guess
 from luminai_actors.domain.optout import is_opt_out
-from luminai_actors.domain.talkflow import advance, fields_to_extract, initial_state
+from luminai_actors.domain.talkflow import advance, fields_to_extract, initial_state, volunteer_fields
 from luminai_actors.domain.treeflow import normalize_definition, validate_definition
 from luminai_actors.errors import ValidationError
 
@@ -232,12 +232,14 @@ def test_a_completed_flow_keeps_closing() -> None:
     assert again["collected"]["name"]["value"] == "M"
 
 
-def test_fields_to_extract_skips_filled_fields_of_other_steps_but_not_the_current_one() -> None:
+def test_a_brain_is_asked_for_the_current_steps_fields_and_the_rest_are_taken_only_when_volunteered() -> None:
     state, _ = advance(SALES, initial_state("tf", SALES), {"name": "M"}, ["m1"], NOW)
-    names = [f["name"] for f in fields_to_extract(SALES, state)]
-    assert names == ["name", "email", "company_size", "budget", "wants_meeting"]
+    assert [f["name"] for f in fields_to_extract(SALES, state)] == ["name", "email"]
+    assert [f["name"] for f in volunteer_fields(SALES, state)] == ["company_size", "budget", "wants_meeting"]
     state, _ = advance(SALES, state, {"email": "m@a.io"}, ["m2"], NOW)
-    assert [f["name"] for f in fields_to_extract(SALES, state)] == ["company_size", "budget", "wants_meeting"]
+    assert [f["name"] for f in fields_to_extract(SALES, state)] == ["company_size"]
+    # an earlier step's fields stay correctable by what the lead literally writes
+    assert [f["name"] for f in volunteer_fields(SALES, state)] == ["name", "email", "budget", "wants_meeting"]
 
 
 def test_a_step_the_script_no_longer_has_closes_the_flow() -> None:

@@ -130,6 +130,16 @@ def _number(raw: str) -> float | None:
     return value * _MULTIPLIERS.get((unit or "").lower(), 1)
 
 
+def numbers_in(text: str) -> list[float]:
+    """Every number written in `text` (`5000`, `1.500,50`, `5 mil`, `10k`), by the rules of `normalize`."""
+    found = []
+    for match in _NUMBER.finditer(text):
+        number = _number(match.group(0))
+        if number is not None:
+            found.append(number)
+    return found
+
+
 def _as_int_if_whole(value: float) -> float | int:
     return int(value) if value.is_integer() else value
 

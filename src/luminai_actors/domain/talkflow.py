@@ -62,12 +62,18 @@ class NextAction:
 
 
 def fields_to_extract(definition: dict[str, Any], state: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """What to look for in the lead's messages: the current step's fields (corrections too) and every field
-    of the script still empty, so a lead who answers ahead is not asked again."""
-    collected = (state or {}).get("collected") or {}
+    """What a brain is asked for: the current step's fields, collected ones too (a later answer corrects an
+    earlier one). Asking for the whole script invites a small model to fill in what the lead never said."""
     current = step_by_id(definition, (state or {}).get("currentStepId"))
-    current_names = {f["name"] for f in current["fields"]} if current else set()
-    return [f for f in all_fields(definition) if f["name"] in current_names or f["name"] not in collected]
+    return list(current["fields"]) if current else []
+
+
+def volunteer_fields(definition: dict[str, Any], state: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The script's other fields: taken only when their value is literally in the lead's words
+    (`fields.extract_offline` with nothing asked), so a lead who answers ahead, or corrects an earlier
+    step's e-mail, is not asked again."""
+    current = {f["name"] for f in fields_to_extract(definition, state)}
+    return [f for f in all_fields(definition) if f["name"] not in current]
 
 
 def _holds(condition: dict[str, Any], collected: dict[str, Any]) -> bool:

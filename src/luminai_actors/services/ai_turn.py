@@ -27,21 +27,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from luminai_actors.ai.brain import (
-    Brain,
-    ExtractionRequest,
-    HistoryLine,
-    TurnContext,
-)
+from luminai_actors.ai.brain import Brain, HistoryLine, TurnContext
 from luminai_actors.domain import talkflow
 from luminai_actors.domain.fields import Language, region_of
 from luminai_actors.domain.language import OPT_OUT_CONFIRMATION, guess, reply_language
-from luminai_actors.domain.optout import has_stop_cue, is_opt_out
 from luminai_actors.domain.treeflow import normalize_definition, step_by_id
 from luminai_actors.persistence.hot_path import ClaimedTurn, MessageView
 from luminai_actors.persistence.tables import Agent, Contact, Talk, TreeFlow
 from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory
 from luminai_actors.services.reply_parts import reply_rows, split_reply, usage_meta, written_reply
+from luminai_actors.services.understanding import understand
 
 HISTORY_LIMIT = 20
 _EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -269,23 +264,10 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
         )
         done = {"brain": brain.name, "model": "verbatim", "action": "close", "outcome": ended.outcome}
         return _Decision([ended.closing or ""], state, {"ai": {**done, "answeredMessageIds": ids}})
-    asked = state.get("askedField")
     current = step_by_id(prepared.definition, state.get("currentStepId"))
-    extraction = brain.extract(
-        ExtractionRequest(
-            fields=talkflow.fields_to_extract(prepared.definition, state),
-            messages=texts,
-            asked_field=asked,
-            region=prepared.region,
-            last_question=next(
-                (line.text for line in reversed(prepared.history) if line.role == "agent"), None
-            ),
-        )
-    )
-    # The lead's own words opt out (`domain.optout`); a model's judgement only when those words at least sound
-    # like one: a model saying optOut alone never ends a conversation (a small local model answered a greeting
-    # with optOut: true). An opinion not acted on is kept in the metadata.
-    if any(is_opt_out(t) for t in texts) or (extraction.opt_out and any(has_stop_cue(t) for t in texts)):
+    heard = understand(brain, prepared.definition, state, texts, prepared.history, prepared.region)
+    extraction = heard.extraction
+    if heard.opt_out:
         meta = {**usage_meta(brain, None, extraction), "action": "opt_out", "answeredMessageIds": ids}
         return _Decision(
             [OPT_OUT_CONFIRMATION[guess(texts[-1:]) or prepared.language]],
@@ -296,7 +278,7 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
     new_state, action = talkflow.advance(
         prepared.definition,
         state,
-        extraction.values,
+        heard.values,
         ids,
         at.isoformat(),
         region=prepared.region,
@@ -333,7 +315,8 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
         "askedField": action.field["name"] if action.field else None,
         "outcome": action.outcome,
         "answeredMessageIds": ids,
-        **({"modelSaidOptOut": True} if extraction.opt_out else {}),
+        **({"modelSaidOptOut": True} if heard.model_said_opt_out else {}),
+        **({"ungrounded": heard.ungrounded} if heard.ungrounded else {}),
     }
     handoff = f"outcome {action.outcome}" if action.kind == "close" and action.handoff else None
     parts = split_reply(reply.text) if prepared.channel_options.get("splitMessages") else [reply.text]
