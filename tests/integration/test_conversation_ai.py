@@ -365,7 +365,7 @@ def test_a_message_during_a_running_turn_is_answered_by_the_next_turn(
     assert second.meta["ai"]["answeredMessageIds"] == inbound_ids[1:]
 
 
-def test_an_llm_failing_three_times_hands_the_talk_to_a_human(
+def test_an_llm_failing_three_times_hands_the_talk_to_a_human_and_the_lead_is_told(
     make_app: Callable[..., tuple[Container, TestClient]],
     evolution: FakeEvolutionApi,
     openai_server: FakeOpenAI,
@@ -381,5 +381,7 @@ def test_an_llm_failing_three_times_hands_the_talk_to_a_human(
     assert current.paused is True
     assert "LLM request failed" in (current.talk_flow or {})["handoff"]["reason"]
     assert len(openai_server.chat_requests()) == 3
-    assert evolution.sent_messages() == []
+    # the lead is not left in silence: the handoff message, in their language, once
+    assert replies(evolution, 1) == ["Vou passar você para um colega que continua daqui."]
+    assert outbound(container)[-1].meta["ai"]["action"] == "handoff"
     assert _inbound(container)[0].processed_at is None  # kept for the human, not dropped

@@ -147,7 +147,7 @@ def test_a_models_opt_out_needs_words_that_sound_like_one(text: str, cue: bool) 
     assert has_stop_cue(text) is cue
 
 
-def test_the_closing_goes_out_verbatim_and_a_lead_writing_after_it_costs_no_llm_call() -> None:
+def test_the_closing_goes_out_verbatim_and_a_lead_writing_after_it_is_handed_to_a_person() -> None:
     flow = {
         "name": "Q",
         "steps": [
@@ -171,6 +171,8 @@ def test_the_closing_goes_out_verbatim_and_a_lead_writing_after_it_costs_no_llm_
         calls_before = len(luminai.openai.chat_requests())
         luminai.say("acme", "mais uma coisa", message_id="3EB0C3")
         luminai.drain()
+        luminai.say("acme", "alô?", message_id="3EB0C4")
+        luminai.drain()
         calls_after = len(luminai.openai.chat_requests())
         [talk] = luminai.talks(org)
         replies = luminai.replies("acme")
@@ -178,10 +180,10 @@ def test_the_closing_goes_out_verbatim_and_a_lead_writing_after_it_costs_no_llm_
     assert replies == [
         "Qual é o seu orçamento?",
         "Obrigado! Nosso time fala com você amanhã.",
-        "Obrigado! Nosso time fala com você amanhã.",
+        "Vou passar você para um colega que continua daqui.",  # once: the person has the talk now
     ]
     assert calls_after == calls_before  # no LLM call once the script ended
-    assert talk["paused"] is False
+    assert (talk["paused"], talk["needsHuman"]) == (True, True)
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from luminai_actors.ai.brain import OfflineBrain
-from luminai_actors.persistence.tables import Talk, TalkMessage
+from luminai_actors.persistence.tables import Agent, Contact, Talk, TalkMessage
 from luminai_actors.services.ai_turn import run_ai_turn
 from luminai_actors.services.recovery import find_stalled_work
-from luminai_actors.services.talks import flag_for_human
+from luminai_actors.services.talks import flag_for_human, hand_over_after_failure
 from tests.support.fake_uow import FakeRepository, FakeUnitOfWork
 
 NOW = datetime(2025, 10, 21, 16, 0, tzinfo=UTC)
@@ -167,3 +167,40 @@ def test_flagged_talk_is_neither_answered_nor_swept(repo: FakeRepository, uow: F
 def test_flag_for_human_on_a_missing_talk_does_nothing(uow: FakeUnitOfWork) -> None:
     flag_for_human(uow.factory(), uuid.uuid4(), "whatever")
     assert uow.commits == 0
+
+
+def _agent_and_contact(repo: FakeRepository, metadata: dict[str, Any], opted_out: bool = False) -> Talk:
+    agent = Agent(id=uuid.uuid4(), organization_id=ORG, name="SDR", whatsapp_metadata=metadata)
+    contact = Contact(id=uuid.uuid4(), organization_id=ORG, opted_out_at=NOW if opted_out else None)
+    repo.add(agent)
+    repo.add(contact)
+    talk = add_talk(repo, agent_id=agent.id)
+    talk.contact_id = contact.id
+    add_message(repo, talk, "inbound", created_at=OLD)
+    return talk
+
+
+def test_when_every_attempt_failed_the_lead_gets_the_agents_handoff_message(
+    repo: FakeRepository, uow: FakeUnitOfWork
+) -> None:
+    talk = _agent_and_contact(repo, {"handoffMessage": "Um consultor vai te chamar já já."})
+
+    reply_id = hand_over_after_failure(uow.factory(), talk.id, "LLM request failed: 500")
+
+    assert (talk.paused, talk.needs_human) == (True, True)
+    reply = repo.get(TalkMessage, reply_id) if reply_id else None
+    assert reply is not None
+    assert (reply.direction, reply.send_status, reply.body) == (
+        "outbound",
+        "pending",
+        "Um consultor vai te chamar já já.",
+    )
+    assert reply.meta["ai"]["action"] == "handoff"
+    # a second failure report (a redelivered task) tells the lead nothing more: the talk is a person's now
+    assert hand_over_after_failure(uow.factory(), talk.id, "again") is None
+
+
+def test_an_opted_out_lead_is_not_told_of_a_handoff(repo: FakeRepository, uow: FakeUnitOfWork) -> None:
+    talk = _agent_and_contact(repo, {}, opted_out=True)
+    assert hand_over_after_failure(uow.factory(), talk.id, "LLM request failed") is None
+    assert talk.needs_human is True

@@ -48,7 +48,7 @@ from luminai_actors.services.outbound import (
 )
 from luminai_actors.services.pacing import NoPacing, Pacer
 from luminai_actors.services.privacy import SuppressionList
-from luminai_actors.services.talks import flag_for_human
+from luminai_actors.services.talks import hand_over_after_failure
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,12 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
             deps.metrics.ai_turns.labels("error").inc()
             if attempt >= settings.ai_max_attempts:
                 log.error("AI turn for talk %s failed after %d attempts: %s", talk_id, attempt, exc)
-                flag_for_human(deps.uow_factory, uuid.UUID(talk_id), str(exc))
+                told = hand_over_after_failure(deps.uow_factory, uuid.UUID(talk_id), str(exc))
+                if told is not None:
+                    try:
+                        holder["dispatcher"].request_send(told)
+                    except BrokerUnavailable:  # stored and pending: the recovery sweep sends it
+                        log.warning("handoff message %s waits for the recovery sweep", told)
                 return
             raise dramatiq.Retry(str(exc), delay=int(1000 * 2**attempt)) from exc
         deps.metrics.ai_turns.labels(outcome.status).inc()

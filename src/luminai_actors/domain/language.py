@@ -165,6 +165,27 @@ def reply_language(configured: object, definition: Mapping[str, Any]) -> Languag
     return language_code(configured) or guess(script_texts(definition)) or "en"
 
 
+def agent_language(definition: Mapping[str, Any], agent_metadata: Mapping[str, Any] | None) -> Language:
+    """`reply_language` for an agent: the TreeFlow's `language`, else the agent's
+    `whatsapp.metadata.language`, else the script's own words."""
+    return reply_language(definition.get("language") or (agent_metadata or {}).get("language"), definition)
+
+
+def handoff_message(
+    definition: Mapping[str, Any], agent_metadata: Mapping[str, Any] | None, language: Language
+) -> str:
+    """What the lead is told when a person takes over (the AI failed, or the lead writes on after the
+    script's closing): the agent's `whatsapp.metadata.handoffMessage`, else the script's `handoff` outcome
+    message, else the default in `language`."""
+    configured = (agent_metadata or {}).get("handoffMessage")
+    if isinstance(configured, str) and configured.strip():
+        return configured.strip()[:1000]
+    scripted = ((definition.get("outcomes") or {}).get("handoff") or {}).get("message")
+    if isinstance(scripted, str) and scripted.strip():
+        return scripted.strip()
+    return CLOSINGS[language]["handoff"]
+
+
 GREETING: Final[dict[Language, str]] = {
     "en": "Hi{who}! I'm {agent}.",
     "pt": "Olá{who}! Sou {agent}.",

@@ -30,7 +30,7 @@ from typing import Any
 from luminai_actors.ai.brain import Brain, HistoryLine, TurnContext
 from luminai_actors.domain import talkflow
 from luminai_actors.domain.fields import Language, region_of
-from luminai_actors.domain.language import OPT_OUT_CONFIRMATION, guess, reply_language
+from luminai_actors.domain.language import OPT_OUT_CONFIRMATION, agent_language, guess, handoff_message
 from luminai_actors.domain.treeflow import normalize_definition, step_by_id
 from luminai_actors.persistence.hot_path import ClaimedTurn, MessageView
 from luminai_actors.persistence.tables import Agent, Contact, Talk, TreeFlow
@@ -232,10 +232,7 @@ def _prepared(
         ],
         lead_first_name=claimed.contact_first_name,
         region=region_of(claimed.contact_phone),
-        language=reply_language(
-            (definition or {}).get("language") or (claimed.agent_metadata or {}).get("language"),
-            definition or {},
-        ),
+        language=agent_language(definition or {}, claimed.agent_metadata),
         opted_out=claimed.contact_opted_out,
         tree_flow_name=claimed.tree_flow_name,
     )
@@ -258,12 +255,20 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
         )
     state = prepared.state or talkflow.initial_state(None, prepared.definition)
     ended_before = state.get("status") != talkflow.STATUS_ACTIVE and bool(state.get("history"))
-    if ended_before and prepared.definition["steps"]:  # the lead writes on: the closing again, no LLM call
-        _, ended = talkflow.advance(
-            prepared.definition, state, {}, ids, at.isoformat(), language=prepared.language
+    if ended_before and prepared.definition["steps"]:
+        # The lead writes on after the closing: a person takes over (told once, no LLM call); the pause
+        # keeps every later message for that person.
+        text = handoff_message(
+            prepared.definition, prepared.channel_options, guess(texts) or prepared.language
         )
-        done = {"brain": brain.name, "model": "verbatim", "action": "close", "outcome": ended.outcome}
-        return _Decision([ended.closing or ""], state, {"ai": {**done, "answeredMessageIds": ids}})
+        done = {
+            "brain": brain.name,
+            "model": "verbatim",
+            "action": "handoff",
+            "outcome": state.get("outcome"),
+        }
+        done["answeredMessageIds"] = ids
+        return _Decision([text], state, {"ai": done}, handoff="the lead wrote after the script's closing")
     current = step_by_id(prepared.definition, state.get("currentStepId"))
     heard = understand(brain, prepared.definition, state, texts, prepared.history, prepared.region)
     extraction = heard.extraction
