@@ -213,7 +213,9 @@ def test_an_unfit_model_reply_is_replaced_by_the_steps_question_as_written() -> 
         org = luminai.admin.create_organization("Acme")
         luminai.admin.create_agent(org, "acme", tree_flow=luminai.admin.create_tree_flow(org, flow))
         luminai.openai.script(
-            '{"budget": null, "optOut": false}', "Hi [Your Name]! As per the script: budget?"
+            '{"budget": null, "optOut": false}',
+            "Hi [Your Name]! As per the script: budget?",
+            '{"reply": "Quanto?"}',  # the corrected retry is unfit too
         )
         luminai.say("acme", "Oi")
         luminai.drain()
@@ -222,3 +224,42 @@ def test_an_unfit_model_reply_is_replaced_by_the_steps_question_as_written() -> 
 
     assert reply["body"] == "Hi Lead! I'm SDR. Quanto?"
     assert reply["metadata"]["ai"]["model"].startswith("script (model reply template placeholder")
+
+
+def test_an_unfit_model_reply_is_asked_for_once_more_with_the_reason() -> None:
+    flow = {
+        "name": "Q",
+        "steps": [{"id": "b", "fields": [{"name": "budget", "type": "number", "question": "Quanto?"}]}],
+    }
+    with LuminaiHarness(openai=True) as luminai:
+        assert luminai.openai is not None
+        org = luminai.admin.create_organization("Acme")
+        luminai.admin.create_agent(org, "acme", tree_flow=luminai.admin.create_tree_flow(org, flow))
+        luminai.openai.script(
+            '{"budget": null, "optOut": false}', "Olá [Nome]! Quanto?", "Olá! Qual é o seu orçamento?"
+        )
+        luminai.say("acme", "Oi")
+        luminai.drain()
+        [talk] = luminai.talks(org)
+        [reply] = [m for m in luminai.messages(talk["id"]) if m["direction"] == "outbound"]
+        retry = luminai.openai.chat_requests()[-1]
+
+    assert reply["body"] == "Olá! Qual é o seu orçamento?"
+    assert reply["metadata"]["ai"]["replyCorrected"] == "template placeholder '[Nome]'"
+    assert "could not be sent (template placeholder '[Nome]')" in retry["messages"][0]["content"]
+
+
+def test_the_reply_prompt_is_bounded_and_its_history_starts_with_the_lead() -> None:
+    from luminai_actors.ai.openai_brain import bounded_history
+
+    history = [HistoryLine("agent", "Olá!")] + [
+        HistoryLine("lead" if i % 2 else "agent", f"{i} " + "x" * 300) for i in range(1, 40)
+    ]
+    kept = bounded_history(history, 2000)
+    assert kept[0].role == "lead"
+    assert kept[-1] == history[-1]
+    assert sum(len(line.text) for line in kept) <= 2000
+    assert (
+        bounded_history([HistoryLine("agent", "Oi"), HistoryLine("lead", "y" * 5000)], 500)[0].text
+        == "y" * 500
+    )

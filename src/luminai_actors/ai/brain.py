@@ -62,6 +62,7 @@ class TurnContext:
     invalid_fields: dict[str, str] = field(default_factory=dict)
     outcome: str | None = None
     language: Language = "en"  # of what the service writes itself (`domain.language`)
+    correction: str | None = None  # why the brain's previous reply for this turn was unfit, for its retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ class BrainReply:
     model: str
     usage: dict[str, int] = field(default_factory=dict)
     latency_ms: float = 0.0
+    corrected: str | None = None  # the first reply was unfit for this reason; this is the retry's
 
 
 class Brain(Protocol):

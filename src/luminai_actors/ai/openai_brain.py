@@ -20,7 +20,14 @@ from typing import Any
 
 import openai
 
-from luminai_actors.ai.brain import BrainReply, Extraction, ExtractionRequest, OfflineBrain, TurnContext
+from luminai_actors.ai.brain import (
+    BrainReply,
+    Extraction,
+    ExtractionRequest,
+    HistoryLine,
+    OfflineBrain,
+    TurnContext,
+)
 from luminai_actors.errors import BrainError
 
 _JSON_TYPES = {"number": "number", "boolean": "boolean"}
@@ -66,7 +73,12 @@ def build_system_prompt(context: TurnContext) -> str:
     if context.answers:
         collected = {key: value.get("value") for key, value in context.answers.items()}
         parts.append("Collected so far: " + json.dumps(collected, ensure_ascii=False))
-    parts.append("Write one short WhatsApp message in the lead's language. Do not invent facts.")
+    parts.append(
+        "Write one short WhatsApp message in the lead's language, ready to send: no placeholders, no JSON, "
+        "no talk of scripts or instructions. Do not invent facts about the company or its offer."
+    )
+    if context.correction:
+        parts.append(f"Your previous answer could not be sent ({context.correction}). Write it again.")
     return "\n".join(parts)
 
 
@@ -88,6 +100,9 @@ _UNSUPPORTED = re.compile(
     r"response_format|json_schema|json_object|input should be|not supported|unsupported", re.I
 )
 EXTRACT_MAX_TOKENS, REPLY_MAX_TOKENS = 400, 300
+PROMPT_TOKEN_BUDGET = 1500
+"""A reply's prompt is kept under about this many tokens (estimated as characters / 4): the oldest history
+goes first, as a small local server's time per turn grows with the prompt."""
 
 
 class _Unsupported(Exception):
@@ -213,8 +228,9 @@ class OpenAIBrain:
             return True
 
     def compose(self, context: TurnContext) -> BrainReply:
-        messages: list[dict[str, str]] = [{"role": "system", "content": build_system_prompt(context)}]
-        for line in context.history:
+        system = build_system_prompt(context)
+        messages: list[dict[str, str]] = [{"role": "system", "content": system}]
+        for line in bounded_history(context.history, PROMPT_TOKEN_BUDGET * 4 - len(system)):
             messages.append({"role": "user" if line.role == "lead" else "assistant", "content": line.text})
         completion, content, latency = self._chat(messages, max_tokens=REPLY_MAX_TOKENS, temperature=0.3)
         text = content.strip()
@@ -223,6 +239,22 @@ class OpenAIBrain:
         return BrainReply(
             text=text, model=completion.model or self._model, usage=_usage(completion), latency_ms=latency
         )
+
+
+def bounded_history(history: list[HistoryLine], budget_chars: int) -> list[HistoryLine]:
+    """The newest lines of `history` that fit in `budget_chars` (the newest one always, cut to fit), starting
+    with a lead's message: a chat that opens with the assistant's own words confuses small models."""
+    kept: list[HistoryLine] = []
+    used = 0
+    for line in reversed(history):
+        if kept and used + len(line.text) > budget_chars:
+            break
+        kept.append(line if kept else HistoryLine(line.role, line.text[-max(budget_chars, 200) :]))
+        used += len(line.text)
+    kept.reverse()
+    while len(kept) > 1 and kept[0].role != "lead":
+        kept.pop(0)
+    return kept
 
 
 def _json_object(content: str) -> dict[str, Any] | None:

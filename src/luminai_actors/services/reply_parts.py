@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,16 +42,31 @@ def unsafe_reply(text: str) -> str | None:
 
 
 def written_reply(brain: Brain, context: TurnContext, verbatim: str | None) -> BrainReply:
-    """The turn's reply: `verbatim` as written when given; else the brain's, unless `unsafe_reply` finds it
-    unfit, then the step's question as the script writes it (the offline brain's words)."""
+    """The turn's reply: `verbatim` as written when given; else the brain's. A reply `unsafe_reply` finds
+    unfit is asked for once more, with the reason; if that one is unfit too, the step's question as the
+    script writes it (the offline brain's words) goes out instead."""
     if verbatim:
         return BrainReply(verbatim, model="verbatim")
     reply = brain.compose(context)
     unsafe = unsafe_reply(reply.text)
     if unsafe is None:
         return reply
+    offline = isinstance(brain, OfflineBrain)
+    retry = None if offline else brain.compose(replace(context, correction=unsafe))
+    usage = _added(reply.usage, retry.usage if retry else {})
+    latency = reply.latency_ms + (retry.latency_ms if retry else 0.0)
+    if retry is not None and unsafe_reply(retry.text) is None:
+        return BrainReply(retry.text, retry.model, usage, latency, corrected=unsafe)
     fallback = OfflineBrain().compose(context).text
-    return BrainReply(fallback, f"script (model reply {unsafe})", reply.usage, reply.latency_ms)
+    return BrainReply(fallback, f"script (model reply {unsafe})", usage, latency, corrected=unsafe)
+
+
+def _added(*usages: dict[str, int]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for usage in usages:
+        for key, value in usage.items():
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 def split_reply(text: str) -> list[str]:
@@ -65,19 +81,18 @@ def typing_delay_ms(text: str, per_char_ms: float) -> int:
 
 
 def usage_meta(brain: Brain, reply: BrainReply | None, extraction: Extraction | None) -> dict[str, Any]:
-    usage: dict[str, int] = {}
-    for part in (extraction.usage if extraction else {}, reply.usage if reply else {}):
-        for key, value in part.items():
-            usage[key] = usage.get(key, 0) + value
-    return {
+    meta = {
         "brain": brain.name,
         "model": (reply.model if reply else None) or (extraction.model if extraction else brain.name),
-        "usage": usage,
+        "usage": _added(extraction.usage if extraction else {}, reply.usage if reply else {}),
         "latencyMs": round(
             (reply.latency_ms if reply else 0) + (extraction.latency_ms if extraction else 0), 1
         ),
         "extraction": dict(extraction.values) if extraction else {},
     }
+    if reply is not None and reply.corrected:
+        meta["replyCorrected"] = reply.corrected
+    return meta
 
 
 def reply_rows(
