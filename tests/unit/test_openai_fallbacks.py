@@ -68,13 +68,33 @@ def test_a_server_that_refuses_json_schema_gets_json_object_at_once_and_it_is_re
     assert second.values == {"email": "ana@acme.com.br"}
     assert formats(fake) == ["json_schema", "json_object", "json_object"]  # one refused call, then remembered
     assert mode == "json_object"
+    # llama.cpp's extension: the schema rides along, so its server constrains the answer with a grammar
+    assert fake.chat_requests()[-1]["response_format"]["schema"]["properties"]["budget"]
+
+
+def test_a_server_without_response_format_gets_a_forced_tool_call() -> None:
+    with FakeOpenAI(structured_output="tools") as fake:
+        for brain in brain_for(fake):
+            fake.script({"budget": 5000, "email": None, "optOut": False})
+            first = brain.extract(request("uns 5 mil"))
+            fake.script({"budget": None, "email": "ana@acme.com.br", "optOut": False})
+            second = brain.extract(request("ana@acme.com.br"))
+            mode = brain.structured_mode
+    last = fake.chat_requests()[-1]
+    assert (first.values, second.values) == ({"budget": 5000}, {"email": "ana@acme.com.br"})
+    assert formats(fake) == ["json_schema", "json_object", None, None]
+    assert mode == "tools"
+    assert last["tool_choice"] == {"type": "function", "function": {"name": "record_lead_fields"}}
 
 
 def test_a_server_that_ignores_response_format_is_asked_in_the_prompt_and_prose_around_json_is_read() -> None:
     with FakeOpenAI(structured_output="ignored") as fake:
         for brain in brain_for(fake):
             fake.script(
-                "Claro! O orçamento é 5000.", "Não sei.", 'Aqui está: {"budget": 5000, "optOut": false}'
+                "Claro! O orçamento é 5000.",
+                "Não sei.",
+                "Hmm.",
+                'Aqui está: {"budget": 5000, "optOut": false}',
             )
             extraction = brain.extract(request("uns 5 mil"))
             mode = brain.structured_mode
@@ -86,7 +106,7 @@ def test_a_server_that_ignores_response_format_is_asked_in_the_prompt_and_prose_
 def test_when_no_mode_gives_json_the_offline_extractor_fills_in_and_the_turn_goes_on() -> None:
     with FakeOpenAI(structured_output="ignored") as fake:
         for brain in brain_for(fake):
-            fake.script("hmm", "hmm", "hmm")
+            fake.script("hmm", "hmm", "hmm", "hmm")
             asked_nothing = ExtractionRequest(FIELDS, ["meu email é ana@acme.com.br"], None, "BR")
             extraction = brain.extract(asked_nothing)
     assert extraction.values == {"email": "ana@acme.com.br"}

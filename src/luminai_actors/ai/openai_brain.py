@@ -91,14 +91,16 @@ def _usage(completion: Any) -> dict[str, int]:
     }
 
 
-STRUCTURED_MODES = ("json_schema", "json_object", "prompt")
+STRUCTURED_MODES = ("json_schema", "json_object", "tools", "prompt")
 """How extraction asks for JSON, best first: OpenAI's strict `json_schema`; `json_object` (llama.cpp and other
-servers that refuse json_schema) with the schema in the prompt; no `response_format` at all, with JSON
-instructions in the prompt and the answer validated."""
+servers that refuse json_schema) with the schema in the prompt and in llama.cpp's `schema` extension of
+`response_format` (a grammar there; ignored elsewhere); a forced tool call (`tools` + `tool_choice`) whose
+arguments are the JSON; no option at all, with JSON instructions in the prompt and the answer validated."""
 
 _UNSUPPORTED = re.compile(
-    r"response_format|json_schema|json_object|input should be|not supported|unsupported", re.I
+    r"response_format|json_schema|json_object|tool|input should be|not supported|unsupported", re.I
 )
+_TOOL = "record_lead_fields"
 EXTRACT_MAX_TOKENS, REPLY_MAX_TOKENS = 400, 300
 PROMPT_TOKEN_BUDGET = 1500
 """A reply's prompt is kept under about this many tokens (estimated as characters / 4): the oldest history
@@ -143,7 +145,7 @@ class OpenAIBrain:
             )
         except openai.APIStatusError as exc:
             if (
-                "response_format" in options
+                ("response_format" in options or "tools" in options)
                 and exc.status_code in (400, 422, 500, 501)
                 and _UNSUPPORTED.search(str(exc))
             ):
@@ -152,7 +154,10 @@ class OpenAIBrain:
         except Exception as exc:  # the client's own errors and anything else: never an unhandled crash
             raise BrainError(f"LLM request failed: {type(exc).__name__}: {exc}") from exc
         try:
-            content = completion.choices[0].message.content
+            message = completion.choices[0].message
+            content = message.content
+            if not content and message.tool_calls:  # a forced tool call: its arguments are the answer
+                content = getattr(getattr(message.tool_calls[0], "function", None), "arguments", None)
         except (AttributeError, IndexError, TypeError) as exc:
             raise BrainError("LLM answer is not a chat completion (no choices[0].message)") from exc
         return (
@@ -184,17 +189,21 @@ class OpenAIBrain:
             mode = self._mode
             options: dict[str, Any] = {"max_tokens": EXTRACT_MAX_TOKENS, "temperature": 0}
             prompt = system
-            if STRUCTURED_MODES[mode] == "json_schema":
+            kind = STRUCTURED_MODES[mode]
+            if kind == "json_schema":
                 options["response_format"] = {
                     "type": "json_schema",
                     "json_schema": {"name": "lead_fields", "strict": True, "schema": schema},
                 }
+            elif kind == "tools":
+                options["tools"] = [{"type": "function", "function": {"name": _TOOL, "parameters": schema}}]
+                options["tool_choice"] = {"type": "function", "function": {"name": _TOOL}}
             else:
                 prompt += "\nAnswer with one JSON object only, matching this JSON schema:\n" + json.dumps(
                     schema
                 )
-                if STRUCTURED_MODES[mode] == "json_object":
-                    options["response_format"] = {"type": "json_object"}
+                if kind == "json_object":
+                    options["response_format"] = {"type": "json_object", "schema": schema}
             messages = [
                 {"role": "system", "content": prompt},
                 {"role": "user", "content": "\n".join(request.messages)},

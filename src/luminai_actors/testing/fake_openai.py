@@ -7,7 +7,9 @@ AI turn's error handling can be tested over real HTTP.
 `structured_output` plays the servers people run: `"json_schema"` (OpenAI), `"json_object"` (llama-cpp-python
 0.3's server: a `json_schema` response_format is answered `reject_status`, 500 by default, with its pydantic
 message "Input should be 'text' or 'json_object'"), `"ignored"` (a server that drops `response_format` and
-answers whatever it writes). `garbage_next` answers 200 with a body that is not a chat completion.
+answers whatever it writes), `"tools"` (a server that answers any `response_format` 400 "not supported" but
+makes forced tool calls: a scripted dict is then the call's arguments). `garbage_next` answers 200 with a
+body that is not a chat completion.
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ def default_reply(request_json: dict[str, Any]) -> str:
         return json.dumps(_empty_for(schema))
     if isinstance(response_format, dict) and response_format.get("type") == "json_object":
         return "{}"
+    if isinstance(request_json.get("tool_choice"), dict) and request_json.get("tools"):
+        [tool] = request_json["tools"][:1]
+        return json.dumps(_empty_for(tool.get("function", {}).get("parameters") or {}))
     users = [m for m in request_json.get("messages", []) if isinstance(m, dict) and m.get("role") == "user"]
     return f"Fake reply to: {_text_of(users[-1].get('content')) if users else ''}"
 
@@ -203,13 +208,20 @@ class FakeOpenAI(HttpBase):
             return _error(
                 self.reject_status, f"[{{'type': 'literal_error', 'loc': {loc}, 'msg': \"{detail}\"}}]"
             )
+        if kind is not None and self.structured_output == "tools":
+            return _error(400, "response_format is not supported by this server")
         if self.structured_output == "ignored":
-            body = {k: v for k, v in body.items() if k != "response_format"}
+            body = {k: v for k, v in body.items() if k not in ("response_format", "tools", "tool_choice")}
+        forced = (body.get("tool_choice") or {}) if isinstance(body.get("tool_choice"), dict) else {}
         reply = self._next_reply(body)
         if isinstance(reply, int):
             return _error(reply)
         message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
         finish_reason = "stop"
+        if isinstance(reply, str) and forced and reply.lstrip().startswith("{"):
+            reply = json.loads(reply)
+        if isinstance(reply, dict) and forced and "tool_call" not in reply:
+            reply = {"tool_call": {"name": (forced.get("function") or {}).get("name"), "arguments": reply}}
         if isinstance(reply, dict) and "tool_call" in reply and body.get("tools"):
             call = reply["tool_call"]
             arguments = call.get("arguments", {})
