@@ -47,22 +47,24 @@ LEAD_MESSAGES = (
 )
 # The script exactly as an operator would POST it to /api/admin/organizations/{orgId}/tree-flows.
 TREE_FLOW: dict[str, Any] = json.loads("""
-{"name": "Sales qualification", "objective": "Qualify inbound leads and book a meeting",
+{"name": "Qualificação de vendas", "language": "pt",
+ "objective": "Qualificar leads que chegam pelo anúncio e marcar uma reunião",
  "steps": [
-   {"id": "contact", "name": "Contact details", "questions": ["Who am I talking to?"],
-    "fields": [{"name": "name", "type": "text", "description": "full name"},
-               {"name": "email", "type": "email", "question": "What is your email?"}]},
-   {"id": "size", "name": "Company size", "question": "How many people work at your company?",
+   {"id": "contact", "name": "Contato", "questions": ["Com quem eu falo?"],
+    "fields": [{"name": "name", "type": "text", "description": "nome completo"},
+               {"name": "email", "type": "email", "question": "Qual é o seu e-mail?"}]},
+   {"id": "size", "name": "Porte", "question": "Quantas pessoas trabalham na sua empresa?",
     "fields": [{"name": "company_size", "type": "enum", "values": ["1-10", "11-50", "51+"]}],
     "transitions": [{"when": {"field": "company_size", "equals": "1-10"}, "outcome": "disqualified"}],
     "next": "meeting"},
-   {"id": "meeting", "name": "Meeting", "question": "Shall we book a 20-minute call with a specialist?",
+   {"id": "meeting", "name": "Reunião",
+    "question": "Podemos marcar uma conversa de 20 minutos com um especialista?",
     "fields": [{"name": "wants_meeting", "type": "boolean"}],
     "transitions": [{"when": {"field": "wants_meeting", "equals": true}, "outcome": "meeting_requested"}],
     "outcome": "qualified"}],
- "outcomes": {"disqualified": {"message": "Thanks! We only serve larger teams for now."},
-              "qualified": {"message": "Great fit! A colleague will be in touch by email."},
-              "meeting_requested": {"message": "Perfect! A specialist will send you an invite."}}}
+ "outcomes": {"disqualified": {"message": "Obrigada! Por enquanto atendemos só times maiores."},
+              "qualified": {"message": "Ótimo perfil! Um colega vai falar com você por e-mail."},
+              "meeting_requested": {"message": "Perfeito! Um especialista vai te mandar o convite."}}}
 """)
 
 

@@ -24,17 +24,17 @@ pytestmark = pytest.mark.e2e
 
 EXPECTED = [
     "lead  > Oi! Vi o anúncio de vocês",
-    "agent < Hi Maria! I'm Sofia. Who am I talking to?",
+    "agent < Olá Maria! Sou Sofia. Com quem eu falo?",
     "lead  > Sou a Maria Souza",
-    "agent < What is your email?",
+    "agent < Qual é o seu e-mail?",
     "lead  > maria@acme",
-    "agent < Sorry, 'maria@acme' is not a valid email address. What is your email?",
+    "agent < Desculpe, 'maria@acme' não é um e-mail válido. Qual é o seu e-mail?",
     "lead  > maria@acme.com.br",
-    "agent < How many people work at your company?",
+    "agent < Quantas pessoas trabalham na sua empresa?",
     "lead  > 11-50",
-    "agent < Shall we book a 20-minute call with a specialist?",
+    "agent < Podemos marcar uma conversa de 20 minutos com um especialista?",
     "lead  > sim, pode ser amanhã",
-    "agent < Perfect! A specialist will send you an invite.",
+    "agent < Perfeito! Um especialista vai te mandar o convite.",
 ]
 
 
