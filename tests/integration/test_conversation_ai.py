@@ -352,13 +352,13 @@ def test_a_message_during_a_running_turn_is_answered_by_the_next_turn(
     container, client = make_app(**openai_settings(openai_server))
     setup(client, evolution)
     openai_server.hang_next(1, 1.5)  # the first extraction is slow: the turn is running when message 2 comes
-    openai_server.script({}, "First answer", {}, "Second answer")
+    openai_server.script({}, "First answer: who am I talking to?", {}, "Second answer: your name?")
 
     say(client, "Oi")
     wait_for(lambda: len(openai_server.chat_requests()) >= 1)
     say(client, "Você está aí?")
 
-    assert replies(evolution, 2) == ["First answer", "Second answer"]
+    assert replies(evolution, 2) == ["First answer: who am I talking to?", "Second answer: your name?"]
     first, second = outbound(container)
     inbound_ids = [str(m.id) for m in sorted(_inbound(container), key=lambda m: m.created_at)]
     assert first.meta["ai"]["answeredMessageIds"] == inbound_ids[:1]

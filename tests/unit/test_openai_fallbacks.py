@@ -283,3 +283,42 @@ def test_the_reply_prompt_is_bounded_and_its_history_starts_with_the_lead() -> N
         bounded_history([HistoryLine("agent", "Oi"), HistoryLine("lead", "y" * 5000)], 500)[0].text
         == "y" * 500
     )
+
+
+@pytest.mark.parametrize(
+    ("reply", "asks"),
+    [
+        ("Pode me passar seu email?", True),
+        ("Perfeito! Qual é o seu e-mail?", True),
+        ("I'm happy to help you with your business. What can I do for you?", False),
+        ("Olá! Como posso ajudar?", False),
+    ],
+)
+def test_a_reply_must_ask_what_the_step_asks(reply: str, asks: bool) -> None:
+    from luminai_actors.services.reply_parts import asks_for
+
+    assert asks_for(reply, "Qual é o seu e-mail?", "email") is asks
+
+
+def test_a_model_reading_not_in_the_leads_words_gives_way_to_the_offline_rules() -> None:
+    flow = {
+        "name": "Q",
+        "steps": [{"id": "c", "fields": [{"name": "name", "question": "Com quem eu falo?"}]}],
+    }
+    with LuminaiHarness(openai=True) as luminai:
+        fake = luminai.openai
+        assert fake is not None
+        org = luminai.admin.create_organization("Acme")
+        luminai.admin.create_agent(org, "acme", tree_flow=luminai.admin.create_tree_flow(org, flow))
+        fake.script({"name": None, "optOut": False}, "Olá! Com quem eu falo?")
+        luminai.say("acme", "Oi", message_id="3EB0F1")
+        luminai.drain()
+        fake.script(
+            {"name": "Sarah Jones is a professional with ten years in the industry", "optOut": False},
+            "Obrigado, Sarah! Com quem mais eu falo?",
+        )
+        luminai.say("acme", "sarah jones", message_id="3EB0F2")
+        luminai.drain()
+        [talk] = luminai.talks(org)
+
+    assert talk["talkFlow"]["collected"]["name"]["value"] == "sarah jones"

@@ -63,6 +63,7 @@ class TurnContext:
     outcome: str | None = None
     language: Language = "en"  # of what the service writes itself (`domain.language`)
     correction: str | None = None  # why the brain's previous reply for this turn was unfit, for its retry
+    asked_label: str | None = None  # the asked field's description (or name), to check the reply asks it
 
 
 @dataclass(frozen=True, slots=True)

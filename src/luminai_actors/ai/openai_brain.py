@@ -78,7 +78,12 @@ def build_system_prompt(context: TurnContext) -> str:
         "no talk of scripts or instructions. Do not invent facts about the company or its offer."
     )
     if context.correction:
-        parts.append(f"Your previous answer could not be sent ({context.correction}). Write it again.")
+        parts.append(
+            f"Your previous answer could not be sent ({context.correction}). Write it again, and ask "
+            f"exactly this: {context.question}"
+            if context.action == "ask"
+            else f"Your previous answer could not be sent ({context.correction}). Write it again."
+        )
     return "\n".join(parts)
 
 

@@ -309,6 +309,11 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
         invalid_fields=action.invalid,
         outcome=action.outcome,
         language=prepared.language,
+        asked_label=(
+            f"{action.field.get('description') or ''} {action.field['name'].replace('_', ' ')}"
+            if action.field
+            else None
+        ),
     )
     # A script's closing goes out as written, never reworded (with no script, the prompt writes replies).
     scripted = action.kind == "close" and prepared.definition.get("steps")

@@ -14,7 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from luminai_actors.ai.brain import Brain, BrainReply, Extraction, OfflineBrain, TurnContext
+from luminai_actors.domain.fields import fold
 from luminai_actors.domain.ids import uuid7
+from luminai_actors.domain.language import guess
 from luminai_actors.persistence.tables import SEND_PENDING, TalkMessage
 
 MAX_REPLY_CHARS = 1000
@@ -41,6 +43,38 @@ def unsafe_reply(text: str) -> str | None:
     return None
 
 
+_FILLER_WORDS = (
+    "qual quais quanto quanta quantos quantas voce voces vamos pode podemos podem para como esta isso "
+    "what which your with have does this that there would could about from when where will shall "
+    "cual cuales cuanto cuantos usted tiene puede"
+)
+_FILLER = frozenset(_FILLER_WORDS.split(" "))
+
+
+def asks_for(text: str, question: str | None, label: str | None) -> bool:
+    """Whether a reply asks what the step asks: one of the question's (or the field's) own words appears in
+    it ("Pode me passar seu email?" asks "Qual é o seu e-mail?"). A small model's "How can I help you?"
+    does not; then the step's question is sent as the script writes it."""
+    keys = {
+        word
+        for word in re.findall(r"[a-z0-9]+", fold(f"{question or ''} {label or ''}").replace("-", ""))
+        if len(word) >= 4 and word not in _FILLER
+    }
+    words = set(re.findall(r"[a-z0-9]+", fold(text).replace("-", "")))
+    return not keys or bool(keys & words)
+
+
+def _unfit(text: str, context: TurnContext) -> str | None:
+    unsafe = unsafe_reply(text)
+    # Words are compared in the script's own language only: a reply in the lead's other language cannot be
+    # checked this way.
+    lead = guess(context.new_messages)
+    checkable = context.action == "ask" and (lead is None or lead == context.language)
+    if unsafe is None and checkable and not asks_for(text, context.question, context.asked_label):
+        return "does not ask the step's question"
+    return unsafe
+
+
 def written_reply(brain: Brain, context: TurnContext, verbatim: str | None) -> BrainReply:
     """The turn's reply: `verbatim` as written when given; else the brain's. A reply `unsafe_reply` finds
     unfit is asked for once more, with the reason; if that one is unfit too, the step's question as the
@@ -48,14 +82,14 @@ def written_reply(brain: Brain, context: TurnContext, verbatim: str | None) -> B
     if verbatim:
         return BrainReply(verbatim, model="verbatim")
     reply = brain.compose(context)
-    unsafe = unsafe_reply(reply.text)
+    unsafe = _unfit(reply.text, context)
     if unsafe is None:
         return reply
     offline = isinstance(brain, OfflineBrain)
     retry = None if offline else brain.compose(replace(context, correction=unsafe))
     usage = _added(reply.usage, retry.usage if retry else {})
     latency = reply.latency_ms + (retry.latency_ms if retry else 0.0)
-    if retry is not None and unsafe_reply(retry.text) is None:
+    if retry is not None and _unfit(retry.text, context) is None:
         return BrainReply(retry.text, retry.model, usage, latency, corrected=unsafe)
     fallback = OfflineBrain().compose(context).text
     return BrainReply(fallback, f"script (model reply {unsafe})", usage, latency, corrected=unsafe)

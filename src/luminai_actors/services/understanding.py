@@ -5,7 +5,8 @@ The one place a brain's extraction meets the lead's words:
   fields are taken when their value is literally there (`talkflow.volunteer_fields`, by the offline
   patterns), so a lead who answers ahead or corrects an earlier e-mail is heard;
 - every value is grounded (`domain.grounding`): what the lead's text does not support is dropped, and shown
-  in the reply's metadata as `ungrounded`;
+  in the reply's metadata as `ungrounded`; for such a field the offline extractor's reading is taken
+  instead, when it finds one (a small model answered "sarah jones" with a paragraph about Sarah);
 - opt-out needs the lead's own words (`domain.optout.is_opt_out`), or a model's judgement on words that at
   least sound like one (`has_stop_cue`): a model saying `optOut: true` alone never ends a conversation.
 With no field to ask and no stop cue in the messages, no extraction is asked for at all (no LLM call).
@@ -58,6 +59,10 @@ def understand(
     kept, dropped = ground(
         step_fields, extraction.values if extraction else {}, joined, asked=asked, region=region
     )
+    if dropped:  # the model's reading is not in the lead's words: the deterministic rules may still read them
+        retried = [spec for spec in step_fields if spec["name"] in dropped]
+        offline = extract_offline(retried, joined, asked=asked, region=region)
+        kept.update(ground(retried, offline, joined, asked=asked, region=region)[0])
     volunteered = extract_offline(
         talkflow.volunteer_fields(definition, state), joined, asked=None, region=region
     )
