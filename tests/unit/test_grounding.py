@@ -26,6 +26,10 @@ GREETING = "Oi, boa tarde! Vi o anúncio"
         ({"name": "company"}, "Padaria Pão Quente", "trabalho na padaria pao quente", False, True),
         ({"name": "company"}, "Padaria do Zé", "uma padaria", True, False),
         ({"name": "name"}, "Maria Souza", "sou a maria souza", False, True),
+        ({"name": "name"}, "Oi, boa tarde!", GREETING, True, False),  # small talk is never a value
+        ({"name": "name"}, "tudo bem", "tudo bem?", True, False),
+        ({"name": "name"}, "alves.com", "pedro@alves.com", True, False),  # a name has no web address
+        ({"name": "name"}, "john@smith.io", "john@smith.io", True, False),
         ({"name": "email", "type": "email"}, "ana@tiny.io", "meu email: Ana@Tiny.io", False, True),
         ({"name": "email", "type": "email"}, "ana@tiny.io", "pode anotar", True, False),
         ({"name": "phone", "type": "phone"}, "+5511987654321", "me liga no 11 98765-4321", False, True),

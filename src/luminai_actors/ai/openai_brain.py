@@ -106,7 +106,7 @@ _UNSUPPORTED = re.compile(
     r"response_format|json_schema|json_object|tool|input should be|not supported|unsupported", re.I
 )
 _TOOL = "record_lead_fields"
-EXTRACT_MAX_TOKENS, REPLY_MAX_TOKENS = 400, 300
+EXTRACT_MAX_TOKENS, REPLY_MAX_TOKENS = 200, 250
 PROMPT_TOKEN_BUDGET = 1500
 """A reply's prompt is kept under about this many tokens (estimated as characters / 4): the oldest history
 goes first, as a small local server's time per turn grows with the prompt."""

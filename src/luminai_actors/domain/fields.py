@@ -228,6 +228,14 @@ def region_of(e164: str | None) -> str | None:
     return str(region) if region and region != "ZZ" else None
 
 
+NAME_FIELDS: Final = ("name", "nome", "full_name", "first_name", "last_name", "nome_completo")
+
+
+def is_name_field(field: dict[str, Any]) -> bool:
+    """A text field that holds a person's name (by its name)."""
+    return field.get("type", "text") == "text" and str(field.get("name", "")).lower() in NAME_FIELDS
+
+
 def extract_offline(
     fields: list[dict[str, Any]], text: str, *, asked: str | None, region: str | None
 ) -> dict[str, Any]:
@@ -254,7 +262,7 @@ def extract_offline(
         elif kind in ("number", "boolean"):
             if name == asked:
                 found[name] = text
-        elif name.lower() in ("name", "nome", "full_name", "first_name"):
+        elif is_name_field(field):
             for pattern in _NAME_PATTERNS:
                 match = pattern.search(text)
                 if match:

@@ -14,7 +14,9 @@ last reply asked for, whose answer a model may read more freely:
 - enum: the value's words appear in the text, or (asked) a number in the text falls in a range value
   ("uns 30" for `11-50`), or (asked) one of the value's words appears;
 - boolean: only the asked field (the answer to a yes/no question), never volunteered;
-- text: every word of the value appears in the text; (asked) at least half of them.
+- text: every word of the value appears in the text; (asked) at least half of them; small talk alone
+  ("Oi, boa tarde!", "tudo bem", "hello", "não") is never a value, and a person's name has no digits, `@`
+  or web address in it (a small model took "Oi, boa tarde!" and "alves.com" for names).
 """
 
 from __future__ import annotations
@@ -22,9 +24,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from luminai_actors.domain.fields import fold, normalize, numbers_in
+from luminai_actors.domain.fields import fold, is_name_field, normalize, numbers_in
 
 _WORD = re.compile(r"[^\W_]+")
+_SMALL_TALK_WORDS = (
+    "oi oii ola bom boa dia tarde noite tudo bem td blz beleza obrigado obrigada valeu sim nao ok okay "
+    "hi hii hello helo hey there good morning afternoon evening thanks thank you yes no yeah nope sure "
+    "hola buenos buenas dias tardes gracias si vi saw your ad anuncio"
+)
+_SMALL_TALK = frozenset(_SMALL_TALK_WORDS.split(" "))
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-|\u2013|a|to|até)\s*(\d+)\s*$|^\s*(\d+)\s*\+\s*$", re.I)
 
 
@@ -59,7 +67,9 @@ def supported(field: dict[str, Any], value: Any, text: str, *, asked: bool) -> b
         return asked and bool(folded.strip())
     words = set(_words(text))
     wanted = _words(str(value))
-    if not wanted:
+    if not wanted or (kind == "text" and all(word in _SMALL_TALK for word in wanted)):
+        return False
+    if is_name_field(field) and re.search(r"[\d@]|\.[a-z]{2,}\b", str(value).lower()):
         return False
     present = sum(word in words for word in wanted)
     if kind == "enum":

@@ -14,7 +14,8 @@ __all__ = ["FakeBrain"]
 
 class FakeBrain:
     """Extracts from a script (else like the offline brain) and answers with the next scripted reply (then
-    `default`); the next `fail_times` calls (extract or compose) raise BrainError."""
+    `default`, followed by the step's question when the script asks one, as a model's reply would be);
+    the next `fail_times` calls (extract or compose) raise BrainError."""
 
     name = "fake"
 
@@ -61,7 +62,10 @@ class FakeBrain:
     def compose(self, context: TurnContext) -> BrainReply:
         self.contexts.append(context)
         self._maybe_fail()
-        text = self._replies.popleft() if self._replies else self.default
+        if self._replies:
+            text = self._replies.popleft()
+        else:
+            text = f"{self.default} {context.question or ''}".strip()
         return BrainReply(
             text=text,
             model=self.model,
