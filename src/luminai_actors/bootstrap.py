@@ -97,7 +97,7 @@ def build_brain(settings: Settings) -> Brain:
             timeout=settings.ai_timeout_seconds,
             max_retries=0,  # retries belong to the AI actor, with backoff and a final hand-off
         )
-        return OpenAIBrain(client, settings.ai_model)
+        return OpenAIBrain(client, settings.ai_model, one_call=settings.ai_one_call)
     return OfflineBrain()
 
 

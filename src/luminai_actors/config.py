@@ -50,6 +50,9 @@ class Settings:
     """OPENAI_BASE_URL: any OpenAI-compatible endpoint (e.g. a local server)."""
     ai_model: str = "gpt-4o-mini"
     """LUMINAI_AI_MODEL: chat model asked by the OpenAI brain."""
+    ai_one_call: bool = True
+    """LUMINAI_AI_ONE_CALL: one LLM call per turn (the values, plus a short acknowledgement followed by the
+    script's question as written); false: a second call writes the whole reply from the prompt."""
     ai_timeout_seconds: float = 30.0
     """LUMINAI_AI_TIMEOUT_SECONDS: one LLM request's timeout."""
     ai_debounce_seconds: float = 2.0
@@ -198,6 +201,7 @@ class Settings:
         flag("LUMINAI_IGNORE_NEWSLETTERS", "ignore_newsletters")
         flag("LUMINAI_FAST_INGEST", "fast_ingest")
         flag("LUMINAI_INLINE_SEND", "inline_send")
+        flag("LUMINAI_AI_ONE_CALL", "ai_one_call")
         flag("LUMINAI_ALLOW_UNAUTHENTICATED_WEBHOOKS", "allow_unauthenticated_webhooks")
         text("LUMINAI_DATABASE_URL", "database_url")
         text("LUMINAI_BROKER_URL", "broker_url")

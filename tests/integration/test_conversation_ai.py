@@ -280,7 +280,13 @@ def test_an_idle_talk_expires_and_the_next_message_starts_a_fresh_one(
 
 
 def openai_settings(server: FakeOpenAI) -> dict[str, Any]:
-    return {"openai_api_key": "sk-test", "openai_base_url": server.url + "/v1", "ai_model": "fake-gpt"}
+    """The OpenAI brain with a second call writing each reply (these tests are about that prompt)."""
+    return {
+        "openai_api_key": "sk-test",
+        "openai_base_url": server.url + "/v1",
+        "ai_model": "fake-gpt",
+        "ai_one_call": False,
+    }
 
 
 def test_the_openai_brain_extracts_with_a_schema_and_replies_from_prompt_step_and_history(

@@ -43,6 +43,7 @@ FULL_ENV = {
     "LUMINAI_IGNORE_NEWSLETTERS": "0",
     "LUMINAI_FAST_INGEST": "false",
     "LUMINAI_INLINE_SEND": "false",
+    "LUMINAI_AI_ONE_CALL": "false",
     "LUMINAI_SEND_RATE_PER_INSTANCE": "2.5",
     "LUMINAI_SEND_MAX_WAIT_SECONDS": "120",
     "LUMINAI_PUBLIC_URL": "https://bot.example.com",

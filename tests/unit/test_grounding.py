@@ -87,7 +87,7 @@ FLOW = {
 
 
 def test_invented_values_from_a_model_are_not_kept_and_a_later_answer_corrects_an_earlier_one() -> None:
-    with LuminaiHarness(openai=True) as luminai:
+    with LuminaiHarness(openai=True, ai_one_call=False) as luminai:
         fake = luminai.openai
         assert fake is not None
         org = luminai.admin.create_organization("Acme")

@@ -132,7 +132,7 @@ def test_an_answer_that_is_not_a_chat_completion_is_a_brain_error_not_a_crash() 
 
 
 def test_a_model_saying_opt_out_on_a_greeting_does_not_end_the_conversation() -> None:
-    with LuminaiHarness(openai=True) as luminai:
+    with LuminaiHarness(openai=True, ai_one_call=False) as luminai:
         assert luminai.openai is not None
         luminai.openai.script('{"need": null, "optOut": true}', "Olá! Como posso ajudar?")
         org = luminai.admin.create_organization("Acme")
@@ -175,7 +175,7 @@ def test_the_closing_goes_out_verbatim_and_a_lead_writing_after_it_is_handed_to_
         ],
         "closing": "Obrigado! Nosso time fala com você amanhã.",
     }
-    with LuminaiHarness(openai=True) as luminai:
+    with LuminaiHarness(openai=True, ai_one_call=False) as luminai:
         assert luminai.openai is not None
         org = luminai.admin.create_organization("Acme")
         agent = luminai.admin.create_agent(org, "acme", tree_flow=luminai.admin.create_tree_flow(org, flow))
@@ -228,7 +228,7 @@ def test_an_unfit_model_reply_is_replaced_by_the_steps_question_as_written() -> 
         "name": "Q",
         "steps": [{"id": "b", "fields": [{"name": "budget", "type": "number", "question": "Quanto?"}]}],
     }
-    with LuminaiHarness(openai=True) as luminai:
+    with LuminaiHarness(openai=True, ai_one_call=False) as luminai:
         assert luminai.openai is not None
         org = luminai.admin.create_organization("Acme")
         luminai.admin.create_agent(org, "acme", tree_flow=luminai.admin.create_tree_flow(org, flow))
@@ -251,7 +251,7 @@ def test_an_unfit_model_reply_is_asked_for_once_more_with_the_reason() -> None:
         "name": "Q",
         "steps": [{"id": "b", "fields": [{"name": "budget", "type": "number", "question": "Quanto?"}]}],
     }
-    with LuminaiHarness(openai=True) as luminai:
+    with LuminaiHarness(openai=True, ai_one_call=False) as luminai:
         assert luminai.openai is not None
         org = luminai.admin.create_organization("Acme")
         luminai.admin.create_agent(org, "acme", tree_flow=luminai.admin.create_tree_flow(org, flow))
@@ -305,7 +305,7 @@ def test_a_model_reading_not_in_the_leads_words_gives_way_to_the_offline_rules()
         "name": "Q",
         "steps": [{"id": "c", "fields": [{"name": "name", "question": "Com quem eu falo?"}]}],
     }
-    with LuminaiHarness(openai=True) as luminai:
+    with LuminaiHarness(openai=True, ai_one_call=False) as luminai:
         fake = luminai.openai
         assert fake is not None
         org = luminai.admin.create_organization("Acme")
@@ -322,3 +322,43 @@ def test_a_model_reading_not_in_the_leads_words_gives_way_to_the_offline_rules()
         [talk] = luminai.talks(org)
 
     assert talk["talkFlow"]["collected"]["name"]["value"] == "sarah jones"
+
+
+def test_one_call_per_turn_the_models_acknowledgement_then_the_scripts_question() -> None:
+    flow = {
+        "name": "Q",
+        "language": "pt",
+        "steps": [
+            {
+                "id": "c",
+                "fields": [
+                    {"name": "name", "question": "Com quem eu falo?"},
+                    {"name": "email", "type": "email", "question": "Qual é o seu e-mail?"},
+                ],
+            },
+            {"id": "b", "fields": [{"name": "budget", "type": "number", "question": "Qual é o orçamento?"}]},
+        ],
+    }
+    with LuminaiHarness(openai=True) as luminai:
+        fake = luminai.openai
+        assert fake is not None
+        org = luminai.admin.create_organization("Acme")
+        luminai.admin.create_agent(org, "acme", tree_flow=luminai.admin.create_tree_flow(org, flow))
+        fake.script(
+            {"name": None, "email": None, "optOut": False, "ack": "Que bom ter você aqui!"},
+            {"name": "Maria", "email": None, "optOut": False, "ack": "Prazer, Maria!"},
+            {"name": None, "email": "maria@tiny.io", "optOut": False, "ack": "Posso te ligar amanhã?"},
+        )
+        for number, text in enumerate(["Oi", "Maria", "maria@tiny.io"]):
+            luminai.say("acme", text, message_id=f"3EB0A{number}")
+            luminai.drain()
+        requests = fake.chat_requests()
+        replies = luminai.replies("acme")
+
+    assert len(requests) == 3  # one call per turn
+    assert "ack" in requests[0]["response_format"]["json_schema"]["schema"]["required"]
+    assert replies == [
+        "Olá Lead! Sou SDR. Com quem eu falo?",  # first contact: the script's greeting, no acknowledgement
+        "Prazer, Maria! Qual é o seu e-mail?",
+        "Qual é o orçamento?",  # an acknowledgement that asks or promises something is left out
+    ]

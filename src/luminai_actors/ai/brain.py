@@ -2,9 +2,11 @@
 
 A brain does two things per turn: `extract` the values the script asks for from the lead's new messages,
 and `compose` the reply for the `TurnContext` (agent prompt, script objective, current step, the question,
-missing and refused fields, collected values, recent history). It decides nothing about the flow:
-`domain.talkflow` does. The offline brain needs no network and answers the same way for the same input, so
-the whole service and its tests run without an LLM.
+missing and refused fields, collected values, recent history). Asked to `acknowledge`, `extract` also
+writes a short reaction to the lead's words in the same call: the reply is then that reaction and the
+step's question as the script writes it (one call per turn, `reply_parts.acknowledged_reply`). A brain
+decides nothing about the flow: `domain.talkflow` does. The offline brain needs no network and answers the
+same way for the same input, so the whole service and its tests run without an LLM.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class ExtractionRequest:
     asked_field: str | None
     region: str | None
     last_question: str | None = None
+    persona: str | None = None  # the agent's prompt, for the acknowledgement
+    acknowledge: bool = False  # also write `Extraction.ack` in the same call (one call per turn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,7 @@ class Extraction:
     model: str = "offline"
     usage: dict[str, int] = field(default_factory=dict)
     latency_ms: float = 0.0
+    ack: str | None = None  # a short reaction to the lead's words, written in the same call; None: not asked
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,6 +106,10 @@ _UNSUPPORTED = re.compile(
     r"response_format|json_schema|json_object|tool|input should be|not supported|unsupported", re.I
 )
 _TOOL = "record_lead_fields"
+_ACK = (
+    "one short friendly sentence (at most 15 words) reacting to what the lead wrote, in the lead's "
+    "language; no question, no promise, no facts about the company"
+)
 EXTRACT_MAX_TOKENS, REPLY_MAX_TOKENS = 200, 250
 PROMPT_TOKEN_BUDGET = 1500
 """A reply's prompt is kept under about this many tokens (estimated as characters / 4): the oldest history
@@ -127,10 +131,12 @@ class OpenAIBrain:
 
     name = "openai"
 
-    def __init__(self, client: openai.OpenAI, model: str) -> None:
+    def __init__(self, client: openai.OpenAI, model: str, *, one_call: bool = True) -> None:
         self._client = client
+        self._one_call = one_call
         self._model = model
         self._mode = 0  # index in STRUCTURED_MODES
+        self.calls = 0  # chat calls made, for the brain eval's calls per turn
         self._lock = threading.Lock()
         self._offline = OfflineBrain()
 
@@ -141,6 +147,8 @@ class OpenAIBrain:
     def _chat(self, messages: list[dict[str, str]], **options: Any) -> tuple[Any, str, float]:
         """(completion, its text, latency ms); every failure is a BrainError (a failed attempt of the turn),
         and a refused option is `_Unsupported`."""
+        with self._lock:
+            self.calls += 1
         started = time.perf_counter()
         try:
             completion = self._client.chat.completions.create(
@@ -188,6 +196,12 @@ class OpenAIBrain:
             "Extract the values the lead states in their messages. Use null for anything not stated; "
             "never guess. optOut is true only for a clear request to stop receiving messages."
         )
+        acknowledge = request.acknowledge and self._one_call
+        if acknowledge:
+            schema["properties"]["ack"] = {"type": "string", "description": _ACK}
+            schema["required"].append("ack")
+            persona = (request.persona or "").strip().splitlines()
+            system = (persona[0] + "\n" if persona else "") + system + "\nack: " + _ACK
         if request.last_question:
             system += f"\nThe lead is answering: {request.last_question}"
         while True:
@@ -224,12 +238,14 @@ class OpenAIBrain:
                 raise _NoJson("LLM extraction is not a JSON object in any structured-output mode")
         known = {spec["name"] for spec in request.fields}
         values = {k: v for k, v in data.items() if k in known and v is not None}
+        ack = data.get("ack") if isinstance(data.get("ack"), str) else ""
         return Extraction(
             values,
             opt_out=data.get("optOut") is True,
             model=completion.model or self._model,
             usage=_usage(completion),
             latency_ms=latency,
+            ack=ack if acknowledge else None,
         )
 
     def _downgrade(self, mode: int) -> bool:

@@ -95,8 +95,8 @@ def ground(
     dropped: dict[str, Any] = {}
     for name, raw in values.items():
         spec = specs.get(name)
-        if spec is None:
-            continue
+        if spec is None or raw is None or (isinstance(raw, str) and not raw.strip()):
+            continue  # not a field of these, or nothing said ("" from a model is null)
         result = normalize(spec, raw, region=region)
         if result.ok:
             keep = supported(spec, result.value, text, asked=name == asked)

@@ -38,6 +38,7 @@ class Held:
     expected: Conversation
     turn_ms: list[float] = field(default_factory=list)
     prompt_tokens: list[int] = field(default_factory=list)
+    llm_calls: int = 0  # chat calls the brain made while this conversation was held
 
     @property
     def answered(self) -> bool:
@@ -67,6 +68,7 @@ def hold(luminai: LuminaiHarness, org: str, conversation: Conversation, index: i
     flow = luminai.admin.create_tree_flow(org, FLOWS[conversation.flow])
     agent = luminai.admin.create_agent(org, instance, tree_flow=flow, name="Sofia")
     phone = f"55119{index:08d}"
+    calls_before = getattr(luminai.container.brain, "calls", 0)
     for number, text in enumerate(conversation.messages):
         luminai.say(instance, text, phone=phone, message_id=f"3EB0E{index:04d}{number:02d}", push_name="Lead")
         luminai.drain(timeout=timeout)
@@ -85,6 +87,7 @@ def hold(luminai: LuminaiHarness, org: str, conversation: Conversation, index: i
         expected=conversation,
         turn_ms=[float(a.get("latencyMs") or 0) for a in ai],
         prompt_tokens=[int((a.get("usage") or {}).get("promptTokens") or 0) for a in ai],
+        llm_calls=getattr(luminai.container.brain, "calls", 0) - calls_before,
     )
 
 
@@ -125,6 +128,7 @@ def score(runs: list[list[Held]]) -> dict[str, Any]:
         f"pass^{len(runs)}": round(sum(all(p) for p in passes.values()) / len(ids), 3),
         "brainMsPerTurn": _spread(turns),
         "promptTokensPerTurn": _spread([float(t) for t in tokens]),
+        "llmCallsPerTurn": round(sum(h.llm_calls for h in every) / sum(h.messages for h in every), 2),
         "failed": {i: _why(runs[0][n]) for n, i in enumerate(ids) if not all(passes[i])},
     }
 

@@ -95,6 +95,26 @@ def written_reply(brain: Brain, context: TurnContext, verbatim: str | None) -> B
     return BrainReply(fallback, f"script (model reply {unsafe})", usage, latency, corrected=unsafe)
 
 
+def acknowledged_reply(context: TurnContext, extraction: Extraction, guessed: bool) -> BrainReply:
+    """The reply of a one-call turn: the model's acknowledgement (`Extraction.ack`) followed by what the
+    script says next as it is written (the step's question; the greeting on first contact, the reason a
+    value was refused). The acknowledgement is left out when it is unfit (`unsafe_reply`), asks or promises
+    something (a "?"), is long, or when the model read values the lead did not write (`guessed`): it would
+    thank them for those. Usage is the extraction's (no second call)."""
+    ack = (extraction.ack or "").strip()
+    refused = any(name in context.missing_fields for name in context.invalid_fields)
+    usable = (
+        ack
+        and not (context.first_contact or refused or guessed)
+        and "?" not in ack
+        and len(re.findall(r"[^\W\d_]{2,}", ack)) >= 2  # words, not a value echoed ("1-10")
+        and len(ack) <= 200
+        and unsafe_reply(ack) is None
+    )
+    scripted = OfflineBrain().compose(context).text
+    return BrainReply(f"{ack} {scripted}" if usable else scripted, f"{extraction.model} (one call)")
+
+
 def _added(*usages: dict[str, int]) -> dict[str, int]:
     total: dict[str, int] = {}
     for usage in usages:

@@ -21,7 +21,7 @@ from typing import Any
 
 from luminai_actors.ai.brain import Brain, Extraction, ExtractionRequest, HistoryLine
 from luminai_actors.domain import talkflow
-from luminai_actors.domain.fields import extract_offline
+from luminai_actors.domain.fields import extract_offline, normalize
 from luminai_actors.domain.grounding import ground
 from luminai_actors.domain.optout import has_stop_cue, is_opt_out
 
@@ -42,6 +42,7 @@ def understand(
     texts: list[str],
     history: list[HistoryLine],
     region: str | None,
+    persona: str | None = None,
 ) -> Understanding:
     asked = state.get("askedField")
     step_fields = talkflow.fields_to_extract(definition, state)
@@ -56,6 +57,8 @@ def understand(
                 asked_field=asked,
                 region=region,
                 last_question=next((line.text for line in reversed(history) if line.role == "agent"), None),
+                persona=persona,
+                acknowledge=True,
             )
         )
     kept, dropped = ground(
@@ -66,6 +69,10 @@ def understand(
     every_field = step_fields + talkflow.volunteer_fields(definition, state)
     floor = extract_offline(every_field, joined, asked=asked, region=region)
     read = ground(every_field, floor, joined, asked=asked, region=region)[0]
+    specs = {spec["name"]: spec for spec in step_fields}
+    for name in [n for n in kept if n in read]:  # a model's unusable answer ("{") never hides a valid one
+        if not normalize(specs[name], kept[name], region=region).ok:
+            kept[name] = read[name]
     said = bool(extraction and extraction.opt_out)
     return Understanding(
         values={**read, **kept},
