@@ -101,7 +101,9 @@ def test_openai_without_a_key_says_what_to_set(sandbox: Path) -> None:
 def test_the_openai_demo_replies_through_the_configured_endpoint(sandbox: Path) -> None:
     out = io.StringIO()
     with FakeOpenAI(api_key="sk-demo", model="fake-gpt") as fake:
-        settings = Settings(openai_api_key="sk-demo", openai_base_url=fake.url + "/v1", ai_model="fake-gpt")
+        settings = Settings(
+            openai_api_key="sk-demo", openai_base_url=fake.url + "/v1", ai_model="fake-gpt", ai_one_call=False
+        )
 
         code = run_demo(settings, use_openai=True, out=out)
 
@@ -111,12 +113,14 @@ def test_the_openai_demo_replies_through_the_configured_endpoint(sandbox: Path) 
     assert "OpenAI brain, fake-gpt" in output
     lines = transcript(output)
     assert [line for line in lines if line.startswith("lead")] == [f"lead  > {t}" for t in LEAD_MESSAGES]
-    # The fake extracts nothing and echoes the lead's last message: every reply is its own.
+    # The fake extracts nothing and echoes the lead: an echo asks none of the script's questions, so each
+    # reply is the step's question as the script writes it (`reply_parts.asks_for`).
     replies = [line for line in lines if line.startswith("agent")]
-    assert replies == [f"agent < Fake reply to: {text}" for text in LEAD_MESSAGES]
+    assert replies[0] == "agent < Olá Maria! Sou Sofia. Com quem eu falo?"
+    assert not any("Fake reply" in line for line in replies)
     assert requests
     assert all(r["model"] == "fake-gpt" for r in requests)
-    assert "Outcome: none yet" in output
+    assert "outcome meeting_requested" in output  # the offline floor read the answers the fake did not
 
 
 def test_an_offline_demo_ignores_a_configured_openai_key(sandbox: Path) -> None:

@@ -29,7 +29,12 @@ INSTANCE = "sdr-agent-1"
 
 
 def openai_env(fake: FakeOpenAI) -> dict[str, str]:
-    return {"OPENAI_API_KEY": "sk-e2e", "OPENAI_BASE_URL": fake.url + "/v1", "LUMINAI_AI_MODEL": "fake-gpt"}
+    return {
+        "OPENAI_API_KEY": "sk-e2e",
+        "OPENAI_BASE_URL": fake.url + "/v1",
+        "LUMINAI_AI_MODEL": "fake-gpt",
+        "LUMINAI_AI_ONE_CALL": "false",  # a second call writes each reply: the parts these tests split
+    }
 
 
 def outbound(db: Db) -> list[dict[str, Any]]:
