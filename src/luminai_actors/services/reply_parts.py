@@ -68,8 +68,8 @@ def _unfit(text: str, context: TurnContext) -> str | None:
     unsafe = unsafe_reply(text)
     # Words are compared in the script's own language only: a reply written in another language (the
     # lead's) cannot be checked this way.
-    written_in = guess([text]) or guess(context.new_messages)
-    checkable = context.action == "ask" and written_in in (None, context.language)
+    languages = {guess([text]), guess(context.new_messages)} - {None}
+    checkable = context.action == "ask" and languages <= {context.language}
     if unsafe is None and checkable and not asks_for(text, context.question, context.asked_label):
         return "does not ask the step's question"
     return unsafe
