@@ -35,13 +35,7 @@ from luminai_actors.domain.treeflow import normalize_definition, step_by_id
 from luminai_actors.persistence.hot_path import ClaimedTurn, MessageView
 from luminai_actors.persistence.tables import Agent, Contact, Talk, TreeFlow
 from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory
-from luminai_actors.services.reply_parts import (
-    acknowledged_reply,
-    reply_rows,
-    split_reply,
-    usage_meta,
-    written_reply,
-)
+from luminai_actors.services.reply_parts import reply_rows, split_reply, turn_reply, usage_meta
 from luminai_actors.services.understanding import understand
 
 HISTORY_LIMIT = 20
@@ -325,10 +319,9 @@ def _decide(brain: Brain, prepared: _Prepared, at: datetime) -> _Decision:
     )
     # A script's closing goes out as written, never reworded (with no script, the prompt writes replies).
     scripted = action.kind == "close" and prepared.definition.get("steps")
-    if action.kind == "ask" and extraction is not None and extraction.ack is not None:
-        reply = acknowledged_reply(context, extraction, bool(heard.ungrounded))  # the turn's one call
-    else:
-        reply = written_reply(brain, context, action.closing if scripted else None)
+    reply = turn_reply(
+        brain, context, extraction, bool(heard.ungrounded), action.closing if scripted else None
+    )
     meta = {
         **usage_meta(brain, reply, extraction),
         "action": action.kind,

@@ -95,6 +95,16 @@ def written_reply(brain: Brain, context: TurnContext, verbatim: str | None) -> B
     return BrainReply(fallback, f"script (model reply {unsafe})", usage, latency, corrected=unsafe)
 
 
+def turn_reply(
+    brain: Brain, context: TurnContext, extraction: Extraction | None, guessed: bool, verbatim: str | None
+) -> BrainReply:
+    """The turn's reply: `acknowledged_reply` when the extraction carried an acknowledgement for a question
+    (the turn's one LLM call), else `written_reply`."""
+    if context.action == "ask" and extraction is not None and extraction.ack is not None:
+        return acknowledged_reply(context, extraction, guessed)
+    return written_reply(brain, context, verbatim)
+
+
 def acknowledged_reply(context: TurnContext, extraction: Extraction, guessed: bool) -> BrainReply:
     """The reply of a one-call turn: the model's acknowledgement (`Extraction.ack`) followed by what the
     script says next as it is written (the step's question; the greeting on first contact, the reason a
