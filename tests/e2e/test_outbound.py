@@ -145,7 +145,7 @@ def test_a_worker_killed_mid_send_neither_sends_twice_nor_leaves_the_message_stu
 def test_replies_of_one_talk_go_out_in_order_while_the_first_is_retried(
     start_service: Callable[..., Service], evolution: FakeEvolutionApi, openai_server: FakeOpenAI, db: Db
 ) -> None:
-    openai_server.script(NOTHING_EXTRACTED, "First part.\n\nSecond part.\n\nThird part.")
+    openai_server.script(NOTHING_EXTRACTED, "First part.\n\nSecond part.\n\nWhat are you looking for?")
     service = start_service({**openai_env(openai_server), "LUMINAI_SEND_BACKOFF_SECONDS": "0.5,1"})
     admin = Admin(service)
     admin.setup_agent(evolution, INSTANCE, metadata={"splitMessages": True})
@@ -154,9 +154,13 @@ def test_replies_of_one_talk_go_out_in_order_while_the_first_is_retried(
     service.post_webhook(text_message(INSTANCE, LEAD, "Tell me everything"))
 
     wait_until(lambda: len(evolution.sent_messages()) == 3, timeout=30)
-    assert [m["text"] for m in evolution.sent_messages()] == ["First part.", "Second part.", "Third part."]
+    assert [m["text"] for m in evolution.sent_messages()] == [
+        "First part.",
+        "Second part.",
+        "What are you looking for?",
+    ]
     texts_attempted = [r.json["text"] for r in evolution.sendtext_attempts()]
-    assert texts_attempted == ["First part."] * 3 + ["Second part.", "Third part."]
+    assert texts_attempted == ["First part."] * 3 + ["Second part.", "What are you looking for?"]
     parts = outbound(db)
     assert [m["metadata"]["part"] for m in parts] == [{"index": i, "of": 3} for i in (1, 2, 3)]
     admin.close()
@@ -165,7 +169,7 @@ def test_replies_of_one_talk_go_out_in_order_while_the_first_is_retried(
 def test_pacing_limits_sends_per_instance(
     start_service: Callable[..., Service], evolution: FakeEvolutionApi, openai_server: FakeOpenAI, db: Db
 ) -> None:
-    openai_server.script(NOTHING_EXTRACTED, "One.\n\nTwo.\n\nThree.\n\nFour.")
+    openai_server.script(NOTHING_EXTRACTED, "One.\n\nTwo.\n\nThree.\n\nWhat are you looking for?")
     service = start_service({**openai_env(openai_server), "LUMINAI_SEND_RATE_PER_INSTANCE": "2"})
     admin = Admin(service)
     admin.setup_agent(evolution, INSTANCE, metadata={"splitMessages": True})
@@ -173,7 +177,7 @@ def test_pacing_limits_sends_per_instance(
     service.post_webhook(text_message(INSTANCE, LEAD, "Go"))
 
     sends = evolution.wait_for_requests(4, timeout=30, path_prefix="/message/sendText")
-    assert [r.json["text"] for r in sends] == ["One.", "Two.", "Three.", "Four."]
+    assert [r.json["text"] for r in sends] == ["One.", "Two.", "Three.", "What are you looking for?"]
     assert all(gap >= 0.45 for gap in gaps([r.received_at for r in sends])), gaps(
         [r.received_at for r in sends]
     )
