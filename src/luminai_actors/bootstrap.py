@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Any
 
 import dramatiq
-import openai
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.errors import QueueJoinTimeout
@@ -34,7 +33,7 @@ from luminai_actors.actors.tasks import (
     declare_task_actors,
 )
 from luminai_actors.ai.brain import Brain, OfflineBrain
-from luminai_actors.ai.openai_brain import OpenAIBrain
+from luminai_actors.ai.openai_brain import connect
 from luminai_actors.config import Settings
 from luminai_actors.errors import BrokerUnavailable, LuminaiError
 from luminai_actors.evolution.client import EvolutionClient
@@ -46,6 +45,7 @@ from luminai_actors.persistence.uow import SqlAlchemyUnitOfWork
 from luminai_actors.services import licence_gate, whatsapp_admin
 from luminai_actors.services.agents import AgentDirectory
 from luminai_actors.services.inbound import Autocommit, InboundOutcome, record_inbound
+from luminai_actors.services.organization_llm import OrganizationBrains
 from luminai_actors.services.pacing import MemoryPacer, NoPacing, Pacer, RedisPacer
 from luminai_actors.services.privacy import Erased, SuppressionList
 from luminai_actors.services.recovery import find_stalled_work
@@ -91,13 +91,13 @@ def build_pacer(settings: Settings, broker: dramatiq.Broker) -> Pacer:
 
 def build_brain(settings: Settings) -> Brain:
     if settings.openai_api_key:
-        client = openai.OpenAI(
-            api_key=settings.openai_api_key,
-            base_url=settings.openai_base_url,
+        return connect(
+            settings.openai_api_key,
+            settings.openai_base_url,
+            settings.ai_model,
             timeout=settings.ai_timeout_seconds,
-            max_retries=0,  # retries belong to the AI actor, with backoff and a final hand-off
+            one_call=settings.ai_one_call,
         )
-        return OpenAIBrain(client, settings.ai_model, one_call=settings.ai_one_call)
     return OfflineBrain()
 
 
@@ -119,6 +119,7 @@ class Container:
     autocommit: Autocommit | None = None  # PostgreSQL with LUMINAI_FAST_INGEST: `persistence.append`
     silence: WebhookSilence = field(default_factory=WebhookSilence)  # webhooks seen per instance
     _silent: set[str] = field(default_factory=set)  # instances whose silence alarm is raised
+    brains: OrganizationBrains | None = None  # organizations' own LLMs (`services.organization_llm`)
     _recovery_stop: threading.Event = field(default_factory=threading.Event)
     _recovery_thread: threading.Thread | None = None
 
@@ -336,6 +337,8 @@ class Container:
             self.worker = None
         self.broker.close()
         self.evolution.close()
+        if self.brains is not None:
+            self.brains.close()
         self.engine.dispose()
 
 
@@ -368,9 +371,8 @@ def build(settings: Settings) -> Container:
         return SqlAlchemyUnitOfWork(session_factory, hold_connection=True)
 
     suppression = SuppressionList(uow_factory, settings.suppression_key)
-    deps = TaskDeps(
-        settings, uow_factory, brain, evolution, build_pacer(settings, broker), metrics, suppression
-    )
+    pacer, brains = build_pacer(settings, broker), OrganizationBrains(settings, brain)
+    deps = TaskDeps(settings, uow_factory, brain, evolution, pacer, metrics, suppression, brains)
     dispatcher = declare_task_actors(broker, deps)
     holder: dict[str, Container] = {}
 
@@ -386,6 +388,7 @@ def build(settings: Settings) -> Container:
         settings, engine, session_factory, broker, dispatcher, evolution, brain, router, metrics
     )
     container.suppression = suppression
+    container.brains = brains
     if engine.dialect.name == "postgresql" and settings.fast_ingest:
         container.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT").connect
     holder["container"] = container

@@ -72,6 +72,25 @@ def test_a_server_that_refuses_json_schema_gets_json_object_at_once_and_it_is_re
     assert fake.chat_requests()[-1]["response_format"]["schema"]["properties"]["budget"]
 
 
+def test_one_broken_json_answer_moves_on_that_request_only_and_the_mode_is_kept() -> None:
+    with FakeOpenAI(structured_output="json_object") as fake:
+        for brain in brain_for(fake):
+            # a small model's answer cut by max_tokens, then the same request as a forced tool call
+            fake.script('{"budget": 5000, "email": "ana@', {"budget": 5000, "email": None, "optOut": False})
+            first = brain.extract(request("uns 5 mil"))
+            fake.script('{"budget": null, "email": "ana@acme.com.br", "optOut": false}')
+            second = brain.extract(request("ana@acme.com.br"))
+            kept = brain.structured_mode
+            for _ in range(3):  # every answer broken in this mode: given up after NO_JSON_STRIKES in a row
+                fake.script('{"budget": 1', {"budget": None, "email": None, "optOut": False})
+                brain.extract(request("hmm"))
+            given_up = brain.structured_mode
+    assert (first.values, second.values) == ({"budget": 5000}, {"email": "ana@acme.com.br"})
+    assert formats(fake)[:4] == ["json_schema", "json_object", None, "json_object"]
+    assert kept == "json_object"
+    assert given_up == "tools"
+
+
 def test_a_server_without_response_format_gets_a_forced_tool_call() -> None:
     with FakeOpenAI(structured_output="tools") as fake:
         for brain in brain_for(fake):

@@ -19,6 +19,7 @@ leaves the message `sending` under its lease, which the recovery sweep finds lik
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -40,6 +41,7 @@ from luminai_actors.logs import log_context
 from luminai_actors.metrics import Metrics
 from luminai_actors.persistence.uow import UnitOfWork, UnitOfWorkFactory
 from luminai_actors.services.ai_turn import run_ai_turn
+from luminai_actors.services.organization_llm import OrganizationBrains
 from luminai_actors.services.outbound import (
     Claimed,
     attempt_fresh_claim,
@@ -72,6 +74,7 @@ class TaskDeps:
     pacer: Pacer = field(default_factory=NoPacing)
     metrics: Metrics = field(default_factory=Metrics)
     suppression: SuppressionList | None = None  # the erased, opted-out numbers no turn may answer
+    organization_brains: OrganizationBrains | None = None  # organizations' own LLMs; None: `brain` for all
 
 
 def _current_retries() -> int:
@@ -154,6 +157,8 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
             except BrokerUnavailable as exc:  # raised below, after the turn, as it always was
                 send_refused.append(exc)
 
+        brains = deps.organization_brains
+        brain_of = functools.partial(brains.for_organization, deps.uow_factory) if brains else None
         try:
             outcome = run_ai_turn(
                 deps.uow_factory,
@@ -164,6 +169,7 @@ def declare_task_actors(broker: dramatiq.Broker, deps: TaskDeps) -> DramatiqDisp
                 on_reply=request_send,
                 claim_reply=claim_reply if settings.inline_send else None,
                 suppressed=deps.suppression.talk_is_suppressed if deps.suppression is not None else None,
+                brain_of=brain_of,
             )
         except (BrainError, Unavailable) as exc:
             deps.metrics.ai_turns.labels("error").inc()

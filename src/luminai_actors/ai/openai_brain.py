@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+import httpx
 import openai
 
 from luminai_actors.ai.brain import (
@@ -111,6 +112,8 @@ _ACK = (
     "language; no question, no promise, no facts about the company"
 )
 EXTRACT_MAX_TOKENS, REPLY_MAX_TOKENS = 200, 250
+NO_JSON_STRIKES = 3
+"""Answers in a row that are not JSON after which a structured mode is given up for the server."""
 PROMPT_TOKEN_BUDGET = 1500
 """A reply's prompt is kept under about this many tokens (estimated as characters / 4): the oldest history
 goes first, as a small local server's time per turn grows with the prompt."""
@@ -122,6 +125,28 @@ class _Unsupported(Exception):
 
 class _NoJson(BrainError):
     """The server answered, in every structured mode, with something that is not a JSON object."""
+
+
+def connect(
+    api_key: str,
+    base_url: str | None,
+    model: str,
+    *,
+    timeout: float,
+    one_call: bool = True,
+    http_client: httpx.Client | None = None,
+) -> OpenAIBrain:
+    """An OpenAIBrain on its own openai client; `http_client` carries a guarded transport for a URL a tenant
+    set (`outbound_address.guarded_client`)."""
+    client = openai.OpenAI(
+        api_key=api_key,
+        base_url=base_url,
+        timeout=timeout,
+        max_retries=0,  # retries belong to the AI actor, with backoff and a final hand-off
+        # openai 3 is typed for httpx2 but takes an httpx.Client as documented (is_legacy_httpx_sync_client)
+        http_client=http_client,  # type: ignore[arg-type]
+    )
+    return OpenAIBrain(client, model, one_call=one_call)
 
 
 class OpenAIBrain:
@@ -136,9 +161,14 @@ class OpenAIBrain:
         self._one_call = one_call
         self._model = model
         self._mode = 0  # index in STRUCTURED_MODES
+        self._misses = [0] * len(STRUCTURED_MODES)  # answers in a row that were not JSON, per mode
         self.calls = 0  # chat calls made, for the brain eval's calls per turn
         self._lock = threading.Lock()
         self._offline = OfflineBrain()
+
+    def close(self) -> None:
+        """Close the client's connections (an organization's brain that is dropped or shut down)."""
+        self._client.close()
 
     @property
     def structured_mode(self) -> str:
@@ -204,8 +234,8 @@ class OpenAIBrain:
             system = (persona[0] + "\n" if persona else "") + system + "\nack: " + _ACK
         if request.last_question:
             system += f"\nThe lead is answering: {request.last_question}"
+        mode = self._mode
         while True:
-            mode = self._mode
             options: dict[str, Any] = {"max_tokens": EXTRACT_MAX_TOKENS, "temperature": 0}
             prompt = system
             kind = STRUCTURED_MODES[mode]
@@ -230,12 +260,17 @@ class OpenAIBrain:
             try:
                 completion, content, latency = self._chat(messages, **options)
                 data = _json_object(content)
+                # prose: the server ignored the option; a broken object (cut by max_tokens): a slip
+                refused = data is None and not content.lstrip().startswith("{")
             except _Unsupported:
-                data, completion = None, None
+                data, completion, refused = None, None, True
             if data is not None:
+                self._misses[mode] = 0
                 break
-            if not self._downgrade(mode):
+            next_mode = self._next_mode(mode, refused=refused)
+            if next_mode is None:
                 raise _NoJson("LLM extraction is not a JSON object in any structured-output mode")
+            mode = next_mode
         known = {spec["name"] for spec in request.fields}
         values = {k: v for k, v in data.items() if k in known and v is not None}
         ack = data.get("ack") if isinstance(data.get("ack"), str) else ""
@@ -248,14 +283,17 @@ class OpenAIBrain:
             ack=ack if acknowledge else None,
         )
 
-    def _downgrade(self, mode: int) -> bool:
-        """Use the next structured mode from now on; False when there is none left."""
+    def _next_mode(self, mode: int, *, refused: bool) -> int | None:
+        """The mode to try after `mode` failed, or None when none is left. A refused option, or prose where
+        JSON was asked for, is a capability answer, remembered at once; a broken JSON object (a small model's
+        slip, an answer cut by `max_tokens`) moves only this request on, until `NO_JSON_STRIKES` in a row say
+        the mode does not work on this server."""
         with self._lock:
-            if self._mode == mode:
-                if mode + 1 >= len(STRUCTURED_MODES):
-                    return False
-                self._mode = mode + 1
-            return True
+            if not refused:
+                self._misses[mode] += 1
+            if refused or self._misses[mode] >= NO_JSON_STRIKES:
+                self._mode = max(self._mode, min(mode + 1, len(STRUCTURED_MODES) - 1))
+        return mode + 1 if mode + 1 < len(STRUCTURED_MODES) else None
 
     def compose(self, context: TurnContext) -> BrainReply:
         system = build_system_prompt(context)

@@ -13,7 +13,8 @@ last reply asked for, whose answer a model may read more freely:
 - date: a date written in the text equals it, or the field was asked ("amanhã" read as a date);
 - enum: the value's words appear in the text, or (asked) a number in the text falls in a range value
   ("uns 30" for `11-50`), or (asked) one of the value's words appears;
-- boolean: only the asked field (the answer to a yes/no question), never volunteered;
+- boolean: only the asked field (the answer to a yes/no question), never volunteered, and never against
+  the lead's plain words (a model's `true` for "não, obrigado");
 - text: every word of the value appears in the text; (asked) at least half of them; small talk alone
   ("Oi, boa tarde!", "tudo bem", "hello", "não") is never a value, and a person's name has no digits, `@`
   or web address in it (a small model took "Oi, boa tarde!" and "alves.com" for names).
@@ -64,7 +65,10 @@ def supported(field: dict[str, Any], value: Any, text: str, *, asked: bool) -> b
     if kind == "date":
         return asked or normalize(field, text).value == value
     if kind == "boolean":
-        return asked and bool(folded.strip())
+        if not asked or not folded.strip():
+            return False
+        own = normalize(field, text)  # the lead's plain yes or no, read by the deterministic rule
+        return not own.ok or own.value == value
     words = set(_words(text))
     wanted = _words(str(value))
     if not wanted or (kind == "text" and all(word in _SMALL_TALK for word in wanted)):

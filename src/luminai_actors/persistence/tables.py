@@ -82,6 +82,13 @@ class Organization(Base):
     id: Mapped[uuid.UUID] = _pk()
     name: Mapped[str] = mapped_column(String(255), nullable=False)
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, server_default=true())
+    # The organization's own OpenAI-compatible LLM (`services.organization_llm`); all null: the deployment's.
+    ai_base_url: Mapped[str | None] = mapped_column(String(500))
+    ai_base_url_trusted: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    ai_model: Mapped[str | None] = mapped_column(String(255))
+    ai_api_key: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 

@@ -90,19 +90,22 @@ def run_ai_turn(
     on_reply: Callable[[uuid.UUID], None] | None = None,
     claim_reply: Callable[[UnitOfWork, uuid.UUID], None] | None = None,
     suppressed: Callable[[UnitOfWork, uuid.UUID], bool] | None = None,
+    brain_of: Callable[[uuid.UUID], Brain] | None = None,
 ) -> TurnOutcome:
     """One turn. `on_reply(first reply id)` is called as soon as the reply is committed (before the read
     for messages that arrived meanwhile), so its send can start while the turn finishes. `claim_reply(uow,
     first reply id)` runs inside the transaction that stores the reply, before its commit (the worker
     records the first send attempt there, saving that attempt a transaction of its own). `suppressed(uow,
     talk id)`, asked in the claim's transaction, is True when the talk's contact is on the suppression list
-    (`privacy.SuppressionList.talk_is_suppressed`): the turn then replies nothing and opts the contact out."""
+    (`privacy.SuppressionList.talk_is_suppressed`): the turn then replies nothing and opts the contact out.
+    `brain_of(organization id)` picks the organization's own LLM (`organization_llm`); else `brain`."""
     clock = now or (lambda: datetime.now(UTC))
     prepared = _prepare(uow_factory, talk_id, clock(), lease_seconds, debounce_seconds, suppressed)
     if isinstance(prepared, TurnOutcome):
         return prepared
     try:
-        decision = _decide(brain, prepared, clock())
+        chosen = brain_of(prepared.organization_id) if brain_of is not None else brain
+        decision = _decide(chosen, prepared, clock())
     except BaseException:
         _release(uow_factory, talk_id)
         raise

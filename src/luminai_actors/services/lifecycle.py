@@ -36,6 +36,7 @@ from luminai_actors.persistence.uow import UnitOfWorkFactory, session_of
 from luminai_actors.services import audit
 from luminai_actors.services.admin import parse_agent
 from luminai_actors.services.api_keys import Principal, ensure_visible, visible_row
+from luminai_actors.services.organization_llm import apply_llm, llm_json
 
 AGENT_FIELDS = frozenset({"name", "prompt", "treeFlowId", "active", "whatsapp"})
 WHATSAPP_FIELDS = frozenset(
@@ -59,6 +60,7 @@ def organization_json(org: Organization) -> dict[str, Any]:
         "id": str(org.id),
         "name": org.name,
         "active": org.active,
+        "ai": llm_json(org),
         "createdAt": org.created_at.isoformat(),
         "updatedAt": org.updated_at.isoformat(),
     }
@@ -88,11 +90,18 @@ def get_organization(
 
 
 def update_organization(
-    uow_factory: UnitOfWorkFactory, principal: Principal, org_id: uuid.UUID, body: dict[str, Any]
+    uow_factory: UnitOfWorkFactory,
+    principal: Principal,
+    org_id: uuid.UUID,
+    body: dict[str, Any],
+    *,
+    policy: AddressPolicy | None = None,
 ) -> dict[str, Any]:
-    """PATCH `{"name"?, "active"?}`; `active` is the operator's to change (403 for a key)."""
+    """PATCH `{"name"?, "active"?, "ai"?}`; `active` is the operator's to change (403 for a key); `ai` is the
+    organization's own LLM (`organization_llm.apply_llm`; `policy`, the outbound address rule with the
+    operator's exceptions, applies to a key's base URL)."""
     ensure_visible(principal, org_id, "organization")
-    only_fields(body, frozenset({"name", "active"}))
+    only_fields(body, frozenset({"name", "active", "ai"}))
     name = body.get("name", ...)
     if name is not ... and (not isinstance(name, str) or not name.strip() or len(name) > 255):
         raise ValidationError("name", "must be a non-empty string of at most 255 characters")
@@ -110,6 +119,8 @@ def update_organization(
             org.name = name.strip()
         if isinstance(active, bool):
             org.active = active
+        if "ai" in body:
+            apply_llm(org, body["ai"], policy or AddressPolicy(), trusted=principal.is_operator)
         session_of(uow).flush()
         after = organization_json(org)
         audit.record(

@@ -42,12 +42,14 @@ async def get_organization(request: Request) -> Response:
 
 @require_admin
 async def update_organization(request: Request) -> Response:
-    """`{"name"?, "active"?}`; an inactive organization's webhooks are ignored and nothing is sent."""
+    """`{"name"?, "active"?, "ai"?}`; an inactive organization's webhooks are ignored and nothing is sent;
+    `ai` is the organization's own LLM (`services.organization_llm`)."""
     org_id = _uuid(request, "org_id")
     body = await _json_object(request)
     container = _container(request)
+    policy = container.settings.address_policy  # for a base URL set with an organization key
     row = await run_in_threadpool(
-        lifecycle.update_organization, container.uow, _principal(request), org_id, body
+        lambda: lifecycle.update_organization(container.uow, _principal(request), org_id, body, policy=policy)
     )
     container.directory.forget()  # cached instances of this organization carry its active flag
     return JSONResponse(row)

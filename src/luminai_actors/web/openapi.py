@@ -75,10 +75,17 @@ def openapi_document() -> dict[str, Any]:
             "get": _op("Organizations (an organization key: its own)", listed, params=_PAGE),
         },
         "/api/admin/organizations/{orgId}": {
-            "get": _op("One organization {id, name, active}", {"200": _json(obj)}, params=[org]),
+            "get": _op(
+                "One organization {id, name, active, ai: {baseUrl, model, apiKeySet}}",
+                {"200": _json(obj)},
+                params=[org],
+            ),
             "patch": patched(
-                '{"name"?, "active"?} (active: operator only, else 403); an inactive organization\'s '
-                "webhooks are answered 200 ignored and nothing is sent",
+                '{"name"?, "active"?, "ai"?: {"baseUrl"?, "model"?, "apiKey"?}} (active: operator only, '
+                "else 403); an inactive organization's webhooks are answered 200 ignored and nothing is "
+                "sent. ai: the organization's own OpenAI-compatible LLM (null clears a value; the key is "
+                "never returned; an organization key's baseUrl obeys the outbound address rule, else 422 "
+                "ai.baseUrl)",
                 [org],
             ),
         },
