@@ -16,10 +16,9 @@ import json
 import re
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import openai
 
 from luminai_actors.ai.brain import (
     BrainReply,
@@ -30,6 +29,9 @@ from luminai_actors.ai.brain import (
     TurnContext,
 )
 from luminai_actors.errors import BrainError
+
+if TYPE_CHECKING:  # imported when a client is made: the openai package takes about 0.9 s to import, paid
+    import openai  # by every `serve` and `worker` start (and each e2e test's two) even with the offline brain
 
 _JSON_TYPES = {"number": "number", "boolean": "boolean"}
 
@@ -138,6 +140,8 @@ def connect(
 ) -> OpenAIBrain:
     """An OpenAIBrain on its own openai client; `http_client` carries a guarded transport for a URL a tenant
     set (`outbound_address.guarded_client`)."""
+    import openai
+
     client = openai.OpenAI(
         api_key=api_key,
         base_url=base_url,
@@ -180,6 +184,8 @@ class OpenAIBrain:
         with self._lock:
             self.calls += 1
         started = time.perf_counter()
+        import openai  # loaded by `connect` already
+
         try:
             completion = self._client.chat.completions.create(
                 model=self._model,
