@@ -201,13 +201,19 @@ class AddressPolicy:
 
     def check_url(self, url: str) -> None:
         """AddressRefused unless url is http(s) and its host may be reached."""
-        try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL as exc:
-            raise AddressRefused(f"is not a valid URL ({exc})") from exc
-        if parsed.scheme not in _DEFAULT_PORTS or not parsed.host:
-            raise AddressRefused("must be an http(s) URL with a host")
+        parsed = http_url(url)
         self.resolve(parsed.host, parsed.port or _DEFAULT_PORTS[parsed.scheme])
+
+
+def http_url(url: str) -> httpx.URL:
+    """url parsed; AddressRefused unless it is an http(s) URL with a host (the operator's URLs too)."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise AddressRefused(f"is not a valid URL ({exc})") from exc
+    if parsed.scheme not in _DEFAULT_PORTS or not parsed.host:
+        raise AddressRefused("must be an http(s) URL with a host")
+    return parsed
 
 
 class GuardedTransport(httpx.BaseTransport):

@@ -27,13 +27,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from luminai_actors.ai.brain import Brain
 from luminai_actors.ai.openai_brain import OpenAIBrain, connect
 from luminai_actors.config import Settings
 from luminai_actors.errors import ValidationError
-from luminai_actors.outbound_address import AddressPolicy, AddressRefused, guarded_client
+from luminai_actors.outbound_address import AddressPolicy, AddressRefused, guarded_client, http_url
 from luminai_actors.persistence.tables import Organization
 from luminai_actors.persistence.uow import UnitOfWorkFactory
 
@@ -86,7 +84,7 @@ def apply_llm(org: Organization, body: Any, policy: AddressPolicy, *, trusted: b
         if url is not None:
             try:
                 if trusted:
-                    _http_url(url)
+                    http_url(url)
                 else:
                     policy.check_url(url)
             except AddressRefused as exc:
@@ -96,16 +94,6 @@ def apply_llm(org: Organization, body: Any, policy: AddressPolicy, *, trusted: b
         org.ai_model = _value(body, "model", 255)
     if "apiKey" in body:
         org.ai_api_key = _value(body, "apiKey", 2000)
-
-
-def _http_url(url: str) -> None:
-    """The operator's URL may point anywhere, but must still be an http(s) URL with a host."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise AddressRefused(f"is not a valid URL ({exc})") from exc
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise AddressRefused("must be an http(s) URL with a host")
 
 
 class OrganizationBrains:
